@@ -1,0 +1,435 @@
+/* build.c - HNSW construction, on Flash codes or on float vectors.
+ *
+ * Flash layout: every neighbour list keeps the neighbours' ids and, beside
+ * them, the neighbours' codes transposed in blocks of 16, so candidate
+ * acquisition scores a whole list with one table-lookup kernel and never
+ * touches another node's memory.  Neighbour selection (the HNSW heuristic)
+ * uses symmetric code distances (SDT); when a list is re-pruned the owner's
+ * distances to its neighbours come from its virtual ADT run over its own
+ * blocks.  Codes travel with ids whenever a list changes.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+struct leann_builder {
+    leann_build_params p;
+    const leann_codec *codec;
+    leann_graph g;
+    int flash, cb;
+    size_t bb0, bbU;         /* bytes of one list's code blocks */
+    uint8_t *codes;          /* n * cb, own codes (flash) */
+    uint8_t *codes0, *codesU;/* neighbour code blocks (flash, build only) */
+    const float *proj;       /* n * dp, borrowed (flash) */
+    float *vectors;          /* n * dim (exact builder or stored vectors) */
+    leann_dist_fn l2;
+    leann_scan_fn scan;
+    leann_lock *locks;
+    pthread_mutex_t global;
+    int global_ok, ran;
+    atomic_size_t next, done;
+    atomic_int cancel;
+    atomic_uint_fast64_t evals, hops;
+};
+
+typedef struct {
+    leann_qctx qc;
+    leann_visited vis;
+    leann_beam_entry *beam;
+    leann_cand *sorted, *selected, *pool;
+    uint8_t *adt;        /* canonical ADT of the node being inserted */
+    uint8_t *ptab;       /* its permuted form: the query table of the walks */
+    uint8_t *vtab;       /* permuted virtual ADT of a candidate (selection) */
+    uint8_t *selblocks;  /* codes of the neighbours selected so far, in blocks */
+    uint16_t *seld;      /* their distances to the candidate */
+} scratch;
+
+static void scratch_free(scratch *s) {
+    leann_visited_free(&s->vis);
+    free(s->beam);
+    free(s->vtab);
+    free(s->selblocks);
+    free(s->seld);
+    free(s->sorted);
+    free(s->selected);
+    free(s->pool);
+    free(s->adt);
+    free(s->ptab);
+    free(s->qc.ids_tmp);
+    free(s->qc.d16_tmp);
+    free(s->qc.nbr_ids);
+    free(s->qc.nbr_ds);
+}
+
+static int scratch_init(scratch *s, leann_builder *b) {
+    memset(s, 0, sizeof *s);
+    int cap = b->g.cap0 + 16;
+    size_t ef = (size_t)b->p.ef_construction + (size_t)cap + 1;
+    int st = leann_visited_init(&s->vis, b->p.n);
+    if (st != LEANN_OK) return st;
+    s->beam = leann_calloc(ef, sizeof(leann_beam_entry), "search beam");
+    s->seld = leann_calloc((size_t)cap, sizeof(uint16_t), "build scratch");
+    if (!s->beam || !s->seld) return LEANN_ERR_NOMEM;
+    s->sorted = leann_calloc(ef, sizeof(leann_cand), "build scratch");
+    s->selected = leann_calloc((size_t)cap, sizeof(leann_cand), "build scratch");
+    s->pool = leann_calloc((size_t)cap + 1, sizeof(leann_cand), "build scratch");
+    s->qc.ids_tmp = leann_calloc((size_t)cap, sizeof(uint32_t), "build scratch");
+    s->qc.d16_tmp = leann_calloc((size_t)cap, sizeof(uint16_t), "build scratch");
+    s->qc.nbr_ids = leann_calloc((size_t)cap, sizeof(uint32_t), "build scratch");
+    s->qc.nbr_ds = leann_calloc((size_t)cap, sizeof(float), "build scratch");
+    if (!s->sorted || !s->selected || !s->pool || !s->qc.ids_tmp || !s->qc.d16_tmp ||
+        !s->qc.nbr_ids || !s->qc.nbr_ds)
+        return LEANN_ERR_NOMEM;
+    if (b->flash) {
+        size_t tb = (size_t)b->codec->msub * 16;
+        s->adt = leann_malloc(tb, "query table");
+        s->ptab = leann_malloc(tb, "query table");
+        s->vtab = leann_malloc(tb, "query table");
+        s->selblocks = leann_calloc((size_t)cap / 16 + 1, (size_t)b->cb * 16, "selection blocks");
+        if (!s->adt || !s->ptab || !s->vtab || !s->selblocks) return LEANN_ERR_NOMEM;
+    }
+    leann_qctx *qc = &s->qc;
+    qc->flash = b->flash;
+    qc->table = s->ptab;
+    qc->scan = b->scan;
+    qc->cb = b->cb;
+    qc->codes0 = b->codes0;
+    qc->codesU = b->codesU;
+    qc->bb0 = b->bb0;
+    qc->bbU = b->bbU;
+    qc->vectors = b->vectors;
+    qc->dim = b->p.dim;
+    qc->dist = b->l2;
+    qc->locks = b->locks;
+    return LEANN_OK;
+}
+
+/* ---- public: lifecycle ---- */
+int leann_builder_new(const leann_build_params *p, const leann_codec *codec, leann_builder **out) {
+    *out = NULL;
+    if (!p) return leann_fail(LEANN_ERR_INVALID, "params are NULL");
+    if (p->n == 0) return leann_fail(LEANN_ERR_INVALID, "cannot build an index over 0 vectors");
+    if (p->n >= LEANN_NONE) return leann_fail(LEANN_ERR_INVALID, "too many vectors (%zu)", p->n);
+    if (p->dim <= 0 || p->dim > 65536)
+        return leann_fail(LEANN_ERR_INVALID, "dimension must be in [1, 65536], got %d", p->dim);
+    if (p->M < 2 || p->M > 256) return leann_fail(LEANN_ERR_INVALID, "M must be in [2, 256], got %d", p->M);
+    if (p->ef_construction < 1 || p->ef_construction > 100000)
+        return leann_fail(LEANN_ERR_INVALID, "ef_construction must be in [1, 100000], got %d",
+                          p->ef_construction);
+    if (p->builder != LEANN_BUILDER_FLASH && p->builder != LEANN_BUILDER_EXACT)
+        return leann_fail(LEANN_ERR_INVALID, "unknown builder %d", p->builder);
+    if (p->search_metric != LEANN_METRIC_L2 && p->search_metric != LEANN_METRIC_IP)
+        return leann_fail(LEANN_ERR_INVALID, "unknown metric %d", p->search_metric);
+    if (p->builder == LEANN_BUILDER_FLASH && !codec)
+        return leann_fail(LEANN_ERR_INVALID, "the flash builder needs a codec");
+
+    leann_builder *b = leann_calloc(1, sizeof *b, "builder");
+    if (!b) return LEANN_ERR_NOMEM;
+    b->p = *p;
+    b->p.threads = leann_resolve_threads(p->threads);
+    b->flash = p->builder == LEANN_BUILDER_FLASH;
+    b->codec = b->flash ? codec : NULL;
+    b->l2 = leann_get_dist(LEANN_METRIC_L2, LEANN_KERNEL_AUTO);
+    atomic_init(&b->next, 0);
+    atomic_init(&b->done, 0);
+    atomic_init(&b->cancel, 0);
+    int st = leann_graph_alloc_levels(&b->g, p->n, p->M, p->seed);
+    if (st != LEANN_OK) goto fail;
+    b->g.ids0 = leann_calloc(p->n, (size_t)b->g.cap0 * sizeof(uint32_t), "level-0 links");
+    b->g.deg0 = leann_calloc(p->n, sizeof(uint16_t), "level-0 degrees");
+    b->locks = leann_calloc(LEANN_NLOCKS, sizeof(leann_lock), "node locks");
+    if (!b->g.ids0 || !b->g.deg0 || !b->locks) {
+        st = LEANN_ERR_NOMEM;
+        goto fail;
+    }
+    for (int i = 0; i < LEANN_NLOCKS; i++) atomic_init(&b->locks[i], 0);
+    pthread_mutex_init(&b->global, NULL);
+    b->global_ok = 1;
+    if (b->flash) {
+        b->cb = codec->code_bytes;
+        b->scan = leann_get_scan(LEANN_KERNEL_AUTO, codec->accumulate);
+        b->bb0 = (size_t)((b->g.cap0 + 15) / 16) * 16 * b->cb;
+        b->bbU = (size_t)((b->g.capU + 15) / 16) * 16 * b->cb;
+        b->codes = leann_calloc(p->n, (size_t)b->cb, "codes");
+        b->codes0 = leann_calloc(p->n, b->bb0, "level-0 neighbour codes");
+        b->codesU = leann_calloc(b->g.nslots ? b->g.nslots : 1, b->bbU, "upper neighbour codes");
+        if (!b->scan || !b->codes || !b->codes0 || !b->codesU) {
+            st = b->scan ? LEANN_ERR_NOMEM : leann_fail(LEANN_ERR_INTERNAL, "no scan kernel");
+            goto fail;
+        }
+    } else {
+        st = leann_builder_alloc_vectors(b);
+        if (st != LEANN_OK) goto fail;
+    }
+    *out = b;
+    return LEANN_OK;
+fail:
+    leann_builder_free(b);
+    return st;
+}
+
+int leann_builder_alloc_vectors(leann_builder *b) {
+    if (!b) return leann_fail(LEANN_ERR_INVALID, "builder is NULL");
+    if (b->vectors) return LEANN_OK;
+    b->vectors = leann_calloc(b->p.n, (size_t)b->p.dim * sizeof(float), "stored vectors");
+    return b->vectors ? LEANN_OK : LEANN_ERR_NOMEM;
+}
+
+float *leann_builder_vectors(leann_builder *b) { return b ? b->vectors : NULL; }
+
+int leann_builder_set_projected(leann_builder *b, const float *proj) {
+    if (!b || !proj) return leann_fail(LEANN_ERR_INVALID, "leann_builder_set_projected: NULL argument");
+    if (!b->flash) return leann_fail(LEANN_ERR_INVALID, "projected vectors are for the flash builder");
+    b->proj = proj;
+    return LEANN_OK;
+}
+
+size_t leann_builder_progress(const leann_builder *b) {
+    return b ? atomic_load_explicit(&((leann_builder *)b)->done, memory_order_relaxed) : 0;
+}
+
+void leann_builder_stats(const leann_builder *b, uint64_t *distance_evals, uint64_t *hops) {
+    *distance_evals = b ? atomic_load(&((leann_builder *)b)->evals) : 0;
+    *hops = b ? atomic_load(&((leann_builder *)b)->hops) : 0;
+}
+
+void leann_builder_cancel(leann_builder *b) {
+    if (b) atomic_store(&b->cancel, 1);
+}
+
+void leann_builder_free(leann_builder *b) {
+    if (!b) return;
+    leann_graph_free(&b->g);
+    free(b->locks);
+    if (b->global_ok) pthread_mutex_destroy(&b->global);
+    free(b->codes);
+    free(b->codes0);
+    free(b->codesU);
+    free(b->vectors);
+    free(b);
+}
+
+/* ---- distances between two nodes (selection heuristic) ---- */
+static inline float pair_dist(const leann_builder *b, uint32_t x, uint32_t y) {
+    if (b->flash)
+        return (float)leann_sdt_dist(b->codec, b->codes + (size_t)x * b->cb, b->codes + (size_t)y * b->cb);
+    return b->l2(b->vectors + (size_t)x * b->p.dim, b->vectors + (size_t)y * b->p.dim, b->p.dim);
+}
+
+/* HNSW heuristic: keep a candidate only if it is closer to the base than to
+ * every neighbour kept so far.  cands sorted ascending.  Flash: once a few
+ * neighbours are kept, the candidate's virtual ADT scores all of them at
+ * once with the lookup kernel over the kept neighbours' code blocks. */
+#define SIMD_SELECT_MIN 4
+static int select_neighbors(const leann_builder *b, scratch *s, const leann_cand *cands, int nc,
+                            int m, leann_cand *out) {
+    int k = 0;
+    for (int i = 0; i < nc && k < m; i++) {
+        int good = 1;
+        if (b->flash && k >= SIMD_SELECT_MIN) {
+            leann_codec_vadt_permuted(b->codec, b->codes + (size_t)cands[i].id * b->cb, s->vtab);
+            b->scan(s->selblocks, (size_t)(k + 15) / 16, b->cb, s->vtab, s->seld);
+            for (int j = 0; j < k; j++) good &= !((float)s->seld[j] < cands[i].d);
+        } else {
+            for (int j = 0; j < k; j++) {
+                if (pair_dist(b, cands[i].id, out[j].id) < cands[i].d) {
+                    good = 0;
+                    break;
+                }
+            }
+        }
+        if (!good) continue;
+        if (b->flash)
+            leann_block_put(s->selblocks + (size_t)(k / 16) * 16 * b->cb, b->cb, k % 16,
+                            b->codes + (size_t)cands[i].id * b->cb);
+        out[k++] = cands[i];
+    }
+    return k;
+}
+
+static inline uint8_t *list_blocks(leann_builder *b, uint32_t v, int l) {
+    return l == 0 ? b->codes0 + (size_t)v * b->bb0 : b->codesU + ((size_t)b->g.ubase[v] + l - 1) * b->bbU;
+}
+
+/* Store list entry `pos` of (v, l): id and, for flash, its code column. */
+static inline void list_put(leann_builder *b, uint32_t v, int l, int pos, uint32_t id) {
+    int deg;
+    uint32_t *ids = leann_graph_list(&b->g, v, l, &deg);
+    ids[pos] = id;
+    if (b->flash)
+        leann_block_put(list_blocks(b, v, l) + (size_t)(pos / 16) * 16 * b->cb, b->cb, pos % 16,
+                        b->codes + (size_t)id * b->cb);
+}
+
+/* Add q to v's list at level l (caller holds v's lock). */
+static void add_reverse(leann_builder *b, scratch *s, uint32_t v, int l, uint32_t q) {
+    int deg, cap = l == 0 ? b->g.cap0 : b->g.capU;
+    uint32_t *ids = leann_graph_list(&b->g, v, l, &deg);
+    uint16_t *degp = leann_graph_degp(&b->g, v, l);
+    for (int i = 0; i < deg; i++)
+        if (ids[i] == q) return;
+    if (deg < cap) {
+        list_put(b, v, l, deg, q);
+        *degp = (uint16_t)(deg + 1);
+        return;
+    }
+    /* full: re-select among the current neighbours and q, seen from v */
+    leann_cand *pool = s->pool;
+    if (b->flash) {
+        leann_codec_vadt_permuted(b->codec, b->codes + (size_t)v * b->cb, s->vtab);
+        b->scan(list_blocks(b, v, l), (size_t)(deg + 15) / 16, b->cb, s->vtab, s->qc.d16_tmp);
+        for (int i = 0; i < deg; i++) pool[i] = (leann_cand){(float)s->qc.d16_tmp[i], ids[i]};
+    } else {
+        for (int i = 0; i < deg; i++) pool[i] = (leann_cand){pair_dist(b, v, ids[i]), ids[i]};
+    }
+    pool[deg] = (leann_cand){pair_dist(b, v, q), q};
+    leann_cand_sort(pool, (size_t)deg + 1);
+    int k = select_neighbors(b, s, pool, deg + 1, cap, s->selected);
+    for (int i = 0; i < k; i++) list_put(b, v, l, i, s->selected[i].id);
+    *degp = (uint16_t)k;
+}
+
+/* Set q's own list at level l to sel[0..k); keep links others added meanwhile
+ * while there is room. */
+static void set_own_list(leann_builder *b, uint32_t q, int l, const leann_cand *sel, int k) {
+    leann_lock *lock = &b->locks[q & (LEANN_NLOCKS - 1)];
+    leann_lock_acquire(lock);
+    int deg, cap = l == 0 ? b->g.cap0 : b->g.capU;
+    uint32_t *ids = leann_graph_list(&b->g, q, l, &deg);
+    uint32_t keep[512];
+    int nkeep = 0;
+    for (int i = 0; i < deg && nkeep < 512; i++) keep[nkeep++] = ids[i];
+    int pos = 0;
+    for (int i = 0; i < k; i++) list_put(b, q, l, pos++, sel[i].id);
+    for (int i = 0; i < nkeep && pos < cap; i++) {
+        int dup = 0;
+        for (int j = 0; j < k; j++) dup |= sel[j].id == keep[i];
+        if (!dup) list_put(b, q, l, pos++, keep[i]);
+    }
+    *leann_graph_degp(&b->g, q, l) = (uint16_t)pos;
+    leann_lock_release(lock);
+}
+
+static int insert(leann_builder *b, scratch *s, uint32_t q) {
+    leann_qctx *qc = &s->qc;
+    int level = b->g.levels[q];
+    if (b->flash) {
+        leann_codec_adt_raw(b->codec, b->proj + (size_t)q * b->codec->dp, s->adt);
+        leann_permute_table(s->adt, b->codec->msub, s->ptab);
+    } else {
+        qc->q = b->vectors + (size_t)q * b->p.dim;
+    }
+    pthread_mutex_lock(&b->global);
+    int maxl = b->g.maxlevel;
+    uint32_t ep = b->g.entry;
+    int hold = level > maxl;
+    if (!hold) pthread_mutex_unlock(&b->global);
+    float epd = leann_qdist(qc, ep, b->codes);
+    for (int l = maxl; l > level; l--) leann_greedy(&b->g, qc, l, &ep, &epd);
+    for (int l = level < maxl ? level : maxl; l >= 0; l--) {
+        int len = leann_search_layer(&b->g, qc, l, (leann_cand){epd, ep}, b->p.ef_construction,
+                                     &s->vis, s->beam);
+        int nc = 0; /* ascending already; drop q itself */
+        for (int i = 0; i < len; i++)
+            if (s->beam[i].id != q) s->sorted[nc++] = (leann_cand){s->beam[i].d, s->beam[i].id};
+        if (nc == 0) continue;
+        int k = select_neighbors(b, s, s->sorted, nc, b->p.M, s->selected);
+        set_own_list(b, q, l, s->selected, k);
+        ep = s->selected[0].id; /* closest kept neighbour seeds the next level */
+        epd = s->selected[0].d;
+        for (int i = 0; i < k; i++) {
+            uint32_t v = s->selected[i].id;
+            leann_lock *lock = &b->locks[v & (LEANN_NLOCKS - 1)];
+            leann_lock_acquire(lock);
+            add_reverse(b, s, v, l, q);
+            leann_lock_release(lock);
+        }
+    }
+    if (hold) {
+        b->g.entry = q;
+        b->g.maxlevel = level;
+        pthread_mutex_unlock(&b->global);
+    }
+    return LEANN_OK;
+}
+
+static int build_task(void *ctx, int tid, int nt) {
+    (void)tid;
+    (void)nt;
+    leann_builder *b = ctx;
+    scratch s;
+    int st = scratch_init(&s, b);
+    while (st == LEANN_OK) {
+        if (atomic_load_explicit(&b->cancel, memory_order_relaxed)) {
+            st = leann_fail(LEANN_ERR_CANCELLED, "build cancelled");
+            break;
+        }
+        size_t i = atomic_fetch_add(&b->next, 1);
+        if (i >= b->p.n) break;
+        st = insert(b, &s, (uint32_t)i);
+        atomic_fetch_add_explicit(&b->done, 1, memory_order_relaxed);
+    }
+    atomic_fetch_add(&b->evals, s.qc.evals);
+    atomic_fetch_add(&b->hops, s.qc.hops);
+    scratch_free(&s);
+    return st;
+}
+
+int leann_builder_run(leann_builder *b) {
+    if (!b) return leann_fail(LEANN_ERR_INVALID, "builder is NULL");
+    if (b->ran) return leann_fail(LEANN_ERR_INVALID, "this builder has already run");
+    if (b->flash && !b->proj)
+        return leann_fail(LEANN_ERR_INVALID, "the flash builder needs projected vectors");
+    if (!b->flash && !b->vectors) return leann_fail(LEANN_ERR_INTERNAL, "no vectors to build on");
+    b->ran = 1;
+    if (b->flash) {
+        int st = leann_codec_encode(b->codec, b->proj, b->p.n, b->codes, b->p.threads);
+        if (st != LEANN_OK) return st;
+    } else {
+        size_t total = b->p.n * (size_t)b->p.dim;
+        for (size_t i = 0; i < total; i++)
+            if (!isfinite(b->vectors[i]))
+                return leann_fail(LEANN_ERR_INVALID, "vector %zu has a non-finite value",
+                                  i / (size_t)b->p.dim);
+    }
+    /* the first node alone, so every thread starts with an entry point */
+    atomic_store(&b->next, 1);
+    b->g.entry = 0;
+    b->g.maxlevel = b->g.levels[0];
+    atomic_store(&b->done, 1);
+    int nt = b->p.threads;
+    if ((size_t)nt > b->p.n) nt = (int)b->p.n;
+    int st = leann_parallel(nt, build_task, b);
+    if (st != LEANN_OK) return st;
+    /* the neighbour code blocks only serve construction */
+    free(b->codes0);
+    free(b->codesU);
+    b->codes0 = b->codesU = NULL;
+    b->proj = NULL;
+    return leann_graph_compact(&b->g);
+}
+
+/* defined in search.c */
+int leann_index_from_builder(leann_graph *g, uint8_t *codes, int code_bytes, float *vectors,
+                             const leann_build_params *p, leann_index **out);
+
+int leann_builder_finish(leann_builder *b, leann_index **out) {
+    *out = NULL;
+    if (!b) return leann_fail(LEANN_ERR_INVALID, "builder is NULL");
+    if (!b->ran || !b->g.off0) return leann_fail(LEANN_ERR_INVALID, "the builder has not run to completion");
+    if (b->p.store_vectors && !b->vectors)
+        return leann_fail(LEANN_ERR_INVALID, "stored vectors were requested but never allocated");
+    if (!b->p.store_vectors) {
+        free(b->vectors);
+        b->vectors = NULL;
+    }
+    int st = leann_index_from_builder(&b->g, b->codes, b->cb, b->vectors, &b->p, out);
+    if (st != LEANN_OK) return st;
+    /* ownership moved to the index */
+    memset(&b->g, 0, sizeof b->g);
+    b->codes = NULL;
+    b->vectors = NULL;
+    leann_builder_free(b);
+    return LEANN_OK;
+}

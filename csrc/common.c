@@ -1,0 +1,146 @@
+/* common.c - errors, checked allocation, threads, CPU features. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static _Thread_local char last_error[512];
+
+const char *leann_last_error(void) { return last_error; }
+
+void leann_clear_error(void) { last_error[0] = '\0'; }
+
+int leann_fail(int status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+int leann_mul_ok(size_t count, size_t size, size_t *out) {
+    if (size != 0 && count > SIZE_MAX / size) {
+        leann_fail(LEANN_ERR_NOMEM, "size overflow: %zu x %zu bytes", count, size);
+        return 0;
+    }
+    *out = count * size;
+    return 1;
+}
+
+void *leann_malloc(size_t bytes, const char *what) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) leann_fail(LEANN_ERR_NOMEM, "out of memory allocating %zu bytes for %s", bytes, what);
+    return p;
+}
+
+void *leann_calloc(size_t count, size_t size, const char *what) {
+    size_t bytes;
+    if (!leann_mul_ok(count, size, &bytes)) return NULL;
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) leann_fail(LEANN_ERR_NOMEM, "out of memory allocating %zu bytes for %s", bytes, what);
+    return p;
+}
+
+int leann_cpu_count(void) {
+#ifdef _SC_NPROCESSORS_ONLN
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n >= 1) return n > 1024 ? 1024 : (int)n;
+#endif
+    return 1;
+}
+
+int leann_resolve_threads(int threads) {
+    if (threads <= 0) return leann_cpu_count();
+    return threads > 1024 ? 1024 : threads;
+}
+
+typedef struct {
+    leann_task_fn fn;
+    void *ctx;
+    int tid, nthreads, status;
+    char error[512];
+} worker_arg;
+
+static void *worker_main(void *p) {
+    worker_arg *w = p;
+    w->status = w->fn(w->ctx, w->tid, w->nthreads);
+    if (w->status != LEANN_OK) snprintf(w->error, sizeof w->error, "%s", last_error);
+    return NULL;
+}
+
+int leann_parallel(int nthreads, leann_task_fn fn, void *ctx) {
+    if (nthreads <= 1) return fn(ctx, 0, 1);
+    worker_arg *args = leann_calloc((size_t)nthreads, sizeof *args, "thread arguments");
+    pthread_t *tids = leann_calloc((size_t)nthreads, sizeof *tids, "thread handles");
+    if (!args || !tids) {
+        free(args);
+        free(tids);
+        return LEANN_ERR_NOMEM;
+    }
+    int started = 1;
+    for (int t = 0; t < nthreads; t++) {
+        args[t].fn = fn;
+        args[t].ctx = ctx;
+        args[t].tid = t;
+        args[t].nthreads = nthreads;
+    }
+    for (int t = 1; t < nthreads; t++) {
+        if (pthread_create(&tids[t], NULL, worker_main, &args[t]) != 0) break;
+        started++;
+    }
+    /* Threads that could not start: the caller's thread does their share by
+     * running with the ids of the missing ones after its own. */
+    worker_main(&args[0]);
+    for (int t = started; t < nthreads; t++) worker_main(&args[t]);
+    for (int t = 1; t < started; t++) pthread_join(tids[t], NULL);
+    int status = LEANN_OK;
+    for (int t = 0; t < nthreads; t++) {
+        if (args[t].status != LEANN_OK) {
+            status = args[t].status;
+            snprintf(last_error, sizeof last_error, "%s", args[t].error);
+            break;
+        }
+    }
+    free(args);
+    free(tids);
+    return status;
+}
+
+int leann_kernel_available(int kernel) {
+    switch (kernel) {
+    case LEANN_KERNEL_SCALAR:
+        return 1;
+#ifdef LEANN_X86
+    case LEANN_KERNEL_SSSE3:
+        return __builtin_cpu_supports("ssse3");
+    case LEANN_KERNEL_AVX2:
+        return __builtin_cpu_supports("avx2");
+    case LEANN_KERNEL_AVX512:
+        return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512f");
+#endif
+#ifdef LEANN_NEON
+    case LEANN_KERNEL_NEON:
+        return 1;
+#endif
+    default:
+        return 0;
+    }
+}
+
+int leann_kernel_best(void) {
+    static const int order[] = {LEANN_KERNEL_AVX512, LEANN_KERNEL_AVX2, LEANN_KERNEL_NEON,
+                                LEANN_KERNEL_SSSE3};
+    const char *force = getenv("LEANN_KERNEL");
+    if (force && *force) {
+        static const char *names[] = {"scalar", "ssse3", "avx2", "avx512", "neon"};
+        for (int k = 0; k < 5; k++)
+            if (strcmp(force, names[k]) == 0 && leann_kernel_available(k)) return k;
+    }
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
+        if (leann_kernel_available(order[i])) return order[i];
+    return LEANN_KERNEL_SCALAR;
+}

@@ -1,0 +1,447 @@
+/* flash.c - 4-bit PQ codec on PCA projections, distance tables and the
+ * block-of-16 lookup kernels (scalar, SSSE3, AVX2, AVX-512BW, NEON).
+ *
+ * Block layout: a block holds 16 codes transposed: row r (16 bytes) is byte r
+ * of the 16 codes.  Permuted table layout: for each group of 4 code bytes
+ * (8 subspaces), the 4 low-nibble tables (subspaces 2r) then the 4 high-nibble
+ * tables (subspaces 2r+1), 16 bytes each.  One SSSE3 load of 16, AVX2 load of
+ * 32 or AVX-512 load of 64 table bytes then matches one load of code rows.
+ * Codes on disk and in memory stay canonical; only the table is permuted.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef LEANN_X86
+#include <immintrin.h>
+#endif
+#ifdef LEANN_NEON
+#include <arm_neon.h>
+#endif
+
+/* ---- table permutation ---- */
+void leann_permute_table(const uint8_t *canonical, int msub, uint8_t *permuted) {
+    int code_bytes = msub / 2;
+    for (int r = 0; r < code_bytes; r++) {
+        int g = r / 4, j = r % 4;
+        memcpy(permuted + g * 128 + j * 16, canonical + (2 * r) * 16, 16);
+        memcpy(permuted + g * 128 + 64 + j * 16, canonical + (2 * r + 1) * 16, 16);
+    }
+}
+
+/* ---- scalar reference kernel ---- */
+static void scan_scalar(const uint8_t *blocks, size_t nblocks, int cb, const uint8_t *t,
+                        uint16_t *out, int acc8) {
+    for (size_t b = 0; b < nblocks; b++) {
+        const uint8_t *blk = blocks + b * (size_t)cb * 16;
+        for (int c = 0; c < 16; c++) {
+            uint32_t s = 0;
+            for (int r = 0; r < cb; r++) {
+                uint8_t byte = blk[r * 16 + c];
+                const uint8_t *tg = t + (r / 4) * 128 + (r % 4) * 16;
+                s += tg[byte & 15] + tg[64 + (byte >> 4)];
+            }
+            out[b * 16 + c] = (uint16_t)(acc8 && s > 255 ? 255 : s);
+        }
+    }
+}
+static void scan_scalar8(const uint8_t *b, size_t n, int cb, const uint8_t *t, uint16_t *o) {
+    scan_scalar(b, n, cb, t, o, 1);
+}
+static void scan_scalar16(const uint8_t *b, size_t n, int cb, const uint8_t *t, uint16_t *o) {
+    scan_scalar(b, n, cb, t, o, 0);
+}
+
+#ifdef LEANN_X86
+/* ---- SSSE3 ---- */
+__attribute__((target("ssse3"))) static inline void
+store16_from_eo(__m128i e, __m128i o, uint16_t *out) {
+    _mm_storeu_si128((__m128i *)out, _mm_unpacklo_epi16(e, o));
+    _mm_storeu_si128((__m128i *)(out + 8), _mm_unpackhi_epi16(e, o));
+}
+
+__attribute__((target("ssse3"))) static void
+scan_ssse3_16(const uint8_t *blocks, size_t nblocks, int cb, const uint8_t *t, uint16_t *out) {
+    const __m128i nib = _mm_set1_epi8(0x0F), low = _mm_set1_epi16(0x00FF);
+    for (size_t b = 0; b < nblocks; b++) {
+        const uint8_t *blk = blocks + b * (size_t)cb * 16;
+        __m128i e = _mm_setzero_si128(), o = _mm_setzero_si128();
+        for (int r = 0; r < cb; r++) {
+            const uint8_t *tg = t + (r / 4) * 128 + (r % 4) * 16;
+            __m128i c = _mm_loadu_si128((const __m128i *)(blk + r * 16));
+            __m128i lo = _mm_and_si128(c, nib);
+            __m128i hi = _mm_and_si128(_mm_srli_epi16(c, 4), nib);
+            __m128i vl = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)tg), lo);
+            __m128i vh = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(tg + 64)), hi);
+            e = _mm_add_epi16(e, _mm_add_epi16(_mm_and_si128(vl, low), _mm_and_si128(vh, low)));
+            o = _mm_add_epi16(o, _mm_add_epi16(_mm_srli_epi16(vl, 8), _mm_srli_epi16(vh, 8)));
+        }
+        store16_from_eo(e, o, out + b * 16);
+    }
+}
+
+__attribute__((target("ssse3"))) static void
+scan_ssse3_8(const uint8_t *blocks, size_t nblocks, int cb, const uint8_t *t, uint16_t *out) {
+    const __m128i nib = _mm_set1_epi8(0x0F), zero = _mm_setzero_si128();
+    for (size_t b = 0; b < nblocks; b++) {
+        const uint8_t *blk = blocks + b * (size_t)cb * 16;
+        __m128i acc = zero;
+        for (int r = 0; r < cb; r++) {
+            const uint8_t *tg = t + (r / 4) * 128 + (r % 4) * 16;
+            __m128i c = _mm_loadu_si128((const __m128i *)(blk + r * 16));
+            __m128i lo = _mm_and_si128(c, nib);
+            __m128i hi = _mm_and_si128(_mm_srli_epi16(c, 4), nib);
+            __m128i vl = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)tg), lo);
+            __m128i vh = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(tg + 64)), hi);
+            acc = _mm_adds_epu8(acc, _mm_adds_epu8(vl, vh)); /* unsigned saturation */
+        }
+        _mm_storeu_si128((__m128i *)(out + b * 16), _mm_unpacklo_epi8(acc, zero));
+        _mm_storeu_si128((__m128i *)(out + b * 16 + 8), _mm_unpackhi_epi8(acc, zero));
+    }
+}
+
+/* ---- AVX2: two code rows per instruction (one per 128-bit lane) ---- */
+__attribute__((target("avx2"))) static void
+scan_avx2_16(const uint8_t *blocks, size_t nblocks, int cb, const uint8_t *t, uint16_t *out) {
+    const __m256i nib = _mm256_set1_epi8(0x0F), low = _mm256_set1_epi16(0x00FF);
+    for (size_t b = 0; b < nblocks; b++) {
+        const uint8_t *blk = blocks + b * (size_t)cb * 16;
+        __m256i e = _mm256_setzero_si256(), o = _mm256_setzero_si256();
+        for (int r = 0; r < cb; r += 2) {
+            const uint8_t *tg = t + (r / 4) * 128 + (r % 4) * 16;
+            __m256i c = _mm256_loadu_si256((const __m256i *)(blk + r * 16));
+            __m256i lo = _mm256_and_si256(c, nib);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), nib);
+            __m256i vl = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)tg), lo);
+            __m256i vh = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(tg + 64)), hi);
+            e = _mm256_add_epi16(e, _mm256_add_epi16(_mm256_and_si256(vl, low),
+                                                      _mm256_and_si256(vh, low)));
+            o = _mm256_add_epi16(o, _mm256_add_epi16(_mm256_srli_epi16(vl, 8),
+                                                      _mm256_srli_epi16(vh, 8)));
+        }
+        __m128i e1 = _mm_add_epi16(_mm256_castsi256_si128(e), _mm256_extracti128_si256(e, 1));
+        __m128i o1 = _mm_add_epi16(_mm256_castsi256_si128(o), _mm256_extracti128_si256(o, 1));
+        _mm_storeu_si128((__m128i *)(out + b * 16), _mm_unpacklo_epi16(e1, o1));
+        _mm_storeu_si128((__m128i *)(out + b * 16 + 8), _mm_unpackhi_epi16(e1, o1));
+    }
+}
+
+__attribute__((target("avx2"))) static void
+scan_avx2_8(const uint8_t *blocks, size_t nblocks, int cb, const uint8_t *t, uint16_t *out) {
+    const __m256i nib = _mm256_set1_epi8(0x0F);
+    const __m128i zero = _mm_setzero_si128();
+    for (size_t b = 0; b < nblocks; b++) {
+        const uint8_t *blk = blocks + b * (size_t)cb * 16;
+        __m256i acc = _mm256_setzero_si256();
+        for (int r = 0; r < cb; r += 2) {
+            const uint8_t *tg = t + (r / 4) * 128 + (r % 4) * 16;
+            __m256i c = _mm256_loadu_si256((const __m256i *)(blk + r * 16));
+            __m256i lo = _mm256_and_si256(c, nib);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(c, 4), nib);
+            __m256i vl = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)tg), lo);
+            __m256i vh = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(tg + 64)), hi);
+            acc = _mm256_adds_epu8(acc, _mm256_adds_epu8(vl, vh));
+        }
+        __m128i a = _mm_adds_epu8(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+        _mm_storeu_si128((__m128i *)(out + b * 16), _mm_unpacklo_epi8(a, zero));
+        _mm_storeu_si128((__m128i *)(out + b * 16 + 8), _mm_unpackhi_epi8(a, zero));
+    }
+}
+
+/* ---- AVX-512BW: four code rows per instruction ---- */
+__attribute__((target("avx512f,avx512bw"))) static inline __m128i fold512_16(__m512i v) {
+    __m256i h = _mm256_add_epi16(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+    return _mm_add_epi16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+__attribute__((target("avx512f,avx512bw"))) static inline __m128i fold512_8(__m512i v) {
+    __m256i h = _mm256_adds_epu8(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+    return _mm_adds_epu8(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+__attribute__((target("avx512f,avx512bw"))) static void
+scan_avx512_16(const uint8_t *blocks, size_t nblocks, int cb, const uint8_t *t, uint16_t *out) {
+    const __m512i nib = _mm512_set1_epi8(0x0F), low = _mm512_set1_epi16(0x00FF);
+    for (size_t b = 0; b < nblocks; b++) {
+        const uint8_t *blk = blocks + b * (size_t)cb * 16;
+        __m512i e = _mm512_setzero_si512(), o = _mm512_setzero_si512();
+        for (int r = 0; r < cb; r += 4) {
+            const uint8_t *tg = t + (r / 4) * 128;
+            __m512i c = _mm512_loadu_si512((const void *)(blk + r * 16));
+            __m512i lo = _mm512_and_si512(c, nib);
+            __m512i hi = _mm512_and_si512(_mm512_srli_epi16(c, 4), nib);
+            __m512i vl = _mm512_shuffle_epi8(_mm512_loadu_si512((const void *)tg), lo);
+            __m512i vh = _mm512_shuffle_epi8(_mm512_loadu_si512((const void *)(tg + 64)), hi);
+            e = _mm512_add_epi16(e, _mm512_add_epi16(_mm512_and_si512(vl, low),
+                                                      _mm512_and_si512(vh, low)));
+            o = _mm512_add_epi16(o, _mm512_add_epi16(_mm512_srli_epi16(vl, 8),
+                                                      _mm512_srli_epi16(vh, 8)));
+        }
+        __m128i e1 = fold512_16(e), o1 = fold512_16(o);
+        _mm_storeu_si128((__m128i *)(out + b * 16), _mm_unpacklo_epi16(e1, o1));
+        _mm_storeu_si128((__m128i *)(out + b * 16 + 8), _mm_unpackhi_epi16(e1, o1));
+    }
+}
+
+__attribute__((target("avx512f,avx512bw"))) static void
+scan_avx512_8(const uint8_t *blocks, size_t nblocks, int cb, const uint8_t *t, uint16_t *out) {
+    const __m512i nib = _mm512_set1_epi8(0x0F);
+    const __m128i zero = _mm_setzero_si128();
+    for (size_t b = 0; b < nblocks; b++) {
+        const uint8_t *blk = blocks + b * (size_t)cb * 16;
+        __m512i acc = _mm512_setzero_si512();
+        for (int r = 0; r < cb; r += 4) {
+            const uint8_t *tg = t + (r / 4) * 128;
+            __m512i c = _mm512_loadu_si512((const void *)(blk + r * 16));
+            __m512i lo = _mm512_and_si512(c, nib);
+            __m512i hi = _mm512_and_si512(_mm512_srli_epi16(c, 4), nib);
+            __m512i vl = _mm512_shuffle_epi8(_mm512_loadu_si512((const void *)tg), lo);
+            __m512i vh = _mm512_shuffle_epi8(_mm512_loadu_si512((const void *)(tg + 64)), hi);
+            acc = _mm512_adds_epu8(acc, _mm512_adds_epu8(vl, vh));
+        }
+        __m128i a = fold512_8(acc);
+        _mm_storeu_si128((__m128i *)(out + b * 16), _mm_unpacklo_epi8(a, zero));
+        _mm_storeu_si128((__m128i *)(out + b * 16 + 8), _mm_unpackhi_epi8(a, zero));
+    }
+}
+#endif /* LEANN_X86 */
+
+#ifdef LEANN_NEON
+static void scan_neon(const uint8_t *blocks, size_t nblocks, int cb, const uint8_t *t,
+                      uint16_t *out, int acc8) {
+    const uint8x16_t nib = vdupq_n_u8(0x0F);
+    for (size_t b = 0; b < nblocks; b++) {
+        const uint8_t *blk = blocks + b * (size_t)cb * 16;
+        uint16x8_t l = vdupq_n_u16(0), h = vdupq_n_u16(0);
+        uint8x16_t acc = vdupq_n_u8(0);
+        for (int r = 0; r < cb; r++) {
+            const uint8_t *tg = t + (r / 4) * 128 + (r % 4) * 16;
+            uint8x16_t c = vld1q_u8(blk + r * 16);
+            uint8x16_t vl = vqtbl1q_u8(vld1q_u8(tg), vandq_u8(c, nib));
+            uint8x16_t vh = vqtbl1q_u8(vld1q_u8(tg + 64), vshrq_n_u8(c, 4));
+            if (acc8) {
+                acc = vqaddq_u8(acc, vqaddq_u8(vl, vh));
+            } else {
+                l = vaddw_u8(vaddw_u8(l, vget_low_u8(vl)), vget_low_u8(vh));
+                h = vaddw_high_u8(vaddw_high_u8(h, vl), vh);
+            }
+        }
+        if (acc8) {
+            l = vmovl_u8(vget_low_u8(acc));
+            h = vmovl_high_u8(acc);
+        }
+        vst1q_u16(out + b * 16, l);
+        vst1q_u16(out + b * 16 + 8, h);
+    }
+}
+static void scan_neon8(const uint8_t *b, size_t n, int cb, const uint8_t *t, uint16_t *o) {
+    scan_neon(b, n, cb, t, o, 1);
+}
+static void scan_neon16(const uint8_t *b, size_t n, int cb, const uint8_t *t, uint16_t *o) {
+    scan_neon(b, n, cb, t, o, 0);
+}
+#endif
+
+leann_scan_fn leann_get_scan(int kernel, int accumulate) {
+    if (kernel == LEANN_KERNEL_AUTO) kernel = leann_kernel_best();
+    if (!leann_kernel_available(kernel)) return NULL;
+    int a8 = accumulate == LEANN_ACC8;
+    switch (kernel) {
+    case LEANN_KERNEL_SCALAR:
+        return a8 ? scan_scalar8 : scan_scalar16;
+#ifdef LEANN_X86
+    case LEANN_KERNEL_SSSE3:
+        return a8 ? scan_ssse3_8 : scan_ssse3_16;
+    case LEANN_KERNEL_AVX2:
+        return a8 ? scan_avx2_8 : scan_avx2_16;
+    case LEANN_KERNEL_AVX512:
+        return a8 ? scan_avx512_8 : scan_avx512_16;
+#endif
+#ifdef LEANN_NEON
+    case LEANN_KERNEL_NEON:
+        return a8 ? scan_neon8 : scan_neon16;
+#endif
+    default:
+        return NULL;
+    }
+}
+
+/* ---- codec ---- */
+static uint8_t quantize(const leann_codec *c, float d) {
+    float q = d / c->scale + 0.5f;
+    if (!(q < 255.0f)) return 255; /* also NaN */
+    if (q < 0.0f) return 0;
+    return (uint8_t)q;
+}
+
+int leann_codec_new(int dp, int msub, const float *centroids, float scale, int accumulate,
+                    leann_codec **out) {
+    *out = NULL;
+    if (msub != 8 && msub != 16 && msub != 32 && msub != 64)
+        return leann_fail(LEANN_ERR_INVALID, "number of subspaces must be 8, 16, 32 or 64, got %d", msub);
+    if (dp <= 0 || dp % msub != 0 || dp > 65536)
+        return leann_fail(LEANN_ERR_INVALID,
+                          "projected dimension %d must be a positive multiple of %d subspaces", dp, msub);
+    if (!(scale > 0.0f) || !isfinite(scale))
+        return leann_fail(LEANN_ERR_INVALID, "table scale must be a positive finite number");
+    if (accumulate != LEANN_ACC8 && accumulate != LEANN_ACC16)
+        return leann_fail(LEANN_ERR_INVALID, "accumulate must be 8 or 16, got %d", accumulate);
+    if (!centroids) return leann_fail(LEANN_ERR_INVALID, "centroids are NULL");
+    int dsub = dp / msub;
+    size_t nc = (size_t)msub * 16 * dsub;
+    for (size_t i = 0; i < nc; i++)
+        if (!isfinite(centroids[i]))
+            return leann_fail(LEANN_ERR_INVALID, "centroid %zu is not finite", i);
+    leann_codec *c = leann_calloc(1, sizeof *c, "codec");
+    if (!c) return LEANN_ERR_NOMEM;
+    c->dp = dp;
+    c->msub = msub;
+    c->dsub = dsub;
+    c->code_bytes = msub / 2;
+    c->accumulate = accumulate;
+    c->scale = scale;
+    c->centroids = leann_malloc(nc * sizeof(float), "codec centroids");
+    c->sdt = leann_malloc((size_t)msub * 256, "symmetric distance table");
+    if (!c->centroids || !c->sdt) {
+        leann_codec_free(c);
+        return LEANN_ERR_NOMEM;
+    }
+    memcpy(c->centroids, centroids, nc * sizeof(float));
+    for (int i = 0; i < msub; i++)
+        for (int a = 0; a < 16; a++)
+            for (int b = 0; b < 16; b++) {
+                const float *ca = c->centroids + ((size_t)i * 16 + a) * dsub;
+                const float *cb = c->centroids + ((size_t)i * 16 + b) * dsub;
+                float d = 0;
+                for (int k = 0; k < dsub; k++) d += (ca[k] - cb[k]) * (ca[k] - cb[k]);
+                c->sdt[(i * 16 + a) * 16 + b] = quantize(c, d);
+            }
+    *out = c;
+    return LEANN_OK;
+}
+
+void leann_codec_free(leann_codec *c) {
+    if (!c) return;
+    free(c->centroids);
+    free(c->sdt);
+    free(c);
+}
+
+int leann_codec_code_bytes(const leann_codec *c) { return c ? c->code_bytes : 0; }
+
+static void encode_one(const leann_codec *c, const float *y, uint8_t *code) {
+    memset(code, 0, (size_t)c->code_bytes);
+    for (int i = 0; i < c->msub; i++) {
+        const float *ys = y + (size_t)i * c->dsub;
+        int best = 0;
+        float bd = INFINITY;
+        for (int j = 0; j < 16; j++) {
+            const float *cc = c->centroids + ((size_t)i * 16 + j) * c->dsub;
+            float d = 0;
+            for (int k = 0; k < c->dsub; k++) d += (ys[k] - cc[k]) * (ys[k] - cc[k]);
+            if (d < bd) { /* strict: ties go to the lowest centroid id */
+                bd = d;
+                best = j;
+            }
+        }
+        code[i / 2] |= (uint8_t)(best << (4 * (i & 1)));
+    }
+}
+
+typedef struct {
+    const leann_codec *c;
+    const float *proj;
+    size_t n;
+    uint8_t *codes;
+} encode_ctx;
+
+static int encode_task(void *p, int tid, int nt) {
+    encode_ctx *e = p;
+    size_t lo = e->n * (size_t)tid / (size_t)nt, hi = e->n * (size_t)(tid + 1) / (size_t)nt;
+    for (size_t i = lo; i < hi; i++)
+        encode_one(e->c, e->proj + i * (size_t)e->c->dp, e->codes + i * (size_t)e->c->code_bytes);
+    return LEANN_OK;
+}
+
+int leann_codec_encode(const leann_codec *c, const float *proj, size_t n, uint8_t *codes,
+                       int threads) {
+    if (!c || (!proj && n) || (!codes && n))
+        return leann_fail(LEANN_ERR_INVALID, "leann_codec_encode: NULL argument");
+    size_t total;
+    if (!leann_mul_ok(n, (size_t)c->dp, &total)) return LEANN_ERR_INVALID;
+    for (size_t i = 0; i < total; i++)
+        if (!isfinite(proj[i]))
+            return leann_fail(LEANN_ERR_INVALID, "projected vector %zu has a non-finite value",
+                              i / (size_t)c->dp);
+    encode_ctx e = {c, proj, n, codes};
+    int nt = leann_resolve_threads(threads);
+    if ((size_t)nt > n / 256 + 1) nt = (int)(n / 256 + 1);
+    return leann_parallel(nt, encode_task, &e);
+}
+
+void leann_codec_adt_raw(const leann_codec *c, const float *y, uint8_t *table) {
+    for (int i = 0; i < c->msub; i++) {
+        const float *ys = y + (size_t)i * c->dsub;
+        for (int j = 0; j < 16; j++) {
+            const float *cc = c->centroids + ((size_t)i * 16 + j) * c->dsub;
+            float d = 0;
+            for (int k = 0; k < c->dsub; k++) d += (ys[k] - cc[k]) * (ys[k] - cc[k]);
+            table[i * 16 + j] = quantize(c, d);
+        }
+    }
+}
+
+int leann_codec_adt(const leann_codec *c, const float *y, uint8_t *table) {
+    if (!c || !y || !table) return leann_fail(LEANN_ERR_INVALID, "leann_codec_adt: NULL argument");
+    for (int k = 0; k < c->dp; k++)
+        if (!isfinite(y[k])) return leann_fail(LEANN_ERR_INVALID, "vector has a non-finite value");
+    leann_codec_adt_raw(c, y, table);
+    return LEANN_OK;
+}
+
+void leann_codec_vadt_permuted(const leann_codec *c, const uint8_t *code, uint8_t *p) {
+    for (int r = 0; r < c->code_bytes; r++) {
+        uint8_t *tg = p + (r / 4) * 128 + (r % 4) * 16;
+        memcpy(tg, c->sdt + ((2 * r) * 16 + (code[r] & 15)) * 16, 16);
+        memcpy(tg + 64, c->sdt + ((2 * r + 1) * 16 + (code[r] >> 4)) * 16, 16);
+    }
+}
+
+int leann_codec_sdt(const leann_codec *c, uint8_t *sdt) {
+    if (!c || !sdt) return leann_fail(LEANN_ERR_INVALID, "leann_codec_sdt: NULL argument");
+    memcpy(sdt, c->sdt, (size_t)c->msub * 256);
+    return LEANN_OK;
+}
+
+int leann_scan_codes(const uint8_t *codes, size_t n, int code_bytes, const uint8_t *table,
+                     int accumulate, int kernel, uint16_t *out) {
+    if ((!codes && n) || !table || (!out && n))
+        return leann_fail(LEANN_ERR_INVALID, "leann_scan_codes: NULL argument");
+    if (code_bytes != 4 && code_bytes != 8 && code_bytes != 16 && code_bytes != 32)
+        return leann_fail(LEANN_ERR_INVALID, "code_bytes must be 4, 8, 16 or 32, got %d", code_bytes);
+    if (accumulate != LEANN_ACC8 && accumulate != LEANN_ACC16)
+        return leann_fail(LEANN_ERR_INVALID, "accumulate must be 8 or 16, got %d", accumulate);
+    leann_scan_fn fn = leann_get_scan(kernel, accumulate);
+    if (!fn) return leann_fail(LEANN_ERR_INVALID, "kernel %d is not available on this CPU/build", kernel);
+    size_t nblocks = (n + 15) / 16;
+    uint8_t *blocks = leann_calloc(nblocks ? nblocks : 1, (size_t)code_bytes * 16, "code blocks");
+    uint16_t *tmp = leann_calloc(nblocks ? nblocks * 16 : 1, sizeof(uint16_t), "scan output");
+    uint8_t *perm = leann_malloc((size_t)code_bytes * 32, "permuted table");
+    if (!blocks || !tmp || !perm) {
+        free(blocks);
+        free(tmp);
+        free(perm);
+        return LEANN_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        leann_block_put(blocks + (i / 16) * (size_t)code_bytes * 16, code_bytes, (int)(i % 16),
+                        codes + i * (size_t)code_bytes);
+    leann_permute_table(table, code_bytes * 2, perm);
+    fn(blocks, nblocks, code_bytes, perm, tmp);
+    memcpy(out, tmp, n * sizeof(uint16_t));
+    free(blocks);
+    free(tmp);
+    free(perm);
+    return LEANN_OK;
+}

@@ -1,0 +1,55 @@
+"""cffi builder for ``leann_store._native`` (out-of-line API mode).
+
+The declarations come from ``csrc/leann.h`` itself (between its CDEF markers),
+so the header is the single source of truth for the C API.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+from cffi import FFI
+
+ROOT = Path(__file__).resolve().parent.parent
+CSRC = ROOT / "csrc"
+SOURCES = ["common.c", "flash.c", "distance.c", "graph.c", "build.c", "search.c"]
+
+
+def _cdef() -> str:
+    text = (CSRC / "leann.h").read_text()
+    body = text.split("/* CDEF-BEGIN", 1)[1].split("*/", 1)[1]
+    body = body.split("/* CDEF-END */", 1)[0]
+    return "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("#"))
+
+
+def _compile_args() -> list[str]:
+    if sys.platform == "win32":
+        return ["/O2"]
+    # No -march=native: SIMD kernels carry per-function target attributes and
+    # are chosen at run time, so one wheel serves every CPU of its architecture.
+    args = ["-std=c11", "-O3", "-pthread", "-fno-strict-aliasing", "-Wall", "-Wextra",
+            "-Wno-unused-parameter"]
+    if os.environ.get("LEANN_SANITIZE"):
+        args += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        args.append("-march=armv8-a")  # baseline: NEON is part of AArch64
+    return args
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(_cdef())
+ffibuilder.set_source(
+    "leann_store._native",
+    '#include "leann.h"',
+    sources=[str(Path("csrc") / s) for s in SOURCES],
+    include_dirs=["csrc"],
+    extra_compile_args=_compile_args(),
+    extra_link_args=["-pthread"] + (["-fsanitize=address,undefined"] if os.environ.get("LEANN_SANITIZE") else []),
+    libraries=["m"] if sys.platform != "win32" else [],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

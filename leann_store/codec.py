@@ -1,0 +1,262 @@
+"""Flash codec training in numpy: PCA, variance-balanced subspaces, k-means.
+
+The trained :class:`Codec` projects vectors with PCA (numpy/BLAS does the
+matrix product) and hands the projections to the C codec, which encodes them
+into 4-bit codes and builds the 8-bit distance tables.
+
+Choices, all deterministic for a seed:
+
+* PCA by ``numpy.linalg.eigh`` of the covariance of a sample (float64).
+* The projected dimension is the smallest that explains ``pca_variance`` of
+  the variance, rounded up to a multiple of the number of subspaces and kept
+  within ``[num_subspaces, 4 * num_subspaces]`` (2-4 dims per subspace at the
+  16-centroid resolution), unless ``pca_dim`` says otherwise.
+* Components are dealt to subspaces greedily, largest first, each to the
+  subspace with the least variance so far, so that subspaces carry similar
+  variance instead of the first ones carrying most of it.
+* k-means with 16 centroids per subspace: k-means++ seeding from a seeded
+  generator, Lloyd iterations, empty clusters re-seeded at the worst-served
+  point.
+* One global quantisation scale for every table, so code distances of
+  different vectors stay comparable during construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from . import errors, native
+
+_VALID_SUBSPACES = (8, 16, 32, 64)
+
+
+@dataclass(frozen=True, eq=False)
+class Codec:
+    """A trained Flash codec.
+
+    Attributes:
+        mean: sample mean, shape ``(D,)``.
+        components: PCA rows ordered subspace by subspace, shape ``(dp, D)``.
+        centroids: shape ``(num_subspaces, 16, dp // num_subspaces)``.
+        scale: table quantisation step (squared distance per table unit).
+        accumulate: 16 (exact integer totals) or 8 (saturating 8-bit totals).
+        explained_variance: share of the sample variance the projection keeps.
+    """
+
+    mean: np.ndarray
+    components: np.ndarray
+    centroids: np.ndarray
+    scale: float
+    accumulate: int = 16
+    explained_variance: float = float("nan")
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def num_subspaces(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @property
+    def pca_dim(self) -> int:
+        return int(self.components.shape[0])
+
+    @property
+    def code_bytes(self) -> int:
+        return self.num_subspaces // 2
+
+    @cached_property
+    def native(self) -> native.NativeCodec:
+        return native.NativeCodec(self.centroids, self.scale, self.accumulate)
+
+    def project(self, vectors: np.ndarray, chunk: int = 65536) -> np.ndarray:
+        """PCA projection ``(x - mean) @ components.T`` as float32, in chunks."""
+        x = np.asarray(vectors, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.shape[1] != self.dim:
+            raise errors.DimensionMismatchError(f"codec expects dimension {self.dim}, got {x.shape[1]}")
+        out = np.empty((x.shape[0], self.pca_dim), dtype=np.float32)
+        comp_t = np.ascontiguousarray(self.components.T)
+        for s in range(0, x.shape[0], chunk):
+            np.matmul(x[s:s + chunk] - self.mean, comp_t, out=out[s:s + chunk])
+        return out
+
+    def encode(self, vectors: np.ndarray, threads: int = 0) -> np.ndarray:
+        """4-bit codes, ``(n, code_bytes)`` uint8, canonical nibble order."""
+        return self.native.encode(self.project(vectors), threads)
+
+    def adt(self, vector: np.ndarray) -> np.ndarray:
+        """Quantised asymmetric table of one vector, ``(num_subspaces, 16)``."""
+        return self.native.adt(self.project(vector)[0])
+
+    def sdt(self) -> np.ndarray:
+        """Quantised symmetric centroid table, ``(num_subspaces, 16, 16)``."""
+        return self.native.sdt()
+
+
+def _unpack(codes: np.ndarray) -> np.ndarray:
+    """(n, code_bytes) nibble codes -> (n, 2 * code_bytes) centroid ids."""
+    out = np.empty((codes.shape[0], codes.shape[1] * 2), dtype=np.int64)
+    out[:, 0::2] = codes & 15
+    out[:, 1::2] = codes >> 4
+    return out
+
+
+def _kmeans16(proj: np.ndarray, msub: int, rng: np.random.Generator, iterations: int) -> np.ndarray:
+    """k-means with k = 16 in every subspace at once.
+
+    proj: (n, dp) float32, subspace i owning dims [i*dsub, (i+1)*dsub).
+    Returns (msub, 16, dsub) float32.  The assignment step is the C encoder
+    (nearest centroid = encoding), so training and encoding agree exactly.
+    Deterministic for the rng: distinct random points as seeds, Lloyd
+    iterations until assignments stop changing, empty clusters re-seeded at
+    the worst-served point.
+    """
+    n, dp = proj.shape
+    dsub, k = dp // msub, 16
+    data = proj.reshape(n, msub, dsub)
+    seeds = np.stack([rng.choice(n, size=k, replace=n < k) for _ in range(msub)])  # (msub, k)
+    cent = np.ascontiguousarray(data[seeds, np.arange(msub)[:, None], :])  # (msub, k, dsub)
+    base = (np.arange(msub) * k)[None, :]
+    prev = None
+    for _ in range(iterations):
+        assign = _unpack(native.NativeCodec(cent, 1.0, 16).encode(proj))  # (n, msub)
+        if prev is not None and np.array_equal(assign, prev):
+            break
+        prev = assign
+        flat = (assign + base).ravel()
+        counts = np.bincount(flat, minlength=msub * k).reshape(msub, k)
+        new = cent.copy()
+        for c in range(dsub):
+            sums = np.bincount(flat, weights=data[:, :, c].ravel(), minlength=msub * k).reshape(msub, k)
+            np.divide(sums, counts, out=new[:, :, c], where=counts > 0)
+        for m, j in zip(*np.nonzero(counts == 0)):
+            own = ((data[:, m, :] - cent[m][assign[:, m]]) ** 2).sum(1)
+            new[m, j] = data[int(own.argmax()), m, :]
+        cent = new
+    return cent
+
+
+def _balanced_order(eigvals: np.ndarray, msub: int) -> np.ndarray:
+    """Order of the dp components so that consecutive groups of dp/msub carry
+    similar variance (greedy: largest component to the lightest subspace)."""
+    dp = eigvals.shape[0]
+    dsub = dp // msub
+    load = np.zeros(msub)
+    slots: list[list[int]] = [[] for _ in range(msub)]
+    for c in np.argsort(-eigvals, kind="stable"):
+        open_ = [s for s in range(msub) if len(slots[s]) < dsub]
+        s = min(open_, key=lambda s: (load[s], s))
+        slots[s].append(int(c))
+        load[s] += eigvals[c]
+    return np.array([c for s in slots for c in s], dtype=np.int64)
+
+
+def choose_pca_dim(eigvals: np.ndarray, msub: int, variance: float) -> int:
+    """Smallest dimension explaining ``variance``, rounded up to a multiple of
+    msub and clipped to [msub, 4 * msub]."""
+    total = float(eigvals.sum())
+    ratio = np.cumsum(np.sort(eigvals)[::-1]) / total if total > 0 else np.ones(len(eigvals))
+    d = int(np.searchsorted(ratio, variance) + 1)
+    d = -(-d // msub) * msub
+    return int(min(max(d, msub), 4 * msub))
+
+
+def train_codec(
+    vectors: np.ndarray,
+    num_subspaces: int = 16,
+    pca_dim: int | None = None,
+    pca_variance: float = 0.8,
+    sample: int = 32768,
+    seed: int = 0,
+    iterations: int = 25,
+    kmeans_sample: int = 8192,
+    accumulate: int = 16,
+) -> Codec:
+    """Train a Flash codec on (a sample of) ``vectors`` (float32, (n, D)).
+
+    PCA uses up to ``sample`` rows; k-means up to ``kmeans_sample`` of them.
+    """
+    if num_subspaces not in _VALID_SUBSPACES:
+        raise errors.InvalidInputError(f"num_subspaces must be one of {_VALID_SUBSPACES}, got {num_subspaces}")
+    if accumulate not in (8, 16):
+        raise errors.InvalidInputError(f"accumulate must be 8 or 16, got {accumulate}")
+    if not 0.0 < pca_variance <= 1.0:
+        raise errors.InvalidInputError(f"pca_variance must be in (0, 1], got {pca_variance}")
+    x = np.asarray(vectors)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise errors.InvalidInputError("codec training needs a non-empty 2-D array")
+    n, dim = x.shape
+    msub = num_subspaces
+    if pca_dim is not None and (pca_dim <= 0 or pca_dim % msub or pca_dim > 4096):
+        raise errors.InvalidInputError(
+            f"pca_dim must be a positive multiple of num_subspaces ({msub}) up to 4096, got {pca_dim}")
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(n, size=min(n, sample), replace=False))
+    s = np.asarray(x[idx], dtype=np.float32)
+    mean = s.mean(0, dtype=np.float64)
+    centred = s - mean.astype(np.float32)
+    # float32 product (BLAS sgemm) on centred data; eigh in float64
+    cov = (centred.T @ centred).astype(np.float64) / max(len(s) - 1, 1)
+    eigvals, eigvecs = np.linalg.eigh(cov)
+    order = np.argsort(-eigvals, kind="stable")
+    eigvals = np.clip(eigvals[order], 0.0, None)
+    eigvecs = eigvecs[:, order]
+    # deterministic sign: the largest-magnitude coordinate of each component is positive
+    signs = np.sign(eigvecs[np.abs(eigvecs).argmax(0), np.arange(dim)])
+    eigvecs = eigvecs * np.where(signs == 0, 1.0, signs)
+
+    dp = pca_dim if pca_dim is not None else choose_pca_dim(eigvals, msub, pca_variance)
+    comps = np.zeros((dp, dim))
+    vals = np.zeros(dp)
+    keep = min(dp, dim)  # dp > D pads with zero components
+    comps[:keep] = eigvecs[:, :keep].T
+    vals[:keep] = eigvals[:keep]
+    perm = _balanced_order(vals, msub)
+    comps, vals = comps[perm], vals[perm]
+    explained = float(vals.sum() / eigvals.sum()) if eigvals.sum() > 0 else 1.0
+
+    proj = centred @ comps.T.astype(np.float32)  # (ns, dp)
+    dsub = dp // msub
+    # 16 centroids need few points: k-means runs on a sub-sample (512 per centroid)
+    km = proj[np.sort(rng.choice(len(proj), size=min(len(proj), kmeans_sample), replace=False))]
+    centroids = _kmeans16(np.ascontiguousarray(km), msub, rng, iterations)
+
+    scale = _table_scale(proj, centroids, accumulate, rng)
+    return Codec(
+        mean=mean.astype(np.float32),
+        components=comps.astype(np.float32),
+        centroids=centroids.astype(np.float32),
+        scale=scale,
+        accumulate=accumulate,
+        explained_variance=explained,
+    )
+
+
+def _table_scale(proj: np.ndarray, centroids: np.ndarray, accumulate: int,
+                 rng: np.random.Generator) -> float:
+    """One global scale for every table.
+
+    16-bit totals: each table entry spans [0, 255] up to the 99th percentile
+    of sub-vector-to-centroid distances (farther centroids clip at 255).
+    8-bit totals: the whole distance must fit 255, so the scale makes the
+    5th percentile of code distances between random pairs reach 255; nearer
+    pairs (the ones graph construction compares) keep full resolution.
+    """
+    msub, _, dsub = centroids.shape
+    m = min(len(proj), 4096)
+    p = proj[rng.choice(len(proj), size=m, replace=False)].reshape(m, msub, 1, dsub)
+    entries = ((p - centroids[None]) ** 2).sum(-1)  # (m, msub, 16)
+    if accumulate == 16:
+        s = float(np.quantile(entries, 0.99)) / 255.0
+    else:
+        assign = entries.argmin(-1)  # codes of the sample
+        other = rng.permutation(m)
+        tot = entries[np.arange(m)[:, None], np.arange(msub)[None, :], assign[other]].sum(1)
+        s = float(np.quantile(tot, 0.05)) / 255.0
+    return s if s > 0 and np.isfinite(s) else 1.0

@@ -1,0 +1,36 @@
+"""Exceptions raised by leann-store.
+
+Every failure reaches Python as a subclass of :class:`LeannError`; those that
+describe bad input also derive from :class:`ValueError`, so generic handlers
+keep working.
+"""
+
+from __future__ import annotations
+
+
+class LeannError(Exception):
+    """Base class of every leann-store error."""
+
+
+class InvalidInputError(LeannError, ValueError):
+    """An argument is of the wrong type, shape, dtype or value."""
+
+
+class DimensionMismatchError(InvalidInputError):
+    """Vectors do not have the dimension the index was built with."""
+
+
+class OutOfMemoryError(LeannError, MemoryError):
+    """The native library could not allocate memory."""
+
+
+class CorruptIndexError(LeannError):
+    """An index file or buffer failed validation."""
+
+
+class CallbackError(LeannError):
+    """A user callback failed; the original exception is chained."""
+
+
+class NativeError(LeannError):
+    """An unexpected failure inside the native library (a bug: please report)."""
