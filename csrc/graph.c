@@ -178,6 +178,23 @@ void leann_greedy(const leann_graph *g, leann_qctx *qc, int l, uint32_t *cur, fl
     }
 }
 
+/* Ask for the lines of v's list at level l (ids and, for flash, code blocks)
+ * before they are needed: the next expansion's memory latency then overlaps
+ * the current one's work. */
+static inline void prefetch_list(const leann_graph *g, const leann_qctx *qc, uint32_t v, int l) {
+    int deg;
+    const uint32_t *ids = leann_graph_list(g, v, l, &deg);
+    __builtin_prefetch(ids);
+    if (qc->flash) {
+        const char *p = (const char *)(l == 0 ? qc->codes0 + (size_t)v * qc->bb0
+                                              : qc->codesU + ((size_t)g->ubase[v] + l - 1) * qc->bbU);
+        size_t bytes = (size_t)((deg + 15) / 16) * 16 * (size_t)qc->cb;
+        for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
+    } else if (deg > 0) {
+        __builtin_prefetch(ids + 16);
+    }
+}
+
 static inline int beam_less(float d, uint32_t id, const leann_beam_entry *e) {
     return d < e->d || (d == e->d && id < e->id);
 }
@@ -192,6 +209,12 @@ int leann_search_layer(const leann_graph *g, leann_qctx *qc, int l, leann_cand e
     beam[0] = (leann_beam_entry){ep.d, ep.id, 0};
     while (cur < len) {
         beam[cur].expanded = 1;
+        for (int nx = cur + 1; nx < len; nx++) {
+            if (!beam[nx].expanded) {
+                prefetch_list(g, qc, beam[nx].id, l);
+                break;
+            }
+        }
         int cnt = leann_expand(g, qc, beam[cur].id, l, vis, ids, ds);
         int lowest = len;
         for (int i = 0; i < cnt; i++) {
