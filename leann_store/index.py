@@ -87,7 +87,8 @@ class IndexConfig:
         _int("seed", 0, 2**63 - 1, self.seed)
         if self.threads is not None:
             _int("threads", 1, 1024, self.threads)
-        if self.num_subspaces not in (8, 16, 32, 64):
+        if (isinstance(self.num_subspaces, bool) or not isinstance(self.num_subspaces, (int, np.integer))
+                or self.num_subspaces not in (8, 16, 32, 64)):
             raise errors.InvalidInputError(
                 f"num_subspaces must be 8, 16, 32 or 64, got {self.num_subspaces!r}")
         if self.pca_dim is not None:
@@ -95,7 +96,8 @@ class IndexConfig:
             if self.pca_dim % self.num_subspaces:
                 raise errors.InvalidInputError(
                     f"pca_dim ({self.pca_dim}) must be a multiple of num_subspaces ({self.num_subspaces})")
-        if not isinstance(self.pca_variance, (int, float)) or not 0 < self.pca_variance <= 1:
+        if (isinstance(self.pca_variance, bool) or not isinstance(self.pca_variance, (int, float))
+                or not 0 < self.pca_variance <= 1):
             raise errors.InvalidInputError(f"pca_variance must be in (0, 1], got {self.pca_variance!r}")
         if self.accumulate not in (8, 16):
             raise errors.InvalidInputError(f"accumulate must be 8 or 16, got {self.accumulate!r}")
@@ -123,13 +125,19 @@ class SearchResult:
     stats: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def _as_array(x: Any, name: str) -> np.ndarray:
+    """An ndarray as is; a Python sequence converted to float32."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise errors.InvalidInputError(f"{name} must be a float32 array: {exc}") from exc
+
+
 def _as_matrix(x: Any, name: str) -> np.ndarray:
     """Validate a float32, C-contiguous 2-D array (sequences are converted)."""
-    if not isinstance(x, np.ndarray):
-        try:
-            x = np.asarray(x, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise errors.InvalidInputError(f"{name} must be a float32 array: {exc}") from exc
+    x = _as_array(x, name)
     if x.dtype != np.float32:
         raise errors.InvalidInputError(
             f"{name} must have dtype float32, got {x.dtype}; convert with "
@@ -144,12 +152,21 @@ def _as_matrix(x: Any, name: str) -> np.ndarray:
     return x
 
 
+# Squared distances are float32: components beyond this overflow them.
+_MAX_ABS = 1e15
+
+
 def _check_finite(x: np.ndarray, name: str) -> None:
     for s in range(0, x.shape[0], _CHUNK):
         block = x[s:s + _CHUNK]
         if not np.isfinite(block).all():
             row = s + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
             raise errors.InvalidInputError(f"{name} row {row} contains NaN or infinity")
+        if (np.abs(block) > _MAX_ABS).any():
+            row = s + int(np.flatnonzero((np.abs(block) > _MAX_ABS).any(axis=1))[0])
+            raise errors.InvalidInputError(
+                f"{name} row {row} has a component beyond +-{_MAX_ABS:g}, which overflows "
+                "float32 distances; rescale the vectors")
 
 
 class _MetricMap:
@@ -207,7 +224,12 @@ class _MetricMap:
 
 
 def _threads(threads: int | None) -> int:
-    return 0 if threads is None else int(threads)
+    """None -> 0 (every core); else a validated positive int."""
+    if threads is None:
+        return 0
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= 1024:
+        raise errors.InvalidInputError(f"threads must be None or an integer in [1, 1024], got {threads!r}")
+    return int(threads)
 
 
 class LeannIndex:
@@ -290,14 +312,15 @@ class LeannIndex:
             raise errors.InvalidInputError(f"k = {k} exceeds the {len(self)} vectors in the index")
         if isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or not 1 <= ef <= 1_000_000:
             raise errors.InvalidInputError(f"ef must be an integer in [1, 1000000], got {ef!r}")
-        q = query if isinstance(query, np.ndarray) else np.asarray(query, dtype=np.float32)
+        q = _as_array(query, "query")
         single = q.ndim == 1
         q = _as_matrix(q[None, :] if single else q, "query")
         if q.shape[1] != self.dim:
             raise errors.DimensionMismatchError(
                 f"query has dimension {q.shape[1]}, the index has {self.dim}")
         _check_finite(q, "query")
-        ids, dist, stats = self._h.search(self._map.queries(q), int(k), int(ef), _threads(threads))
+        nthreads = _threads(threads)
+        ids, dist, stats = self._h.search(self._map.queries(q), int(k), int(ef), nthreads)
         dist = self._map.distances(dist)
         st = {"distance_evals": stats[:, 0], "hops": stats[:, 1]}
         if single:
@@ -339,16 +362,28 @@ class LeannIndex:
         """Bytes held by the native index (graph, codes, stored vectors)."""
         return self._h.memory
 
+    def _node(self, node: int) -> int:
+        if isinstance(node, bool) or not isinstance(node, (int, np.integer)) or not 0 <= node < len(self):
+            raise errors.InvalidInputError(f"node must be an id in [0, {len(self)}), got {node!r}")
+        return int(node)
+
+    @staticmethod
+    def _level_arg(level: int) -> int:
+        if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 0 <= level <= 255:
+            raise errors.InvalidInputError(f"level must be an integer in [0, 255], got {level!r}")
+        return int(level)
+
     def level(self, node: int) -> int:
         """Top level of a node."""
-        return self._h.level(int(node))
+        return self._h.level(self._node(node))
 
     def max_degree(self, level: int = 0) -> int:
-        return self._h.max_degree(int(level))
+        """Most links a node may have at a level (2M at level 0, M above)."""
+        return self._h.max_degree(self._level_arg(level))
 
     def neighbors(self, node: int, level: int = 0) -> np.ndarray:
         """Neighbour ids of a node at a level (int64)."""
-        return self._h.neighbors(int(node), int(level))
+        return self._h.neighbors(self._node(node), self._level_arg(level))
 
     def __repr__(self) -> str:
         c = self._config
