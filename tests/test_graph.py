@@ -1,0 +1,266 @@
+"""Structural invariants of the HNSW graphs both builders produce."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from leann_store import IndexConfig, LeannIndex
+
+from conftest import clustered
+
+BUILDERS = ("flash", "exact")
+METRICS = ("l2", "cosine", "ip")
+
+# Regression guard: insert() once iterated over a scratch list that the
+# re-pruning of a full neighbour list overwrote, creating self-loops.
+SELF_LOOP_BUG = False
+
+
+def reachable_from_entry(index: LeannIndex) -> np.ndarray:
+    """Boolean mask of nodes reached by BFS over level-0 links from the entry point."""
+    n = len(index)
+    seen = np.zeros(n, dtype=bool)
+    seen[index.entry_point] = True
+    todo = deque([index.entry_point])
+    while todo:
+        v = todo.popleft()
+        for u in index.neighbors(v, 0):
+            if not seen[u]:
+                seen[u] = True
+                todo.append(u)
+    return seen
+
+
+def self_loops(index: LeannIndex) -> list[tuple[int, int]]:
+    return [(v, lvl) for v in range(len(index)) for lvl in range(index.level(v) + 1)
+            if v in index.neighbors(v, lvl)]
+
+
+def check_invariants(index: LeannIndex, M: int, allow_self_loops: bool = SELF_LOOP_BUG) -> None:
+    n = len(index)
+    assert index.max_degree(0) == 2 * M
+    for lvl in range(1, max(index.max_level, 1) + 1):
+        assert index.max_degree(lvl) == M
+    levels = np.array([index.level(v) for v in range(n)])
+    assert (levels >= 0).all()
+    assert index.max_level == levels.max()
+    ep = index.entry_point
+    assert 0 <= ep < n
+    assert index.level(ep) == index.max_level
+    for v in range(n):
+        for lvl in range(levels[v] + 1):
+            nb = index.neighbors(v, lvl)
+            assert nb.dtype == np.int64
+            assert len(nb) <= index.max_degree(lvl), (v, lvl, len(nb))
+            if allow_self_loops:
+                nb = nb[nb != v]
+            assert v not in nb, f"self-loop at node {v} level {lvl}"
+            assert len(np.unique(nb)) == len(nb), f"duplicate neighbours at node {v} level {lvl}: {nb}"
+            if len(nb):
+                assert nb.min() >= 0 and nb.max() < n, (v, lvl, nb)
+                assert (levels[nb] >= lvl).all(), f"node {v} links at level {lvl} to a lower node"
+    if n > 1:
+        # every node has a level-0 link (the first node gets its links from later ones)
+        assert all(len(index.neighbors(v, 0)) > 0 for v in range(n))
+
+
+def graph_signature(index: LeannIndex) -> list:
+    return [(index.level(v), [index.neighbors(v, l).tolist() for l in range(index.level(v) + 1)])
+            for v in range(len(index))]
+
+
+def build(x, **kw) -> LeannIndex:
+    kw.setdefault("ef_construction", 40)
+    return LeannIndex.build(x, IndexConfig(**kw))
+
+
+@pytest.fixture(scope="module")
+def graph_data():
+    return clustered(600, 16, seed=4)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("M", [4, 8, 16])
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_graph_invariants(graph_data, builder, metric, M, threads):
+    index = build(graph_data, builder=builder, metric=metric, M=M, threads=threads, seed=1)
+    assert len(index) == len(graph_data)
+    check_invariants(index, M)
+    # upper levels are sparse, as for HNSW with mL = 1/ln(M)
+    levels = np.array([index.level(v) for v in range(len(index))])
+    assert (levels == 0).mean() > 0.5
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_no_self_loops(builder):
+    rng = np.random.default_rng(0)
+    for n, dim, M in ((30, 4, 2), (300, 8, 4), (600, 16, 8)):
+        x = rng.normal(size=(n, dim)).astype(np.float32)
+        index = build(x, builder=builder, metric="l2", M=M, threads=1, seed=0)
+        assert self_loops(index) == [], f"n={n} M={M}: self-loops at (node, level) {self_loops(index)[:5]}"
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("M", [8, 16])
+def test_almost_all_reachable_on_clustered_data(builder, metric, M):
+    """A loose connectivity guard (the strict property is in test_all_reachable_*):
+    on benign clustered data nearly every node is reachable at level 0."""
+    x = clustered(1000, 32, seed=5)
+    for threads in (1, 2):
+        index = build(x, builder=builder, metric=metric, M=M, threads=threads, seed=0,
+                      ef_construction=64)
+        assert reachable_from_entry(index).mean() >= 0.995
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_all_reachable_random_small_M(builder):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    index = build(x, builder=builder, metric="l2", M=2, threads=1, seed=0)
+    check_invariants(index, 2)  # the structure itself is fine ...
+    seen = reachable_from_entry(index)
+    assert seen.all(), f"{(~seen).sum()} of {len(x)} nodes unreachable"
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_all_reachable_duplicated_vectors(builder):
+    x = np.tile(np.arange(1, 9, dtype=np.float32), (300, 1))
+    index = build(x, builder=builder, metric="l2", M=16, threads=1, seed=0)
+    check_invariants(index, 16)
+    seen = reachable_from_entry(index)
+    assert seen.all(), f"{(~seen).sum()} of {len(x)} nodes unreachable"
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+@pytest.mark.parametrize("metric", METRICS)
+def test_duplicated_vectors_invariants(builder, metric):
+    """Even when connectivity fails, duplicate rows must give a well-formed graph
+    and a search that returns valid, distinct ids with distance 0 (l2/cosine)."""
+    for n, M in ((2, 2), (3, 2), (50, 4), (200, 16)):
+        x = np.tile(np.linspace(0.5, 2.0, 6, dtype=np.float32), (n, 1))
+        index = build(x, builder=builder, metric=metric, M=M, threads=1, seed=0)
+        check_invariants(index, M)
+        res = index.search(x[0], k=min(n, 5))
+        ids = res.ids[res.ids >= 0]
+        assert len(ids) >= 1 and len(np.unique(ids)) == len(ids)
+        assert ((ids >= 0) & (ids < n)).all()
+        if metric != "ip":
+            np.testing.assert_allclose(res.distances[res.ids >= 0], 0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+@pytest.mark.parametrize("metric", METRICS)
+def test_single_and_two_nodes(builder, metric):
+    x1 = np.array([[1.0, 2.0, 3.0]], dtype=np.float32)
+    index = build(x1, builder=builder, metric=metric, M=4)
+    assert len(index) == 1 and index.entry_point == 0
+    assert index.neighbors(0, 0).size == 0
+    r = index.search(x1[0], k=1)
+    assert r.ids.tolist() == [0]
+    x2 = np.array([[1.0, 2.0, 3.0], [-3.0, 1.0, 0.5]], dtype=np.float32)
+    index = build(x2, builder=builder, metric=metric, M=2)
+    check_invariants(index, 2)
+    assert index.neighbors(0, 0).tolist() == [1] and index.neighbors(1, 0).tolist() == [0]
+    assert sorted(index.search(x2[1], k=2).ids.tolist()) == [0, 1]
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+@pytest.mark.parametrize("metric", METRICS)
+def test_same_seed_single_thread_identical_graph(graph_data, builder, metric):
+    cfg = dict(builder=builder, metric=metric, M=8, threads=1, seed=123)
+    a, b = build(graph_data, **cfg), build(graph_data, **cfg)
+    assert a.entry_point == b.entry_point and a.max_level == b.max_level
+    assert graph_signature(a) == graph_signature(b)
+    if builder == "flash":
+        np.testing.assert_array_equal(a.codec.centroids, b.codec.centroids)
+    q = graph_data[:20]
+    np.testing.assert_array_equal(a.search(q, k=5).ids, b.search(q, k=5).ids)
+
+
+def test_seed_changes_levels(graph_data):
+    a = build(graph_data, builder="exact", metric="l2", M=8, threads=1, seed=1)
+    b = build(graph_data, builder="exact", metric="l2", M=8, threads=1, seed=2)
+    la = [a.level(v) for v in range(len(a))]
+    lb = [b.level(v) for v in range(len(b))]
+    assert la != lb
+
+
+@pytest.mark.parametrize("builder", BUILDERS)
+def test_neighbors_bad_node_or_level(graph_data, builder):
+    import leann_store
+
+    index = build(graph_data[:50], builder=builder, metric="l2", M=4, seed=0)
+    with pytest.raises(leann_store.InvalidInputError):
+        index.neighbors(50, 0)
+    with pytest.raises(leann_store.InvalidInputError):
+        index.level(50)
+    top = index.level(0)
+    with pytest.raises(leann_store.InvalidInputError):
+        index.neighbors(0, top + 1)
+    with pytest.raises(leann_store.InvalidInputError):
+        index.neighbors(0, -1)
+    # the index keeps working
+    assert len(index.neighbors(0, 0)) > 0
+
+
+@st.composite
+def small_build(draw):
+    n = draw(st.integers(1, 300))
+    dim = draw(st.integers(1, 12))
+    kind = draw(st.sampled_from(["gauss", "clustered", "duplicates", "few_distinct"]))
+    seed = draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    if kind == "gauss":
+        x = rng.normal(size=(n, dim))
+    elif kind == "clustered":
+        x = clustered(n, dim, seed=seed)
+    elif kind == "duplicates":
+        x = np.tile(rng.normal(size=dim), (n, 1))
+    else:
+        x = rng.normal(size=(3, dim))[rng.integers(0, 3, size=n)]
+    x = x.astype(np.float32)
+    x[np.linalg.norm(x, axis=1) == 0] = 1.0  # cosine refuses zero vectors
+    cfg = dict(builder=draw(st.sampled_from(BUILDERS)), metric=draw(st.sampled_from(METRICS)),
+               M=draw(st.sampled_from([2, 3, 4, 8, 16])), threads=draw(st.sampled_from([1, 2])),
+               ef_construction=draw(st.sampled_from([1, 8, 40])), seed=draw(st.integers(0, 1000)))
+    return np.ascontiguousarray(x), cfg
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=small_build())
+@example(case=(np.float32([[0.5, -1.0, 2.0]]),
+               dict(builder="flash", metric="cosine", M=2, threads=2, ef_construction=1, seed=0)))
+@example(case=(np.float32([[0.5, -1.0], [3.0, 1.0]]),
+               dict(builder="exact", metric="ip", M=2, threads=2, ef_construction=8, seed=3)))
+@example(case=(np.tile(np.float32([1.0, -2.0, 0.25, 4.0]), (120, 1)),
+               dict(builder="flash", metric="l2", M=2, threads=1, ef_construction=40, seed=0)))
+@example(case=(np.tile(np.float32([1.0, -2.0, 0.25, 4.0]), (120, 1)),
+               dict(builder="exact", metric="cosine", M=2, threads=2, ef_construction=40, seed=0)))
+def test_graph_invariants_property(case):
+    x, cfg = case
+    index = build(x, **cfg)
+    assert len(index) == len(x)
+    check_invariants(index, cfg["M"])
+    k = min(len(x), 5)
+    res = index.search(x[0], k=k)
+    found = res.ids[res.ids >= 0]
+    assert len(found) >= 1
+    assert len(np.unique(found)) == len(found)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=small_build())
+@example(case=(np.tile(np.float32([1, 2, 3]), (100, 1)),
+               dict(builder="exact", metric="l2", M=4, threads=1, ef_construction=40, seed=0)))
+def test_every_node_reachable_property(case):
+    x, cfg = case
+    index = build(x, **cfg)
+    seen = reachable_from_entry(index)
+    assert seen.all(), f"{(~seen).sum()} of {len(x)} unreachable with {cfg}"
