@@ -379,91 +379,6 @@ static int build_task(void *ctx, int tid, int nt) {
     return st;
 }
 
-/* Make every node reachable from the entry point at level 0.  HNSW's
- * re-pruning can drop the last link into a node (ties among duplicates, very
- * small M); a node nobody links to is never returned by a search.  Each round
- * finds the unreached nodes by BFS and links each from a reached node with
- * room: preferably one of its own neighbours, else any; only when every
- * reached list is full does it replace a link.  Degree bounds are kept. */
-/* Link u from r at level 0 without exceeding the degree bound.  replace = 0:
- * only when r has room; replace = 1: else overwrite the link whose target has
- * the most in-links from reached nodes (so it stays reachable). */
-static int link_into(leann_graph *g, uint32_t r, uint32_t u, uint32_t *indeg, int replace) {
-    int rdeg;
-    uint32_t *rids = leann_graph_list(g, r, 0, &rdeg);
-    if (r == u) return 0;
-    for (int i = 0; i < rdeg; i++)
-        if (rids[i] == u) return 0;
-    if (rdeg < g->cap0) {
-        rids[rdeg] = u;
-        g->deg0[r] = (uint16_t)(rdeg + 1);
-    } else {
-        if (!replace) return 0;
-        int worst = -1;
-        for (int i = 0; i < rdeg; i++)
-            if (indeg[rids[i]] > 1 && (worst < 0 || indeg[rids[i]] > indeg[rids[worst]])) worst = i;
-        if (worst < 0) return 0;
-        indeg[rids[worst]]--;
-        rids[worst] = u;
-    }
-    indeg[u]++;
-    return 1;
-}
-
-static int repair_reachability(leann_graph *g) {
-    size_t n = g->n;
-    uint8_t *seen = leann_calloc(n, 1, "reachability scratch");
-    uint32_t *queue = leann_malloc(n * sizeof(uint32_t), "reachability scratch");
-    uint32_t *indeg = leann_calloc(n, sizeof(uint32_t), "reachability scratch");
-    int st = (!seen || !queue || !indeg) ? LEANN_ERR_NOMEM : LEANN_OK;
-    for (int round = 0; st == LEANN_OK && round < 256; round++) {
-        memset(seen, 0, n);
-        memset(indeg, 0, n * sizeof(uint32_t));
-        size_t head = 0, tail = 0;
-        queue[tail++] = g->entry;
-        seen[g->entry] = 1;
-        while (head < tail) {
-            int deg;
-            const uint32_t *ids = leann_graph_list(g, queue[head++], 0, &deg);
-            for (int i = 0; i < deg; i++)
-                if (!seen[ids[i]]) {
-                    seen[ids[i]] = 1;
-                    queue[tail++] = ids[i];
-                }
-        }
-        if (tail == n) break;
-        for (size_t i = 0; i < tail; i++) { /* in-links from reached nodes only */
-            int deg;
-            const uint32_t *ids = leann_graph_list(g, queue[i], 0, &deg);
-            for (int j = 0; j < deg; j++) indeg[ids[j]]++;
-        }
-        size_t linked = 0, cursor = 0;
-        for (size_t u = 0; u < n; u++) {
-            if (seen[u]) continue;
-            int deg, done = 0;
-            const uint32_t *ids = leann_graph_list(g, (uint32_t)u, 0, &deg);
-            /* 1: a node of u's own list reached by this round's BFS, with room */
-            for (int i = 0; i < deg && !done; i++)
-                if (seen[ids[i]] == 1) done = link_into(g, ids[i], (uint32_t)u, indeg, 0);
-            /* 2: any reached node with room (no link is lost) */
-            for (; cursor < tail && !done; cursor++)
-                done = link_into(g, queue[cursor], (uint32_t)u, indeg, 0);
-            /* 3: last resort, every reached list is full: replace a link */
-            for (int i = 0; i < deg && !done; i++)
-                if (seen[ids[i]] == 1) done = link_into(g, ids[i], (uint32_t)u, indeg, 1);
-            if (done) {
-                seen[u] = 2; /* linked now; its own list is walked next round */
-                linked++;
-            }
-        }
-        if (linked == 0) break; /* nothing more can be done; never loop */
-    }
-    free(seen);
-    free(queue);
-    free(indeg);
-    return st;
-}
-
 int leann_builder_run(leann_builder *b) {
     if (!b) return leann_fail(LEANN_ERR_INVALID, "builder is NULL");
     if (b->ran) return leann_fail(LEANN_ERR_INVALID, "this builder has already run");
@@ -495,7 +410,7 @@ int leann_builder_run(leann_builder *b) {
     free(b->codesU);
     b->codes0 = b->codesU = NULL;
     b->proj = NULL;
-    st = repair_reachability(&b->g);
+    st = leann_graph_repair_reachability(&b->g);
     if (st != LEANN_OK) return st;
     return leann_graph_compact(&b->g);
 }

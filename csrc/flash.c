@@ -325,7 +325,99 @@ void leann_codec_free(leann_codec *c) {
     if (!c) return;
     free(c->centroids);
     free(c->sdt);
+    free(c->mean);
+    free(c->components);
     free(c);
+}
+
+int leann_codec_set_pca(leann_codec *c, int dim, const float *mean, const float *components, float bias) {
+    if (!c || !mean || !components) return leann_fail(LEANN_ERR_INVALID, "leann_codec_set_pca: NULL argument");
+    if (dim <= 0 || dim > 65536) return leann_fail(LEANN_ERR_INVALID, "PCA input dimension %d is out of range", dim);
+    if (!isfinite(bias)) return leann_fail(LEANN_ERR_INVALID, "codec bias is not finite");
+    size_t nm = (size_t)c->dp * (size_t)dim;
+    for (int i = 0; i < dim; i++)
+        if (!isfinite(mean[i])) return leann_fail(LEANN_ERR_INVALID, "PCA mean %d is not finite", i);
+    for (size_t i = 0; i < nm; i++)
+        if (!isfinite(components[i])) return leann_fail(LEANN_ERR_INVALID, "PCA component value %zu is not finite", i);
+    float *m = leann_malloc((size_t)dim * sizeof(float), "PCA mean");
+    float *comp = leann_malloc(nm * sizeof(float), "PCA components");
+    if (!m || !comp) {
+        free(m);
+        free(comp);
+        return LEANN_ERR_NOMEM;
+    }
+    memcpy(m, mean, (size_t)dim * sizeof(float));
+    memcpy(comp, components, nm * sizeof(float));
+    free(c->mean);
+    free(c->components);
+    c->mean = m;
+    c->components = comp;
+    c->dim = dim;
+    c->bias = bias;
+    return LEANN_OK;
+}
+
+int leann_codec_info(const leann_codec *c, int *dim, int *dp, int *msub, int *accumulate, float *scale,
+                     float *bias) {
+    if (!c) return leann_fail(LEANN_ERR_INVALID, "codec is NULL");
+    *dim = c->dim;
+    *dp = c->dp;
+    *msub = c->msub;
+    *accumulate = c->accumulate;
+    *scale = c->scale;
+    *bias = c->bias;
+    return LEANN_OK;
+}
+
+int leann_codec_export(const leann_codec *c, float *centroids, float *mean, float *components) {
+    if (!c || !centroids) return leann_fail(LEANN_ERR_INVALID, "leann_codec_export: NULL argument");
+    memcpy(centroids, c->centroids, (size_t)c->msub * 16 * (size_t)c->dsub * sizeof(float));
+    if (c->dim) {
+        if (!mean || !components) return leann_fail(LEANN_ERR_INVALID, "leann_codec_export: NULL argument");
+        memcpy(mean, c->mean, (size_t)c->dim * sizeof(float));
+        memcpy(components, c->components, (size_t)c->dp * (size_t)c->dim * sizeof(float));
+    }
+    return LEANN_OK;
+}
+
+int leann_codec_clone(const leann_codec *c, leann_codec **out) {
+    int st = leann_codec_new(c->dp, c->msub, c->centroids, c->scale, c->accumulate, out);
+    if (st == LEANN_OK && c->dim) {
+        st = leann_codec_set_pca(*out, c->dim, c->mean, c->components, c->bias);
+        if (st != LEANN_OK) {
+            leann_codec_free(*out);
+            *out = NULL;
+        }
+    }
+    return st;
+}
+
+void leann_codec_project1(const leann_codec *c, const float *x, float *proj, float *residual) {
+    double total = 0.0, kept = 0.0;
+    for (int k = 0; k < c->dim; k++) {
+        double t = (double)x[k] - c->mean[k];
+        total += t * t;
+    }
+    for (int i = 0; i < c->dp; i++) {
+        const float *row = c->components + (size_t)i * c->dim;
+        double s = 0.0;
+        for (int k = 0; k < c->dim; k++) s += ((double)x[k] - c->mean[k]) * row[k];
+        proj[i] = (float)s;
+        kept += s * s;
+    }
+    *residual = total > kept ? (float)(total - kept) : 0.0f;
+}
+
+void leann_codec_adt_float(const leann_codec *c, const float *y, float *table) {
+    for (int i = 0; i < c->msub; i++) {
+        const float *ys = y + (size_t)i * c->dsub;
+        for (int j = 0; j < 16; j++) {
+            const float *cc = c->centroids + ((size_t)i * 16 + j) * c->dsub;
+            float d = 0;
+            for (int k = 0; k < c->dsub; k++) d += (ys[k] - cc[k]) * (ys[k] - cc[k]);
+            table[i * 16 + j] = d;
+        }
+    }
 }
 
 int leann_codec_code_bytes(const leann_codec *c) { return c ? c->code_bytes : 0; }

@@ -38,6 +38,9 @@ int leann_graph_alloc_levels(leann_graph *g, size_t n, int M, uint64_t seed) {
 }
 
 void leann_graph_free(leann_graph *g) {
+    if (g->packed)
+        for (int l = 0; l <= g->maxlevel; l++) leann_packed_free(&g->packed[l]);
+    free(g->packed);
     free(g->ids0);
     free(g->deg0);
     free(g->off0);
@@ -69,12 +72,187 @@ int leann_graph_compact(leann_graph *g) {
     return LEANN_OK;
 }
 
+/* Make every node reachable from the entry point at level 0.  HNSW's
+ * re-pruning can drop the last link into a node (ties among duplicates, very
+ * small M); a node nobody links to is never returned by a search.  Each round
+ * finds the unreached nodes by BFS and links each from a reached node with
+ * room: preferably one of its own neighbours, else any; only when every
+ * reached list is full does it replace a link.  Degree bounds are kept. */
+/* Link u from r at level 0 without exceeding the degree bound.  replace = 0:
+ * only when r has room; replace = 1: else overwrite the link whose target has
+ * the most in-links from reached nodes (so it stays reachable). */
+static int link_into(leann_graph *g, uint32_t r, uint32_t u, uint32_t *indeg, int replace) {
+    int rdeg;
+    uint32_t *rids = leann_graph_list(g, r, 0, &rdeg);
+    if (r == u) return 0;
+    for (int i = 0; i < rdeg; i++)
+        if (rids[i] == u) return 0;
+    if (rdeg < g->cap0) {
+        rids[rdeg] = u;
+        g->deg0[r] = (uint16_t)(rdeg + 1);
+    } else {
+        if (!replace) return 0;
+        int worst = -1;
+        for (int i = 0; i < rdeg; i++)
+            if (indeg[rids[i]] > 1 && (worst < 0 || indeg[rids[i]] > indeg[rids[worst]])) worst = i;
+        if (worst < 0) return 0;
+        indeg[rids[worst]]--;
+        rids[worst] = u;
+    }
+    indeg[u]++;
+    return 1;
+}
+
+int leann_graph_repair_reachability(leann_graph *g) {
+    size_t n = g->n;
+    uint8_t *seen = leann_calloc(n, 1, "reachability scratch");
+    uint32_t *queue = leann_malloc(n * sizeof(uint32_t), "reachability scratch");
+    uint32_t *indeg = leann_calloc(n, sizeof(uint32_t), "reachability scratch");
+    int st = (!seen || !queue || !indeg) ? LEANN_ERR_NOMEM : LEANN_OK;
+    for (int round = 0; st == LEANN_OK && round < 256; round++) {
+        memset(seen, 0, n);
+        memset(indeg, 0, n * sizeof(uint32_t));
+        size_t head = 0, tail = 0;
+        queue[tail++] = g->entry;
+        seen[g->entry] = 1;
+        while (head < tail) {
+            int deg;
+            const uint32_t *ids = leann_graph_list(g, queue[head++], 0, &deg);
+            for (int i = 0; i < deg; i++)
+                if (!seen[ids[i]]) {
+                    seen[ids[i]] = 1;
+                    queue[tail++] = ids[i];
+                }
+        }
+        if (tail == n) break;
+        for (size_t i = 0; i < tail; i++) { /* in-links from reached nodes only */
+            int deg;
+            const uint32_t *ids = leann_graph_list(g, queue[i], 0, &deg);
+            for (int j = 0; j < deg; j++) indeg[ids[j]]++;
+        }
+        size_t linked = 0, cursor = 0;
+        for (size_t u = 0; u < n; u++) {
+            if (seen[u]) continue;
+            int deg, done = 0;
+            const uint32_t *ids = leann_graph_list(g, (uint32_t)u, 0, &deg);
+            /* 1: a node of u's own list reached by this round's BFS, with room */
+            for (int i = 0; i < deg && !done; i++)
+                if (seen[ids[i]] == 1) done = link_into(g, ids[i], (uint32_t)u, indeg, 0);
+            /* 2: any reached node with room (no link is lost) */
+            for (; cursor < tail && !done; cursor++)
+                done = link_into(g, queue[cursor], (uint32_t)u, indeg, 0);
+            /* 3: last resort, every reached list is full: replace a link */
+            for (int i = 0; i < deg && !done; i++)
+                if (seen[ids[i]] == 1) done = link_into(g, ids[i], (uint32_t)u, indeg, 1);
+            if (done) {
+                seen[u] = 2; /* linked now; its own list is walked next round */
+                linked++;
+            }
+        }
+        if (linked == 0) break; /* nothing more can be done; never loop */
+    }
+    free(seen);
+    free(queue);
+    free(indeg);
+    return st;
+}
+
+
+/* ---- packed levels ---- */
+void leann_packed_free(leann_packed *p) {
+    if (!p) return;
+    free(p->nodes);
+    free(p->deg);
+    free(p->boff);
+    free(p->bits);
+    memset(p, 0, sizeof *p);
+}
+
+int leann_graph_level(const leann_graph *g, uint32_t v) {
+    if (!g->packed) return g->levels[v];
+    for (int l = g->maxlevel; l > 0; l--)
+        if (leann_packed_find(&g->packed[l], v) >= 0) return l;
+    return 0;
+}
+
+static int pack_level(const leann_graph *g, int l, int width, leann_packed *p) {
+    size_t count = 0, edges = 0;
+    for (size_t v = 0; v < g->n; v++)
+        if (g->levels[v] >= l) {
+            int deg;
+            (void)leann_graph_list(g, (uint32_t)v, l, &deg);
+            count++;
+            edges += (size_t)deg;
+        }
+    p->count = count;
+    p->width = width;
+    p->nwords = (edges * (size_t)width + 63) / 64 + 1;
+    p->deg = leann_malloc(count ? count : 1, "packed degrees");
+    p->boff = leann_malloc((count / 64 + 1) * sizeof(uint64_t), "packed offsets");
+    p->bits = leann_calloc(p->nwords, sizeof(uint64_t), "packed links");
+    if (l > 0) p->nodes = leann_malloc((count ? count : 1) * sizeof(uint32_t), "level nodes");
+    if (!p->deg || !p->boff || !p->bits || (l > 0 && !p->nodes)) return LEANN_ERR_NOMEM;
+    uint64_t pos = 0;
+    size_t i = 0;
+    for (size_t v = 0; v < g->n; v++) {
+        if (g->levels[v] < l) continue;
+        int deg;
+        const uint32_t *ids = leann_graph_list(g, (uint32_t)v, l, &deg);
+        if (deg > 255) return leann_fail(LEANN_ERR_INVALID, "a list has %d links; packed lists hold at most 255", deg);
+        if ((i & 63) == 0) p->boff[i >> 6] = pos;
+        if (p->nodes) p->nodes[i] = (uint32_t)v;
+        p->deg[i] = (uint8_t)deg;
+        for (int k = 0; k < deg; k++, pos += (uint64_t)width) leann_bits_put(p->bits, pos, width, ids[k]);
+        i++;
+    }
+    if ((count & 63) == 0) p->boff[count >> 6] = pos;
+    return LEANN_OK;
+}
+
+int leann_graph_pack(leann_graph *g) {
+    if (g->packed) return LEANN_OK;
+    if (!g->off0) return leann_fail(LEANN_ERR_INTERNAL, "pack: level 0 is not compacted");
+    int width = 1;
+    while (width < 32 && ((uint64_t)1 << width) < (uint64_t)g->n) width++;
+    int nl = g->maxlevel + 1;
+    leann_packed *p = leann_calloc((size_t)nl, sizeof *p, "packed levels");
+    if (!p) return LEANN_ERR_NOMEM;
+    int st = LEANN_OK;
+    for (int l = 0; l < nl && st == LEANN_OK; l++) st = pack_level(g, l, width, &p[l]);
+    if (st != LEANN_OK) {
+        for (int l = 0; l < nl; l++) leann_packed_free(&p[l]);
+        free(p);
+        return st;
+    }
+    free(g->ids0);
+    free(g->off0);
+    free(g->deg0);
+    free(g->levels);
+    free(g->ubase);
+    free(g->idsU);
+    free(g->degU);
+    g->ids0 = NULL;
+    g->off0 = NULL;
+    g->deg0 = NULL;
+    g->levels = NULL;
+    g->ubase = NULL;
+    g->idsU = NULL;
+    g->degU = NULL;
+    g->nslots = 0;
+    g->packed = p;
+    return LEANN_OK;
+}
+
 /* ---- sorting ---- */
 static int cand_cmp(const void *a, const void *b) {
     leann_cand x = *(const leann_cand *)a, y = *(const leann_cand *)b;
     return leann_cand_less(x, y) ? -1 : leann_cand_less(y, x) ? 1 : 0;
 }
 void leann_cand_sort(leann_cand *a, size_t n) { qsort(a, n, sizeof *a, cand_cmp); }
+int leann_cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
 
 /* ---- visited ---- */
 int leann_visited_init(leann_visited *v, size_t n) {
@@ -132,7 +310,7 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
     int deg, out = 0;
     leann_lock *lock = qc->locks ? &qc->locks[v & (LEANN_NLOCKS - 1)] : NULL;
     if (lock) leann_lock_acquire(lock);
-    const uint32_t *list = leann_graph_list(g, v, l, &deg);
+    const uint32_t *list = leann_graph_nbrs(g, v, l, qc->ids_tmp, &deg);
     if (qc->flash) {
         const uint8_t *blocks = l == 0 ? qc->codes0 + (size_t)v * qc->bb0
                                        : qc->codesU + ((size_t)g->ubase[v] + l - 1) * qc->bbU;
@@ -145,10 +323,14 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
         }
         if (lock) leann_lock_release(lock);
     } else {
-        memcpy(qc->ids_tmp, list, (size_t)deg * sizeof(uint32_t));
-        if (lock) leann_lock_release(lock);
+        const uint32_t *src = list;
+        if (lock) {
+            memcpy(qc->ids_tmp, list, (size_t)deg * sizeof(uint32_t));
+            leann_lock_release(lock);
+            src = qc->ids_tmp;
+        }
         for (int i = 0; i < deg; i++) {
-            uint32_t id = qc->ids_tmp[i];
+            uint32_t id = src[i];
             if (vis && leann_visit(vis, id)) continue;
             ids[out++] = id;
         }
@@ -182,6 +364,7 @@ void leann_greedy(const leann_graph *g, leann_qctx *qc, int l, uint32_t *cur, fl
  * before they are needed: the next expansion's memory latency then overlaps
  * the current one's work. */
 static inline void prefetch_list(const leann_graph *g, const leann_qctx *qc, uint32_t v, int l) {
+    if (g->packed) return;
     int deg;
     const uint32_t *ids = leann_graph_list(g, v, l, &deg);
     __builtin_prefetch(ids);

@@ -49,7 +49,24 @@ struct leann_codec {
     float scale;
     float *centroids; /* msub * 16 * dsub */
     uint8_t *sdt;     /* msub * 16 * 16, canonical */
+    /* optional PCA (leann_codec_set_pca): what search needs to code a query */
+    int dim;            /* 0 when absent */
+    float *mean;        /* dim */
+    float *components;  /* dp * dim, row i = component i */
+    float bias;         /* mean(exact^2 - code distance - query residual) on a sample */
 };
+
+int leann_codec_clone(const leann_codec *c, leann_codec **out);
+/* PCA projection of one vector (dim) and its squared residual (the energy
+ * the projection drops).  Needs leann_codec_set_pca. */
+void leann_codec_project1(const leann_codec *c, const float *x, float *proj, float *residual);
+/* Float asymmetric table (msub*16, canonical) of a projected vector. */
+void leann_codec_adt_float(const leann_codec *c, const float *proj, float *table);
+static inline float leann_code_dist_float(const float *t, const uint8_t *code, int cb) {
+    float s = 0.0f;
+    for (int j = 0; j < cb; j++) s += t[(2 * j) * 16 + (code[j] & 15)] + t[(2 * j + 1) * 16 + (code[j] >> 4)];
+    return s;
+}
 
 /* Code lookup kernel: scores nblocks blocks of 16 neighbours.
  * blocks: nblocks * code_bytes * 16 bytes (row r = byte r of 16 codes).
@@ -95,9 +112,59 @@ leann_dist_fn leann_get_dist(int metric, int kernel);
 #define LEANN_MAX_LEVEL 24
 #define LEANN_NLOCKS 65536 /* striped node locks; a thread never holds two */
 
+/* A finished level in compact form: degrees as bytes, neighbour ids
+ * bit-packed at `width` bits (enough for n - 1), a bit offset per block of
+ * 64 lists.  Upper levels list their nodes (ascending) and are indexed by
+ * position in that list; level 0 holds every node. */
+typedef struct {
+    size_t count;       /* lists at this level */
+    uint32_t *nodes;    /* level >= 1: node ids, ascending; level 0: NULL */
+    uint8_t *deg;       /* count */
+    uint64_t *boff;     /* count / 64 + 1 block offsets, in bits */
+    uint64_t *bits;     /* nwords, the last one spare */
+    size_t nwords;
+    int width;
+} leann_packed;
+
+static inline uint32_t leann_bits_get(const uint64_t *w, uint64_t pos, int width) {
+    uint64_t i = pos >> 6;
+    unsigned o = (unsigned)(pos & 63);
+    uint64_t v = w[i] >> o;
+    if (o + (unsigned)width > 64) v |= w[i + 1] << (64 - o);
+    return (uint32_t)(v & ((1ull << width) - 1));
+}
+static inline void leann_bits_put(uint64_t *w, uint64_t pos, int width, uint32_t x) {
+    uint64_t i = pos >> 6;
+    unsigned o = (unsigned)(pos & 63);
+    w[i] |= (uint64_t)x << o;
+    if (o + (unsigned)width > 64) w[i + 1] |= (uint64_t)x >> (64 - o);
+}
+/* Position of node v in an upper level's node list, or -1. */
+static inline long leann_packed_find(const leann_packed *p, uint32_t v) {
+    if (!p->nodes) return v < p->count ? (long)v : -1;
+    size_t lo = 0, hi = p->count;
+    while (lo < hi) {
+        size_t mid = (lo + hi) >> 1;
+        if (p->nodes[mid] < v) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < p->count && p->nodes[lo] == v ? (long)lo : -1;
+}
+/* Decode list i into out; returns its degree. */
+static inline int leann_packed_decode(const leann_packed *p, size_t i, uint32_t *out) {
+    size_t b = i >> 6;
+    uint64_t pos = p->boff[b], acc = 0;
+    for (size_t j = b << 6; j < i; j++) acc += p->deg[j];
+    pos += acc * (uint64_t)p->width;
+    int deg = p->deg[i];
+    for (int k = 0; k < deg; k++) out[k] = leann_bits_get(p->bits, pos + (uint64_t)k * p->width, p->width);
+    return deg;
+}
+
 typedef struct {
     size_t n;
     int M, cap0, capU;  /* max degree at level 0 (2M) and above (M) */
+    leann_packed *packed; /* maxlevel + 1 compact levels (finished indexes), or NULL */
     /* level 0: fixed stride (builder) or CSR (index, off0 != NULL) */
     uint32_t *ids0;
     uint16_t *deg0;     /* stride layout only */
@@ -125,6 +192,27 @@ static inline uint32_t *leann_graph_list(const leann_graph *g, uint32_t v, int l
     *deg = g->degU[slot];
     return g->idsU + slot * g->capU;
 }
+/* Neighbours of v at level l in any layout: a pointer into the graph, or
+ * into buf (capacity >= the level's max degree) when they were decoded.
+ * Packed upper levels: a node missing from the level has no neighbours. */
+static inline const uint32_t *leann_graph_nbrs(const leann_graph *g, uint32_t v, int l, uint32_t *buf,
+                                               int *deg) {
+    if (g->packed) {
+        long i = leann_packed_find(&g->packed[l], v);
+        *deg = i < 0 ? 0 : leann_packed_decode(&g->packed[l], (size_t)i, buf);
+        return buf;
+    }
+    return leann_graph_list(g, v, l, deg);
+}
+/* Top level of a node (any layout). */
+int leann_graph_level(const leann_graph *g, uint32_t v);
+/* CSR + fixed-stride upper levels -> packed levels (frees the old arrays). */
+int leann_graph_pack(leann_graph *g);
+void leann_packed_free(leann_packed *p);
+/* Make every node reachable from the entry at level 0 (stride layout);
+ * degree bounds are kept. */
+int leann_graph_repair_reachability(leann_graph *g);
+
 static inline uint16_t *leann_graph_degp(const leann_graph *g, uint32_t v, int l) {
     return l == 0 ? g->deg0 + v : g->degU + (size_t)g->ubase[v] + (size_t)l - 1;
 }
@@ -144,6 +232,7 @@ static inline int leann_cand_less(leann_cand a, leann_cand b) {
 
 /* Sort ascending in place (by d, then id). */
 void leann_cand_sort(leann_cand *a, size_t n);
+int leann_cmp_u64(const void *a, const void *b); /* qsort comparator */
 
 /* Visited set: a bitset, cleared word by word through the list of words a
  * search touched (cheap for small searches on large graphs). */
@@ -216,5 +305,31 @@ void leann_greedy(const leann_graph *g, leann_qctx *qc, int l, uint32_t *cur, fl
  * ef nodes found, ascending; returns how many. */
 int leann_search_layer(const leann_graph *g, leann_qctx *qc, int l, leann_cand ep, int ef,
                        leann_visited *vis, leann_beam_entry *beam);
+
+/* ---- the index (search.c, prune.c, index_io.c) ---- */
+typedef struct leann_lru leann_lru;
+struct leann_index {
+    leann_graph g;
+    uint8_t *codes;      /* n * code_bytes or NULL */
+    int code_bytes;
+    leann_codec *codec;  /* owned copy for search over codes, or NULL */
+    float *vectors;      /* n * dim or NULL */
+    int dim, metric;
+    uint64_t *tomb;      /* tombstones, (n + 63) / 64 words, or NULL */
+    size_t ntomb;
+    /* persistent hub cache: ids ascending, float16 rows */
+    uint32_t *hub_ids;
+    uint16_t *hub_vecs;
+    size_t nhub;
+    leann_lru *lru;      /* cross-query cache of recomputed rows, or NULL */
+    char *umeta;         /* caller's metadata blob, saved with the index */
+    size_t umeta_len;
+};
+void leann_lru_free(leann_lru *c);
+int leann_lru_get(leann_lru *c, uint32_t id, float *out); /* 1 on a hit */
+void leann_lru_put(leann_lru *c, uint32_t id, const float *row);
+int leann_hub_get(const leann_index *idx, uint32_t id, float *out); /* 1 on a hit */
+uint16_t leann_f32_to_f16(float f);
+float leann_f16_to_f32(uint16_t h);
 
 #endif /* LEANN_INTERNAL_H */

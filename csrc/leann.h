@@ -95,6 +95,17 @@ enum { LEANN_METRIC_L2 = 0, LEANN_METRIC_IP = 1 };
 int leann_float_distance(int metric, int kernel, const float *a, const float *b, int d,
                          float *out);
 
+/* PCA that turns input vectors (dim) into the codec's projections, and the
+ * calibrated bias added to code distances so they estimate exact squared L2:
+ * needed by a codec that codes search queries (leann_index_set_codes). */
+int leann_codec_set_pca(leann_codec *codec, int dim, const float *mean, const float *components,
+                        float bias);
+/* dim is 0 without a PCA. */
+int leann_codec_info(const leann_codec *codec, int *dim, int *dp, int *msub, int *accumulate,
+                     float *scale, float *bias);
+/* centroids: msub*16*(dp/msub); mean: dim; components: dp*dim (ignored without a PCA). */
+int leann_codec_export(const leann_codec *codec, float *centroids, float *mean, float *components);
+
 /* ---- Graph construction ------------------------------------------------ */
 enum { LEANN_BUILDER_FLASH = 0, LEANN_BUILDER_EXACT = 1 };
 
@@ -162,6 +173,84 @@ typedef struct {
 int leann_index_search(const leann_index *idx, const float *queries, size_t nq,
                        int k, int ef, int threads, int64_t *out_ids,
                        float *out_dist, leann_search_stats *stats);
+
+/* ---- Finishing an index ------------------------------------------------ */
+/* LEANN pruning of level 0 (before leann_index_pack): hubs (the hub_fraction
+ * of nodes with the most links) keep up to hub_degree links, every other node
+ * up to degree; reverse links may fill any list up to hub_degree.  Distances
+ * come from codes (codec + n codes; codes NULL: the index's own build
+ * codes), not from vectors. */
+int leann_index_prune(leann_index *idx, const leann_codec *codec, const uint8_t *codes,
+                      double hub_fraction, int hub_degree, int degree, int threads);
+/* Compact every level: byte degrees, bit-packed ids, no per-node offsets. */
+int leann_index_pack(leann_index *idx);
+int leann_index_is_packed(const leann_index *idx);
+/* Codes the search ranks candidates by (codec with PCA; n codes); copied. */
+int leann_index_set_codes(leann_index *idx, const leann_codec *codec, const uint8_t *codes);
+/* The index's search codec (owned by the index) or NULL. */
+const leann_codec *leann_index_codec(const leann_index *idx);
+int leann_index_has_vectors(const leann_index *idx);
+
+/* ---- Caches, tombstones, metadata -------------------------------------- */
+/* Cross-query LRU of recomputed rows; bytes = 0 turns it off. */
+int leann_index_set_cache(leann_index *idx, size_t bytes);
+size_t leann_index_cache_entries(const leann_index *idx);
+/* The count nodes with the most in-links (hub cache candidates), best first. */
+int leann_index_hub_candidates(const leann_index *idx, uint32_t *out, size_t count);
+/* Persistent hub cache: rows (count*dim, search space) kept as float16 and
+ * saved with the index; count = 0 clears it. */
+int leann_index_set_hub_cache(leann_index *idx, const uint32_t *ids, const float *rows, size_t count);
+size_t leann_index_hub_count(const leann_index *idx);
+/* Tombstones: never returned, still walked through.  All ids are checked
+ * before any is marked. */
+int leann_index_delete(leann_index *idx, const int64_t *ids, size_t count);
+size_t leann_index_deleted_count(const leann_index *idx);
+int leann_index_is_deleted(const leann_index *idx, uint32_t id);
+/* An opaque blob saved with the index (the Python layer keeps JSON there). */
+int leann_index_set_meta(leann_index *idx, const char *data, size_t len);
+size_t leann_index_meta(const leann_index *idx, const char **data);
+
+/* ---- Two-level search with recompute ------------------------------------
+ * begin -> next (repeatedly) -> result -> free.  next returns the ids whose
+ * rows the caller must supply (*nneed > 0, written to need, capacity
+ * batch_size); the caller passes those rows (search space, same order) to
+ * the following next call.  *nneed == 0: finished.  A search whose caller
+ * gives up (an embedding failed) is simply freed; the index is unaffected. */
+typedef struct {
+    uint64_t recomputed;  /* rows the caller embedded */
+    uint64_t embed_calls; /* batches asked from the caller */
+    uint64_t cache_hits;  /* rows found in the hub cache or the LRU */
+    uint64_t exact;       /* exact distances computed */
+    uint64_t code_evals;  /* approximate (code) distances */
+    uint64_t hops;        /* nodes expanded */
+} leann_recompute_stats;
+
+typedef struct {
+    int k;
+    int ef;
+    double rerank_ratio;  /* (0, 1]: share of seen nodes scored exactly */
+    int batch_size;       /* most rows asked at once */
+    size_t max_recompute; /* cap on exact distances per query; 0 = none */
+    const uint64_t *allowed; /* bitset of returnable ids or NULL (borrowed) */
+    size_t allowed_words;    /* (n + 63) / 64 */
+} leann_search_params;
+
+typedef struct leann_search leann_search;
+int leann_search_begin(const leann_index *idx, const float *query, const leann_search_params *params,
+                       leann_search **out);
+int leann_search_next(leann_search *s, const float *rows, size_t nrows, int64_t *need, int *nneed);
+/* ids/dist: k entries, ascending, padded with -1 / +inf. */
+int leann_search_result(leann_search *s, int64_t *ids, float *dist, leann_recompute_stats *stats);
+void leann_search_free(leann_search *s);
+
+/* ---- Index file -------------------------------------------------------- */
+/* Atomic save (temp file, fsync, rename); *written = bytes (may be NULL). */
+int leann_index_save(const leann_index *idx, const char *path, uint64_t *written);
+/* Bytes leann_index_save would write. */
+int leann_index_saved_size(const leann_index *idx, uint64_t *bytes);
+/* Load and validate every section; a bad file is LEANN_ERR_CORRUPT naming
+ * the section. */
+int leann_index_load(const char *path, leann_index **out);
 /* CDEF-END */
 
 #ifdef __cplusplus

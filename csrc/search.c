@@ -5,14 +5,6 @@
 #include <math.h>
 #include <stdlib.h>
 
-struct leann_index {
-    leann_graph g;
-    uint8_t *codes;   /* n * code_bytes (flash) or NULL */
-    int code_bytes;
-    float *vectors;   /* n * dim or NULL */
-    int dim, metric;
-};
-
 int leann_index_from_builder(leann_graph *g, uint8_t *codes, int code_bytes, float *vectors,
                              const leann_build_params *p, leann_index **out) {
     leann_index *idx = leann_calloc(1, sizeof *idx, "index");
@@ -31,7 +23,13 @@ void leann_index_free(leann_index *idx) {
     if (!idx) return;
     leann_graph_free(&idx->g);
     free(idx->codes);
+    leann_codec_free(idx->codec);
     free(idx->vectors);
+    free(idx->tomb);
+    free(idx->hub_ids);
+    free(idx->hub_vecs);
+    leann_lru_free(idx->lru);
+    free(idx->umeta);
     free(idx);
 }
 
@@ -42,7 +40,7 @@ uint32_t leann_index_entry_point(const leann_index *idx) { return idx ? idx->g.e
 
 int leann_index_level(const leann_index *idx, uint32_t node) {
     if (!idx || node >= idx->g.n) return -leann_fail(LEANN_ERR_INVALID, "node id out of range");
-    return idx->g.levels[node];
+    return leann_graph_level(&idx->g, node);
 }
 
 int leann_index_max_degree(const leann_index *idx, int level) {
@@ -52,10 +50,11 @@ int leann_index_max_degree(const leann_index *idx, int level) {
 
 int leann_index_neighbors(const leann_index *idx, uint32_t node, int level, uint32_t *out, int cap) {
     if (!idx || node >= idx->g.n) return -leann_fail(LEANN_ERR_INVALID, "node id out of range");
-    if (level < 0 || level > idx->g.levels[node])
+    if (level < 0 || level > leann_graph_level(&idx->g, node))
         return -leann_fail(LEANN_ERR_INVALID, "node %u has no level %d", node, level);
     int deg;
-    const uint32_t *ids = leann_graph_list(&idx->g, node, level, &deg);
+    uint32_t buf[256];
+    const uint32_t *ids = leann_graph_nbrs(&idx->g, node, level, buf, &deg);
     for (int i = 0; i < deg && i < cap; i++) out[i] = ids[i];
     return deg;
 }
@@ -63,10 +62,20 @@ int leann_index_neighbors(const leann_index *idx, uint32_t node, int level, uint
 size_t leann_index_memory(const leann_index *idx) {
     if (!idx) return 0;
     const leann_graph *g = &idx->g;
-    size_t bytes = g->n * (sizeof(uint8_t) + sizeof(uint32_t)); /* levels, ubase */
-    if (g->off0) bytes += (g->n + 1) * sizeof(uint64_t) + (size_t)g->off0[g->n] * sizeof(uint32_t);
-    bytes += g->nslots * ((size_t)g->capU * sizeof(uint32_t) + sizeof(uint16_t));
+    size_t bytes = 0;
+    if (g->packed) {
+        for (int l = 0; l <= g->maxlevel; l++) {
+            const leann_packed *p = &g->packed[l];
+            bytes += p->count * (1 + (p->nodes ? 4 : 0)) + (p->count / 64 + 1) * 8 + p->nwords * 8;
+        }
+    } else {
+        bytes += g->n * (sizeof(uint8_t) + sizeof(uint32_t)); /* levels, ubase */
+        if (g->off0) bytes += (g->n + 1) * sizeof(uint64_t) + (size_t)g->off0[g->n] * sizeof(uint32_t);
+        bytes += g->nslots * ((size_t)g->capU * sizeof(uint32_t) + sizeof(uint16_t));
+    }
     bytes += g->n * (size_t)idx->code_bytes;
+    if (idx->tomb) bytes += (g->n + 63) / 64 * 8;
+    bytes += idx->nhub * (4 + (size_t)idx->dim * 2);
     if (idx->vectors) bytes += g->n * (size_t)idx->dim * sizeof(float);
     return bytes;
 }
@@ -150,4 +159,492 @@ int leann_index_search(const leann_index *idx, const float *queries, size_t nq, 
     int nt = leann_resolve_threads(threads);
     if ((size_t)nt > nq) nt = nq ? (int)nq : 1;
     return leann_parallel(nt, search_task, &job);
+}
+
+/* ======================================================================
+ * Two-level search over codes with exact recompute (LEANN, Algorithm 2)
+ *
+ * Every node the walk sees gets an approximate distance from the query's
+ * float table over its code (plus the query's PCA residual and the codec's
+ * calibrated bias, so approximate and exact distances share a scale).  Only
+ * the best share of the seen nodes (rerank_ratio, by approximate distance)
+ * is scored exactly; their rows come from the hub cache, the LRU, stored
+ * vectors, or the caller (the search pauses and returns the ids it needs).
+ * Exact-scored nodes drive the expansion, best first; the walk stops when
+ * the best unexpanded one is farther than the worst of the ef results.
+ * Requests are batched: expansions continue until batch_size nodes wait.
+ *
+ * Filters and tombstones act inside the walk: a node that may not be
+ * returned is never scored exactly, but it is still expanded (ordered by
+ * its approximate distance), so the walk passes through it.  When the
+ * allowed set is small enough that scanning its codes costs no more than the
+ * walk would (|A|^2 <= ef * mean degree * n), the search scores every
+ * allowed node by code instead and recomputes only the best.
+ * ====================================================================== */
+
+typedef struct {
+    leann_cand *a;
+    size_t n, cap;
+} cheap; /* binary heap of candidates; max = 1 for a max-heap */
+
+static inline int cheap_before(leann_cand x, leann_cand y, int max) {
+    return max ? leann_cand_less(y, x) : leann_cand_less(x, y);
+}
+
+static int cheap_push(cheap *h, leann_cand c, int max) {
+    if (h->n == h->cap) {
+        size_t nc = h->cap ? 2 * h->cap : 64;
+        leann_cand *a = realloc(h->a, nc * sizeof *a);
+        if (!a) return leann_fail(LEANN_ERR_NOMEM, "out of memory growing a search queue");
+        h->a = a;
+        h->cap = nc;
+    }
+    size_t i = h->n++;
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (!cheap_before(c, h->a[p], max)) break;
+        h->a[i] = h->a[p];
+        i = p;
+    }
+    h->a[i] = c;
+    return LEANN_OK;
+}
+
+static leann_cand cheap_pop(cheap *h, int max) {
+    leann_cand top = h->a[0], last = h->a[--h->n];
+    size_t i = 0, n = h->n;
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, b = i;
+        leann_cand best = last;
+        if (l < n && cheap_before(h->a[l], best, max)) {
+            b = l;
+            best = h->a[l];
+        }
+        if (r < n && cheap_before(h->a[r], best, max)) b = r;
+        if (b == i) break;
+        h->a[i] = h->a[b];
+        i = b;
+    }
+    if (n) h->a[i] = last;
+    return top;
+}
+
+enum { SEARCH_RUNNING = 0, SEARCH_WAITING = 1, SEARCH_DONE = 2 };
+
+struct leann_search {
+    const leann_index *idx;
+    int k, ef, batch, state, brute;
+    size_t max_exact, quota;
+    double ratio;
+    const uint64_t *allowed; /* borrowed bitset or NULL */
+    float *q, *table, *row;
+    float rq;
+    uint64_t *visited, *expanded;
+    cheap aq, eq, res, lo, hi; /* approx queue, expansion queue, results, order statistic */
+    size_t nseen, nexact;
+    uint32_t *pending;
+    size_t npending;
+    int64_t *asked;
+    size_t nasked;
+    uint32_t *nbuf;
+    leann_dist_fn dist;
+    leann_recompute_stats st;
+};
+
+static inline int node_ok(const leann_search *s, uint32_t id) {
+    const leann_index *idx = s->idx;
+    if (idx->tomb && (idx->tomb[id >> 6] >> (id & 63) & 1)) return 0;
+    return !s->allowed || (s->allowed[id >> 6] >> (id & 63) & 1);
+}
+
+static inline float approx(leann_search *s, uint32_t id) {
+    const leann_index *idx = s->idx;
+    s->st.code_evals++;
+    return leann_code_dist_float(s->table, idx->codes + (size_t)id * idx->code_bytes, idx->code_bytes) + s->rq +
+           idx->codec->bias;
+}
+
+/* Seen allowed nodes, split so that lo holds the T = ceil(ratio * seen)
+ * smallest approximate distances: lo's top is the rerank threshold. */
+static int seen_add(leann_search *s, leann_cand c) {
+    s->nseen++;
+    int st = (s->lo.n && leann_cand_less(c, s->lo.a[0])) ? cheap_push(&s->lo, c, 1) : cheap_push(&s->hi, c, 0);
+    size_t t = (size_t)ceil(s->ratio * (double)s->nseen);
+    if (t < 1) t = 1;
+    while (st == LEANN_OK && s->lo.n > t) st = cheap_push(&s->hi, cheap_pop(&s->lo, 1), 0);
+    while (st == LEANN_OK && s->lo.n < t && s->hi.n) st = cheap_push(&s->lo, cheap_pop(&s->hi, 0), 1);
+    return st;
+}
+
+static int push_exact(leann_search *s, uint32_t id, float d) {
+    s->nexact++;
+    int st = cheap_push(&s->eq, (leann_cand){d, id}, 0);
+    if (st != LEANN_OK) return st;
+    leann_cand c = {d, id};
+    if (s->res.n < (size_t)s->ef) return cheap_push(&s->res, c, 1);
+    if (leann_cand_less(c, s->res.a[0])) {
+        cheap_pop(&s->res, 1);
+        return cheap_push(&s->res, c, 1);
+    }
+    return LEANN_OK;
+}
+
+static int visit_node(leann_search *s, uint32_t u, float a) {
+    if (node_ok(s, u)) {
+        int st = cheap_push(&s->aq, (leann_cand){a, u}, 0);
+        return st == LEANN_OK ? seen_add(s, (leann_cand){a, u}) : st;
+    }
+    /* navigation only: expanded in approximate order, never returned */
+    if (s->res.n < (size_t)s->ef || a < s->res.a[0].d) return cheap_push(&s->eq, (leann_cand){a, u}, 0);
+    return LEANN_OK;
+}
+
+static int expand(leann_search *s, uint32_t v) {
+    if (s->expanded[v >> 6] >> (v & 63) & 1) return LEANN_OK;
+    s->expanded[v >> 6] |= 1ull << (v & 63);
+    int deg;
+    const uint32_t *nb = leann_graph_nbrs(&s->idx->g, v, 0, s->nbuf, &deg);
+    s->st.hops++;
+    for (int i = 0; i < deg; i++) {
+        uint32_t u = nb[i];
+        if (s->visited[u >> 6] >> (u & 63) & 1) continue;
+        s->visited[u >> 6] |= 1ull << (u & 63);
+        int st = visit_node(s, u, approx(s, u));
+        if (st != LEANN_OK) return st;
+    }
+    return LEANN_OK;
+}
+
+static inline int budget_left(const leann_search *s) {
+    return !s->max_exact || s->nexact + s->npending < s->max_exact;
+}
+
+/* Collect up to batch nodes to score exactly, expanding as needed. */
+static int fill_pending(leann_search *s) {
+    int st = LEANN_OK;
+    while (s->npending < (size_t)s->batch && budget_left(s)) {
+        if (s->brute) {
+            if (!s->aq.n || s->nexact + s->npending >= s->quota) break;
+            s->pending[s->npending++] = cheap_pop(&s->aq, 0).id;
+            continue;
+        }
+        /* the unscored nodes within the rerank threshold */
+        while (s->aq.n && s->lo.n && s->npending < (size_t)s->batch && budget_left(s) &&
+               !leann_cand_less(s->lo.a[0], s->aq.a[0]))
+            s->pending[s->npending++] = cheap_pop(&s->aq, 0).id;
+        if (s->npending >= (size_t)s->batch || !budget_left(s)) break;
+        if (!s->eq.n) {
+            /* nothing scored exactly is left to expand: score the best seen
+             * node that could still enter the results, and go on from it */
+            if (s->npending || !s->aq.n) break;
+            size_t take = (size_t)s->batch / 4 + 1;
+            while (s->aq.n && s->npending < take && budget_left(s) &&
+                   !(s->res.n >= (size_t)s->ef && s->res.a[0].d < s->aq.a[0].d))
+                s->pending[s->npending++] = cheap_pop(&s->aq, 0).id;
+            break;
+        }
+        leann_cand top = s->eq.a[0];
+        if (s->res.n >= (size_t)s->ef && s->res.a[0].d < top.d) break; /* converged */
+        cheap_pop(&s->eq, 0);
+        st = expand(s, top.id);
+        if (st != LEANN_OK) return st;
+    }
+    /* fewer than k results so far: score more of what was seen */
+    while (!s->brute && !s->npending && s->res.n < (size_t)s->k && s->aq.n) {
+        while (s->aq.n && s->npending < (size_t)s->batch && s->res.n + s->npending < (size_t)s->k && budget_left(s))
+            s->pending[s->npending++] = cheap_pop(&s->aq, 0).id;
+        if (!budget_left(s)) break;
+    }
+    return LEANN_OK;
+}
+
+static int score_row(leann_search *s, uint32_t id, const float *row) {
+    float d = s->dist(s->q, row, s->idx->dim);
+    return push_exact(s, id, d);
+}
+
+/* Score the pending nodes whose rows are at hand; the rest go to `need`. */
+static int resolve(leann_search *s, int64_t *need, int *nneed) {
+    const leann_index *idx = s->idx;
+    int st = LEANN_OK, m = 0;
+    for (size_t i = 0; i < s->npending && st == LEANN_OK; i++) {
+        uint32_t id = s->pending[i];
+        if (idx->vectors) {
+            st = score_row(s, id, idx->vectors + (size_t)id * idx->dim);
+        } else if (idx->nhub && leann_hub_get(idx, id, s->row)) {
+            s->st.cache_hits++;
+            st = score_row(s, id, s->row);
+        } else if (idx->lru && leann_lru_get(idx->lru, id, s->row)) {
+            s->st.cache_hits++;
+            st = score_row(s, id, s->row);
+        } else {
+            need[m] = id;
+            s->asked[m++] = id;
+        }
+    }
+    s->npending = 0;
+    s->nasked = (size_t)m;
+    *nneed = m;
+    if (m) s->state = SEARCH_WAITING;
+    return st;
+}
+
+void leann_search_free(leann_search *s) {
+    if (!s) return;
+    free(s->q);
+    free(s->table);
+    free(s->row);
+    free(s->visited);
+    free(s->expanded);
+    free(s->aq.a);
+    free(s->eq.a);
+    free(s->res.a);
+    free(s->lo.a);
+    free(s->hi.a);
+    free(s->pending);
+    free(s->asked);
+    free(s->nbuf);
+    free(s);
+}
+
+static size_t popcount_allowed(const leann_index *idx, const uint64_t *allowed) {
+    size_t words = (idx->g.n + 63) / 64, c = 0;
+    for (size_t w = 0; w < words; w++) {
+        uint64_t x = allowed[w];
+        if (idx->tomb) x &= ~idx->tomb[w];
+        if (w == words - 1 && (idx->g.n & 63)) x &= (1ull << (idx->g.n & 63)) - 1;
+        c += (size_t)__builtin_popcountll(x);
+    }
+    return c;
+}
+
+int leann_search_begin(const leann_index *idx, const float *query, const leann_search_params *p,
+                       leann_search **out) {
+    *out = NULL;
+    if (!idx || !query || !p) return leann_fail(LEANN_ERR_INVALID, "leann_search_begin: NULL argument");
+    if (!idx->codes || !idx->codec || !idx->codec->dim)
+        return leann_fail(LEANN_ERR_INVALID, "this index has no search codes");
+    if (!idx->g.packed) return leann_fail(LEANN_ERR_INVALID, "the index is not finished (pack it first)");
+    size_t n = idx->g.n;
+    if (p->k <= 0 || (size_t)p->k > n) return leann_fail(LEANN_ERR_INVALID, "k must be in [1, %zu], got %d", n, p->k);
+    if (p->ef < 1 || p->ef > 1000000) return leann_fail(LEANN_ERR_INVALID, "ef must be in [1, 1000000], got %d", p->ef);
+    if (!(p->rerank_ratio > 0.0 && p->rerank_ratio <= 1.0))
+        return leann_fail(LEANN_ERR_INVALID, "rerank_ratio must be in (0, 1], got %g", p->rerank_ratio);
+    if (p->batch_size < 1 || p->batch_size > 65536)
+        return leann_fail(LEANN_ERR_INVALID, "batch_size must be in [1, 65536], got %d", p->batch_size);
+    if (p->max_recompute != 0 && p->max_recompute < (size_t)p->k)
+        return leann_fail(LEANN_ERR_INVALID, "max_recompute (%zu) must be 0 (no limit) or at least k (%d)",
+                          p->max_recompute, p->k);
+    if (p->allowed && p->allowed_words != (n + 63) / 64)
+        return leann_fail(LEANN_ERR_INVALID, "the allowed bitset has %zu words, the index needs %zu",
+                          p->allowed_words, (n + 63) / 64);
+    for (int i = 0; i < idx->dim; i++)
+        if (!isfinite(query[i])) return leann_fail(LEANN_ERR_INVALID, "the query has a non-finite value");
+    leann_search *s = leann_calloc(1, sizeof *s, "search");
+    if (!s) return LEANN_ERR_NOMEM;
+    s->idx = idx;
+    s->k = p->k;
+    s->ef = p->ef > p->k ? p->ef : p->k;
+    s->batch = p->batch_size;
+    s->ratio = p->rerank_ratio;
+    s->max_exact = p->max_recompute;
+    s->allowed = p->allowed;
+    s->dist = leann_get_dist(idx->metric, LEANN_KERNEL_AUTO);
+    const leann_codec *c = idx->codec;
+    s->q = leann_malloc((size_t)idx->dim * sizeof(float), "search query");
+    s->row = leann_malloc((size_t)idx->dim * sizeof(float), "search row");
+    s->table = leann_malloc(((size_t)c->msub * 16 + (size_t)c->dp) * sizeof(float), "search table");
+    s->visited = leann_calloc((n + 63) / 64, sizeof(uint64_t), "visited set");
+    s->expanded = leann_calloc((n + 63) / 64, sizeof(uint64_t), "visited set");
+    s->pending = leann_malloc((size_t)s->batch * sizeof(uint32_t), "search batch");
+    s->asked = leann_malloc((size_t)s->batch * sizeof(int64_t), "search batch");
+    int cap = idx->g.cap0 > idx->g.capU ? idx->g.cap0 : idx->g.capU;
+    s->nbuf = leann_malloc(((size_t)cap + 256) * sizeof(uint32_t), "search scratch");
+    if (!s->q || !s->row || !s->table || !s->visited || !s->expanded || !s->pending || !s->asked || !s->nbuf) {
+        leann_search_free(s);
+        return LEANN_ERR_NOMEM;
+    }
+    memcpy(s->q, query, (size_t)idx->dim * sizeof(float));
+    float *proj = s->table + (size_t)c->msub * 16;
+    leann_codec_project1(c, query, proj, &s->rq);
+    leann_codec_adt_float(c, proj, s->table);
+    int st = LEANN_OK;
+    const leann_graph *g = &idx->g;
+    if (p->allowed) {
+        size_t cnt = popcount_allowed(idx, p->allowed);
+        double mean_deg = (double)g->packed[0].nwords * 64.0 / (double)g->packed[0].width / (double)n;
+        if ((double)cnt * (double)cnt <= (double)s->ef * mean_deg * (double)n || cnt <= (size_t)s->ef) {
+            s->brute = 1;
+            size_t want = (size_t)ceil(s->ratio * (double)cnt);
+            if (want > (size_t)s->ef) want = (size_t)s->ef;
+            if (want < (size_t)s->k) want = (size_t)s->k;
+            s->quota = want < cnt ? want : cnt;
+            for (size_t w = 0; w < (n + 63) / 64 && st == LEANN_OK; w++) {
+                uint64_t x = p->allowed[w] & (idx->tomb ? ~idx->tomb[w] : ~0ull);
+                while (x && st == LEANN_OK) {
+                    uint32_t id = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(x));
+                    x &= x - 1;
+                    if (id < n) st = cheap_push(&s->aq, (leann_cand){approx(s, id), id}, 0);
+                }
+            }
+        }
+    }
+    if (!s->brute && st == LEANN_OK) {
+        /* upper levels: greedy on codes, nothing recomputed */
+        uint32_t cur = g->entry;
+        float curd = approx(s, cur);
+        for (int l = g->maxlevel; l > 0; l--) {
+            for (int changed = 1; changed;) {
+                changed = 0;
+                int deg;
+                const uint32_t *nb = leann_graph_nbrs(g, cur, l, s->nbuf, &deg);
+                s->st.hops++;
+                for (int i = 0; i < deg; i++) {
+                    float d = approx(s, nb[i]);
+                    if (leann_cand_less((leann_cand){d, nb[i]}, (leann_cand){curd, cur})) {
+                        cur = nb[i];
+                        curd = d;
+                        changed = 1;
+                    }
+                }
+            }
+        }
+        s->visited[cur >> 6] |= 1ull << (cur & 63);
+        st = visit_node(s, cur, curd);
+    }
+    if (st != LEANN_OK) {
+        leann_search_free(s);
+        return st;
+    }
+    *out = s;
+    return LEANN_OK;
+}
+
+int leann_search_next(leann_search *s, const float *rows, size_t nrows, int64_t *need, int *nneed) {
+    if (!s || !need || !nneed) return leann_fail(LEANN_ERR_INVALID, "leann_search_next: NULL argument");
+    *nneed = 0;
+    if (s->state == SEARCH_DONE) return LEANN_OK;
+    const leann_index *idx = s->idx;
+    int st = LEANN_OK;
+    if (s->state == SEARCH_WAITING) {
+        if (!rows || nrows != s->nasked)
+            return leann_fail(LEANN_ERR_INVALID, "expected %zu embedding rows for the ids asked, got %zu",
+                              s->nasked, rows ? nrows : 0);
+        size_t total = s->nasked * (size_t)idx->dim;
+        for (size_t i = 0; i < total; i++)
+            if (!isfinite(rows[i]))
+                return leann_fail(LEANN_ERR_INVALID, "the embedding of id %lld has a non-finite value",
+                                  (long long)s->asked[i / (size_t)idx->dim]);
+        for (size_t i = 0; i < s->nasked && st == LEANN_OK; i++) {
+            const float *r = rows + i * (size_t)idx->dim;
+            st = score_row(s, (uint32_t)s->asked[i], r);
+            leann_lru_put(idx->lru, (uint32_t)s->asked[i], r);
+        }
+        if (st != LEANN_OK) return st;
+        s->st.recomputed += s->nasked;
+        s->st.embed_calls++;
+        s->nasked = 0;
+        s->state = SEARCH_RUNNING;
+    } else if (rows && nrows) {
+        return leann_fail(LEANN_ERR_INVALID, "rows were handed in, but the search asked for none");
+    }
+    for (;;) {
+        st = fill_pending(s);
+        if (st != LEANN_OK) return st;
+        if (!s->npending) {
+            s->state = SEARCH_DONE;
+            return LEANN_OK;
+        }
+        st = resolve(s, need, nneed);
+        if (st != LEANN_OK || *nneed) return st;
+    }
+}
+
+int leann_search_result(leann_search *s, int64_t *ids, float *dist, leann_recompute_stats *stats) {
+    if (!s || !ids || !dist) return leann_fail(LEANN_ERR_INVALID, "leann_search_result: NULL argument");
+    if (s->state != SEARCH_DONE) return leann_fail(LEANN_ERR_INVALID, "the search has not finished");
+    leann_cand_sort(s->res.a, s->res.n);
+    for (int i = 0; i < s->k; i++) {
+        ids[i] = (size_t)i < s->res.n ? (int64_t)s->res.a[i].id : -1;
+        dist[i] = (size_t)i < s->res.n ? s->res.a[i].d : INFINITY;
+    }
+    /* the heap order is gone; the search is over, so keep it sorted */
+    if (stats) {
+        *stats = s->st;
+        stats->exact = s->nexact;
+    }
+    return LEANN_OK;
+}
+
+/* ---- codes, tombstones, metadata ---- */
+int leann_index_set_codes(leann_index *idx, const leann_codec *codec, const uint8_t *codes) {
+    if (!idx || !codec || !codes) return leann_fail(LEANN_ERR_INVALID, "leann_index_set_codes: NULL argument");
+    if (!codec->dim) return leann_fail(LEANN_ERR_INVALID, "the search codec needs its PCA (leann_codec_set_pca)");
+    if (codec->dim != idx->dim)
+        return leann_fail(LEANN_ERR_INVALID, "the codec takes dimension %d, the index has %d", codec->dim, idx->dim);
+    size_t bytes;
+    if (!leann_mul_ok(idx->g.n, (size_t)codec->code_bytes, &bytes)) return LEANN_ERR_INVALID;
+    uint8_t *copy = leann_malloc(bytes ? bytes : 1, "search codes");
+    if (!copy) return LEANN_ERR_NOMEM;
+    leann_codec *cc;
+    int st = leann_codec_clone(codec, &cc);
+    if (st != LEANN_OK) {
+        free(copy);
+        return st;
+    }
+    memcpy(copy, codes, bytes);
+    free(idx->codes);
+    leann_codec_free(idx->codec);
+    idx->codes = copy;
+    idx->code_bytes = codec->code_bytes;
+    idx->codec = cc;
+    return LEANN_OK;
+}
+
+const leann_codec *leann_index_codec(const leann_index *idx) { return idx ? idx->codec : NULL; }
+int leann_index_has_vectors(const leann_index *idx) { return idx && idx->vectors ? 1 : 0; }
+int leann_index_is_packed(const leann_index *idx) { return idx && idx->g.packed ? 1 : 0; }
+
+int leann_index_delete(leann_index *idx, const int64_t *ids, size_t count) {
+    if (!idx || (!ids && count)) return leann_fail(LEANN_ERR_INVALID, "leann_index_delete: NULL argument");
+    for (size_t i = 0; i < count; i++)
+        if (ids[i] < 0 || (uint64_t)ids[i] >= idx->g.n)
+            return leann_fail(LEANN_ERR_INVALID, "id %lld is not in the index (0..%zu)", (long long)ids[i], idx->g.n - 1);
+    if (!count) return LEANN_OK;
+    if (!idx->tomb) {
+        idx->tomb = leann_calloc((idx->g.n + 63) / 64, sizeof(uint64_t), "tombstones");
+        if (!idx->tomb) return LEANN_ERR_NOMEM;
+    }
+    for (size_t i = 0; i < count; i++) {
+        uint64_t id = (uint64_t)ids[i], bit = 1ull << (id & 63);
+        if (!(idx->tomb[id >> 6] & bit)) {
+            idx->tomb[id >> 6] |= bit;
+            idx->ntomb++;
+        }
+    }
+    return LEANN_OK;
+}
+
+size_t leann_index_deleted_count(const leann_index *idx) { return idx ? idx->ntomb : 0; }
+
+int leann_index_is_deleted(const leann_index *idx, uint32_t id) {
+    if (!idx || id >= idx->g.n) return 0;
+    return idx->tomb ? (int)(idx->tomb[id >> 6] >> (id & 63) & 1) : 0;
+}
+
+int leann_index_set_meta(leann_index *idx, const char *data, size_t len) {
+    if (!idx || (!data && len)) return leann_fail(LEANN_ERR_INVALID, "leann_index_set_meta: NULL argument");
+    char *copy = leann_malloc(len + 1, "index metadata");
+    if (!copy) return LEANN_ERR_NOMEM;
+    if (len) memcpy(copy, data, len);
+    copy[len] = 0;
+    free(idx->umeta);
+    idx->umeta = copy;
+    idx->umeta_len = len;
+    return LEANN_OK;
+}
+
+size_t leann_index_meta(const leann_index *idx, const char **data) {
+    *data = idx && idx->umeta ? idx->umeta : "";
+    return idx ? idx->umeta_len : 0;
 }

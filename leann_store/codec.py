@@ -260,3 +260,49 @@ def _table_scale(proj: np.ndarray, centroids: np.ndarray, accumulate: int,
         tot = entries[np.arange(m)[:, None], np.arange(msub)[None, :], assign[other]].sum(1)
         s = float(np.quantile(tot, 0.05)) / 255.0
     return s if s > 0 and np.isfinite(s) else 1.0
+
+
+def code_distance_bias(codec: Codec, vectors: np.ndarray, seed: int = 0, queries: int = 128,
+                       points: int = 1024) -> float:
+    """Calibrates code distances against exact ones.
+
+    The search estimates a squared distance as the float table distance over
+    the code plus the query's PCA residual (the energy outside the kept
+    components); this returns the mean remaining gap ``exact - estimate`` over
+    sample pairs, which the search adds so that estimates and exact distances
+    share one scale (they are compared when filters send the walk through
+    nodes that are never scored exactly).
+    """
+    x = np.asarray(vectors, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    q = x[rng.choice(len(x), size=min(queries, len(x)), replace=False)]
+    p = x[rng.choice(len(x), size=min(points, len(x)), replace=False)]
+    pq = codec.project(q)
+    codes = _unpack(codec.encode(p))  # (P, msub)
+    msub = codec.num_subspaces
+    dsub = codec.pca_dim // msub
+    tables = ((pq.reshape(len(q), msub, 1, dsub) - codec.centroids[None]) ** 2).sum(-1)  # (Q, msub, 16)
+    est = tables[:, np.arange(msub)[None, :], codes].sum(-1)  # (Q, P)
+    resid = np.clip(((q - codec.mean) ** 2).sum(1) - (pq ** 2).sum(1), 0.0, None)
+    exact = (q ** 2).sum(1)[:, None] + (p ** 2).sum(1)[None, :] - 2.0 * (q @ p.T)
+    gap = exact - est - resid[:, None]
+    value = float(gap.mean())
+    return value if np.isfinite(value) else 0.0
+
+
+def search_codec(codec: Codec, bias: float) -> native.NativeCodec:
+    """A native codec that also codes queries (PCA + bias), for an index's search.
+
+    The components are rounded to float16, the precision the index file keeps
+    them at, so a saved and loaded index searches exactly like the original.
+    """
+    nc = native.NativeCodec(codec.centroids, codec.scale, codec.accumulate)
+    nc.set_pca(codec.mean, codec.components.astype(np.float16).astype(np.float32), bias)
+    return nc
+
+
+def codec_from_native(nc: native.NativeCodec) -> Codec:
+    """The Python view of a codec read back from an index."""
+    d = nc.export()
+    return Codec(mean=d["mean"], components=d["components"], centroids=d["centroids"], scale=d["scale"],
+                 accumulate=d["accumulate"])

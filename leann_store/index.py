@@ -16,19 +16,33 @@ metrics are mapped onto it here, and only here:
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from . import errors, native
-from .codec import Codec, train_codec
+from .codec import Codec, code_distance_bias, codec_from_native, search_codec, train_codec
 
 METRICS = ("l2", "cosine", "ip")
 BUILDERS = ("flash", "exact")
 _CHUNK = 32768
+_FILE_KIND = "leann-store/index"
+_FILE_VERSION = 1
+#: default byte budget of the cross-query LRU of recomputed embeddings
+DEFAULT_CACHE_BYTES = 16 << 20
+#: link caps after pruning (IndexConfig.hub_degree / degree).  Measured on
+#: 50k MiniLM passages (benchmarks/search_bench.py): 12/4 keep the index near
+#: 32 bytes per passage with 16-byte codes; 16/5 and 16/6 cost 35 and 37 bytes
+#: for ~0.03-0.05 more recall@10 at the same recompute count.
+DEFAULT_HUB_DEGREE = 12
+DEFAULT_DEGREE = 4
+
+EmbedFn = Callable[[np.ndarray], Any]
 
 
 @dataclass(frozen=True)
@@ -41,8 +55,25 @@ class IndexConfig:
         ef_construction: beam width while inserting (quality vs build time).
         builder: ``"flash"`` (HNSW on 4-bit codes, fast) or ``"exact"``
             (the same construction on float distances, for comparison).
-        store_vectors: keep full-precision vectors in the index (needed for
-            exact-distance search without an embedding callback).
+        store_vectors: keep full-precision vectors in the index (classic
+            HNSW: exact search without an embedding callback).  False (the
+            default) keeps no embeddings: searches recompute the few they need
+            through ``embed``.
+        prune: LEANN's high-degree-preserving pruning of the base layer; None
+            (default) prunes exactly when vectors are not stored.
+        hub_fraction: share of nodes (most links first) that keep up to
+            ``hub_degree`` links when pruning.
+        hub_degree: link cap of hubs, of any list filled by reverse links,
+            and of upper-level lists after pruning; None means
+            ``min(DEFAULT_HUB_DEGREE, M)``.
+        degree: link cap of every other node when pruning; None means
+            ``min(DEFAULT_DEGREE, hub_degree)``.
+        search_subspaces: PQ subspaces of the codes kept for search (32 -> 16
+            bytes per node); they rank candidates before exact recompute.  On
+            MiniLM, recomputing the 100 best by 8-byte codes finds 74% of the
+            true top 10, by 16-byte codes 90%.
+        hub_cache_bytes: budget of the persistent hub cache (float16
+            embeddings of the most-linked nodes, saved with the index); 0 = off.
         seed: seeds codec training and level assignment; with ``threads=1``
             the whole build is deterministic.
         threads: build threads; None uses every core.
@@ -62,7 +93,13 @@ class IndexConfig:
     M: int = 32
     ef_construction: int = 200
     builder: str = "flash"
-    store_vectors: bool = True
+    store_vectors: bool = False
+    prune: bool | None = None
+    hub_fraction: float = 0.02
+    hub_degree: int | None = None
+    degree: int | None = None
+    search_subspaces: int = 32
+    hub_cache_bytes: int = 0
     seed: int = 0
     threads: int | None = None
     num_subspaces: int = 64
@@ -104,10 +141,38 @@ class IndexConfig:
         _int("codec_sample", 16, 10_000_000, self.codec_sample)
         if not isinstance(self.store_vectors, bool):
             raise errors.InvalidInputError("store_vectors must be True or False")
-        if not self.store_vectors:
+        if self.prune is not None and not isinstance(self.prune, bool):
+            raise errors.InvalidInputError("prune must be True, False or None")
+        if (isinstance(self.hub_fraction, bool) or not isinstance(self.hub_fraction, (int, float))
+                or not 0 <= self.hub_fraction <= 1):
+            raise errors.InvalidInputError(f"hub_fraction must be in [0, 1], got {self.hub_fraction!r}")
+        if self.hub_degree is not None:
+            _int("hub_degree", 1, 255, self.hub_degree)
+        if self.degree is not None:
+            _int("degree", 1, 255, self.degree)
+        if self.degree is not None and self.degree > self.resolved_hub_degree:
             raise errors.InvalidInputError(
-                "store_vectors=False needs the recompute search (embed callback), which this "
-                "version does not have yet; build with store_vectors=True")
+                f"degree ({self.degree}) must not exceed hub_degree ({self.resolved_hub_degree})")
+        if (isinstance(self.search_subspaces, bool) or not isinstance(self.search_subspaces, (int, np.integer))
+                or self.search_subspaces not in (8, 16, 32, 64)):
+            raise errors.InvalidInputError(
+                f"search_subspaces must be 8, 16, 32 or 64, got {self.search_subspaces!r}")
+        _int("hub_cache_bytes", 0, 2**48, self.hub_cache_bytes)
+
+    @property
+    def resolved_prune(self) -> bool:
+        """Whether the build prunes (``prune=None`` -> when vectors are not stored)."""
+        return (not self.store_vectors) if self.prune is None else self.prune
+
+    @property
+    def resolved_hub_degree(self) -> int:
+        return self.hub_degree if self.hub_degree is not None else min(DEFAULT_HUB_DEGREE, self.M)
+
+    @property
+    def resolved_degree(self) -> int:
+        if self.degree is not None:
+            return self.degree
+        return min(DEFAULT_DEGREE, self.resolved_hub_degree)
 
 
 @dataclass
@@ -241,8 +306,11 @@ class LeannIndex:
         self._config = config
         self._map = metric_map
         self._codec = codec
+        self._search_codec: Codec | None = None
         #: construction counters: ``distance_evals`` and ``hops`` (expansions)
         self.build_stats: dict[str, int] = {}
+        self._cache_bytes = 0
+        self.cache_bytes = DEFAULT_CACHE_BYTES
 
     # ---- construction ---------------------------------------------------
     @classmethod
@@ -295,16 +363,70 @@ class LeannIndex:
             builder.free()
         index = cls(handle, cfg, mmap, codec)
         index.build_stats = build_stats
+        index._finish_build(x)
         return index
+
+    def _finish_build(self, x: np.ndarray) -> None:
+        """Search codes, LEANN pruning, compaction and the hub cache."""
+        cfg, mmap, n = self._config, self._map, x.shape[0]
+        rng = np.random.default_rng(cfg.seed + 1)
+        sample = mmap.vectors(x[np.sort(rng.choice(n, size=min(n, cfg.codec_sample), replace=False))])
+        build_codec = self._codec
+        if build_codec is not None and build_codec.num_subspaces == cfg.search_subspaces:
+            scodec = build_codec
+        else:
+            scodec = train_codec(sample, num_subspaces=cfg.search_subspaces, pca_variance=cfg.pca_variance,
+                                 sample=cfg.codec_sample, seed=cfg.seed)
+        ncodec = search_codec(scodec, code_distance_bias(scodec, sample, seed=cfg.seed))
+        codes = np.empty((n, ncodec.code_bytes), dtype=np.uint8)
+        for s in range(0, n, _CHUNK):
+            codes[s:s + _CHUNK] = ncodec.encode(scodec.project(mmap.vectors(x[s:s + _CHUNK])))
+        if cfg.resolved_prune:
+            hub_degree = cfg.resolved_hub_degree
+            if build_codec is not None:  # the finer build codes, still in the index
+                self._h.prune(build_codec.native, None, cfg.hub_fraction, hub_degree, cfg.resolved_degree,
+                              _threads(cfg.threads))
+            else:
+                self._h.prune(ncodec, codes, cfg.hub_fraction, hub_degree, cfg.resolved_degree, _threads(cfg.threads))
+        self._h.set_codes(ncodec, codes)
+        self._h.pack()
+        self._search_codec = scodec
+        if cfg.hub_cache_bytes:
+            count = min(n, cfg.hub_cache_bytes // (mmap.build_dim * 2 + 4))
+            if count:
+                ids = np.sort(self._h.hub_candidates(count))
+                self._h.set_hub_cache(ids, mmap.vectors(x[ids.astype(np.int64)]))
 
     # ---- search ----------------------------------------------------------
     def search(self, query: np.ndarray | Sequence[float], k: int = 10, ef: int = 64,
-               threads: int | None = None) -> SearchResult:
+               threads: int | None = None, *, embed: EmbedFn | None = None, rerank_ratio: float = 0.1,
+               batch_size: int = 32, max_recompute: int | None = None,
+               allowed: np.ndarray | Iterable[int] | None = None) -> SearchResult:
         """The k nearest neighbours of one query (shape (dim,)) or a batch (nq, dim).
 
         Distances are exact (see the module docs for what each metric
-        returns).  ``ef`` is the beam width (raised to k if smaller);
-        ``threads`` parallelises a batch (None: every core).
+        returns), ascending; missing results are id -1, distance +inf.
+
+        With stored vectors and no filter or deletion, this is a classic HNSW
+        search (``threads`` parallelises a batch).  Otherwise it is LEANN's
+        two-level search: candidates are ranked by code distances and only
+        the best ``rerank_ratio`` share of the nodes seen is scored exactly,
+        fetched ``batch_size`` ids at a time from the hub cache, the LRU
+        (:attr:`cache_bytes`), stored vectors, or ``embed``.
+
+        Args:
+            embed: ``embed(ids: int64 array) -> (len(ids), dim)`` float
+                embeddings of those passages with the model the index was
+                built with.  Needed when the index keeps no vectors.  An
+                exception it raises propagates unchanged, with a note naming
+                the ids (also in ``exc.leann_ids``); the index stays usable.
+            ef: result-list size of the walk (raised to k).
+            rerank_ratio: in (0, 1]; lower recomputes fewer passages.
+            batch_size: most ids handed to ``embed`` at once.
+            max_recompute: cap on exact scores per query (None: no cap).
+            allowed: ids that may be returned (bool mask of length n, or an
+                id collection); applied inside the walk, so k results come
+                back whenever k allowed, undeleted ids exist.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise errors.InvalidInputError(f"k must be a positive integer, got {k!r}")
@@ -320,12 +442,186 @@ class LeannIndex:
                 f"query has dimension {q.shape[1]}, the index has {self.dim}")
         _check_finite(q, "query")
         nthreads = _threads(threads)
-        ids, dist, stats = self._h.search(self._map.queries(q), int(k), int(ef), nthreads)
+        bits = self._allowed_bitset(allowed)
+        if self._h.has_vectors and bits is None and self._h.deleted_count == 0:
+            ids, dist, stats = self._h.search(self._map.queries(q), int(k), int(ef), nthreads)
+            st = {"distance_evals": stats[:, 0], "hops": stats[:, 1]}
+        else:
+            ids, dist, st = self._search_two_level(q, int(k), int(ef), embed, rerank_ratio, batch_size,
+                                                   max_recompute, bits)
         dist = self._map.distances(dist)
-        st = {"distance_evals": stats[:, 0], "hops": stats[:, 1]}
         if single:
             return SearchResult(ids[0], dist[0], {key: v[0] for key, v in st.items()})
         return SearchResult(ids, dist, st)
+
+    def _search_two_level(self, q: np.ndarray, k: int, ef: int, embed: EmbedFn | None, rerank_ratio: float,
+                          batch_size: int, max_recompute: int | None,
+                          bits: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        if embed is None and not self._h.has_vectors:
+            raise errors.InvalidInputError(
+                "this index keeps no vectors: pass embed=fn, where fn(ids) returns the embeddings of "
+                "those passages (the index recomputes the few it needs)")
+        if embed is not None and not callable(embed):
+            raise errors.InvalidInputError("embed must be callable: fn(ids) -> (len(ids), dim) floats")
+        if (isinstance(rerank_ratio, bool) or not isinstance(rerank_ratio, (int, float))
+                or not 0 < rerank_ratio <= 1):
+            raise errors.InvalidInputError(f"rerank_ratio must be in (0, 1], got {rerank_ratio!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= 65536:
+            raise errors.InvalidInputError(f"batch_size must be an integer in [1, 65536], got {batch_size!r}")
+        if max_recompute is not None and (isinstance(max_recompute, bool)
+                                          or not isinstance(max_recompute, (int, np.integer))
+                                          or not k <= max_recompute <= 2**62):
+            raise errors.InvalidInputError(
+                f"max_recompute must be None or an integer >= k ({k}), got {max_recompute!r}")
+        fetch = self._fetcher(embed)
+        qs = self._map.queries(q)
+        nq = qs.shape[0]
+        ids = np.empty((nq, k), dtype=np.int64)
+        dist = np.empty((nq, k), dtype=np.float32)
+        keys = ("recomputed", "embed_calls", "cache_hits", "exact", "code_evals", "hops")
+        st = {key: np.zeros(nq, dtype=np.int64) for key in keys}
+        for i in range(nq):
+            ids[i], dist[i], one = self._h.search_recompute(
+                np.ascontiguousarray(qs[i]), k, ef, float(rerank_ratio), int(batch_size),
+                int(max_recompute or 0), bits, fetch)
+            for key in keys:
+                st[key][i] = one[key]
+        return ids, dist, st
+
+    def _fetcher(self, embed: EmbedFn | None) -> Callable[[np.ndarray], np.ndarray]:
+        """Wraps ``embed``: validates what it returns, maps it to search space."""
+        dim = self.dim
+
+        def fetch(ids: np.ndarray) -> np.ndarray:
+            if embed is None:  # pragma: no cover - C finds stored vectors itself
+                raise errors.NativeError("internal: rows requested from an index that stores them")
+            try:
+                out = embed(ids)
+            except Exception as exc:
+                _add_note(exc, f"leann-store: the embed function failed for ids {_id_list(ids)}")
+                exc.leann_ids = ids  # type: ignore[attr-defined]
+                raise
+            try:
+                arr = np.asarray(out)
+            except Exception as exc:
+                raise errors.CallbackError(
+                    f"embed returned {type(out).__name__}, not an array, for ids {_id_list(ids)}") from exc
+            if arr.dtype.kind != "f":
+                raise errors.CallbackError(
+                    f"embed must return floats, got dtype {arr.dtype} for ids {_id_list(ids)}")
+            if arr.shape != (len(ids), dim):
+                raise errors.CallbackError(
+                    f"embed returned shape {arr.shape} for {len(ids)} ids; expected ({len(ids)}, {dim})")
+            arr = np.ascontiguousarray(arr, dtype=np.float32)
+            if not np.isfinite(arr).all():
+                raise errors.CallbackError(f"embed returned NaN or infinity for ids {_id_list(ids)}")
+            try:
+                return self._map.vectors(arr)
+            except errors.InvalidInputError as exc:
+                raise errors.CallbackError(f"embed returned unusable rows for ids {_id_list(ids)}: {exc}") from exc
+
+        return fetch
+
+    def _allowed_bitset(self, allowed: Any) -> np.ndarray | None:
+        """A filter as the uint64 bitset C reads (None: no filter)."""
+        if allowed is None:
+            return None
+        n = len(self)
+        if isinstance(allowed, (set, frozenset)):
+            allowed = np.fromiter(allowed, dtype=np.int64, count=len(allowed))
+        try:
+            a = np.asarray(allowed)
+        except Exception as exc:
+            raise errors.InvalidInputError(f"allowed must be a bool mask or a collection of ids: {exc}") from exc
+        if a.dtype == bool:
+            if a.shape != (n,):
+                raise errors.InvalidInputError(f"an allowed mask must have shape ({n},), got {a.shape}")
+            mask = a
+        elif a.size == 0 or a.dtype.kind in "iu":
+            ids = a.astype(np.int64).ravel()
+            if ids.size and (ids.min() < 0 or ids.max() >= n):
+                bad = int(ids[(ids < 0) | (ids >= n)][0])
+                raise errors.InvalidInputError(f"allowed id {bad} is not in the index (0..{n - 1})")
+            mask = np.zeros(n, dtype=bool)
+            mask[ids] = True
+        else:
+            raise errors.InvalidInputError(f"allowed must be a bool mask or integer ids, got dtype {a.dtype}")
+        packed = np.packbits(mask, bitorder="little")
+        words = np.zeros((n + 63) // 64 * 8, dtype=np.uint8)
+        words[:packed.size] = packed
+        return words.view("<u8")
+
+    # ---- caches and deletion -----------------------------------------------
+    @property
+    def cache_bytes(self) -> int:
+        """Byte budget of the cross-query LRU of recomputed embeddings (0: off)."""
+        return self._cache_bytes
+
+    @cache_bytes.setter
+    def cache_bytes(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= 2**48:
+            raise errors.InvalidInputError(f"cache_bytes must be a non-negative integer, got {value!r}")
+        self._h.set_cache(int(value))
+        self._cache_bytes = int(value)
+
+    @property
+    def hub_cache_size(self) -> int:
+        """Nodes whose embeddings the persistent hub cache holds."""
+        return self._h.hub_count
+
+    def delete(self, ids: Iterable[int] | np.ndarray) -> None:
+        """Tombstone ids: never returned again, still used for navigation.
+        Every id is checked before any is deleted."""
+        a = np.asarray(list(ids) if isinstance(ids, (set, frozenset)) else ids)
+        if a.size and a.dtype.kind not in "iu":
+            raise errors.InvalidInputError(f"ids must be integers, got dtype {a.dtype}")
+        self._h.delete(a.astype(np.int64).ravel())
+
+    @property
+    def deleted_count(self) -> int:
+        return self._h.deleted_count
+
+    def is_deleted(self, node: int) -> bool:
+        return self._h.is_deleted(self._node(node))
+
+    # ---- persistence ---------------------------------------------------------
+    @property
+    def nbytes(self) -> int:
+        """Size in bytes of the index file :meth:`save` writes."""
+        return self._h.saved_size
+
+    def save(self, path: str | os.PathLike[str]) -> int:
+        """Write the index to one file atomically (temp file, fsync, rename);
+        returns the bytes written."""
+        meta = {"kind": _FILE_KIND, "version": _FILE_VERSION, "config": asdict(self._config),
+                "dim": self._map.dim, "radius": self._map.radius, "build_stats": self.build_stats}
+        self._h.set_meta(json.dumps(meta, sort_keys=True).encode())
+        return self._h.save(os.fspath(path))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "LeannIndex":
+        """Read an index written by :meth:`save`; every section is validated
+        (a damaged file raises :class:`~leann_store.errors.CorruptIndexError`
+        naming the section)."""
+        path = os.fspath(path)
+        handle = native.NativeIndex.load(path)
+        try:
+            meta = json.loads(handle.meta().decode("utf-8"))
+            if meta.get("kind") != _FILE_KIND:
+                raise ValueError("not a leann-store index")
+            if meta.get("version") != _FILE_VERSION:
+                raise ValueError(f"metadata version {meta.get('version')} is not supported")
+            cfg = IndexConfig(**meta["config"])
+            mmap = _MetricMap(cfg.metric, int(meta["dim"]), float(meta["radius"]))
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise errors.CorruptIndexError(f"index file {path!r}: section 'UMETA' is invalid: {exc}") from exc
+        if mmap.build_dim != handle.dim:
+            raise errors.CorruptIndexError(f"index file {path!r}: metadata disagrees with the index dimension")
+        nc = handle.search_codec()
+        index = cls(handle, cfg, mmap, None)
+        index._search_codec = codec_from_native(nc) if nc is not None else None
+        index.build_stats = {str(k): int(v) for k, v in meta.get("build_stats", {}).items()}
+        return index
 
     # ---- introspection ---------------------------------------------------
     def __len__(self) -> int:
@@ -346,8 +642,14 @@ class LeannIndex:
 
     @property
     def codec(self) -> Codec | None:
-        """The trained Flash codec (None for ``builder="exact"``)."""
+        """The Flash codec the graph was built with (None for ``builder="exact"``
+        and for a loaded index, which keeps only its search codec)."""
         return self._codec
+
+    @property
+    def search_codec(self) -> Codec | None:
+        """The codec of the codes kept for search."""
+        return self._search_codec
 
     @property
     def max_level(self) -> int:
@@ -392,6 +694,18 @@ class LeannIndex:
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self._config)
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # Python 3.10
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
+
+
+def _id_list(ids: np.ndarray, limit: int = 16) -> str:
+    head = ", ".join(str(int(i)) for i in ids[:limit])
+    return f"[{head}{', ...' if len(ids) > limit else ''}] ({len(ids)} ids)"
 
 
 def _fill(view: np.ndarray | None, x: np.ndarray, mmap: _MetricMap) -> None:

@@ -132,6 +132,42 @@ class NativeCodec:
         self.msub, self.dsub, self.dp = msub, dsub, msub * dsub
         self.code_bytes = int(lib.leann_codec_code_bytes(self._ptr))
 
+    @classmethod
+    def from_borrowed(cls, ptr: Any, owner: Any) -> "NativeCodec":
+        """Wrap a codec owned by something else (kept alive through ``owner``)."""
+        self = cls.__new__(cls)
+        self._ptr, self._owner = ptr, owner
+        ints = ffi.new("int[4]")
+        fl = ffi.new("float[2]")
+        check(lib.leann_codec_info(ptr, ints + 0, ints + 1, ints + 2, ints + 3, fl + 0, fl + 1))
+        self.dim, self.dp, self.msub = int(ints[0]), int(ints[1]), int(ints[2])
+        self.accumulate, self.scale, self.bias = int(ints[3]), float(fl[0]), float(fl[1])
+        self.dsub = self.dp // self.msub
+        self.code_bytes = int(lib.leann_codec_code_bytes(ptr))
+        return self
+
+    def export(self) -> dict[str, Any]:
+        """centroids (msub, 16, dsub), and mean/components when a PCA is set."""
+        ints = ffi.new("int[4]")
+        fl = ffi.new("float[2]")
+        check(lib.leann_codec_info(self._ptr, ints + 0, ints + 1, ints + 2, ints + 3, fl + 0, fl + 1))
+        dim = int(ints[0])
+        cent = np.empty((self.msub, 16, self.dsub), dtype=np.float32)
+        mean = np.empty(max(dim, 1), dtype=np.float32)
+        comp = np.empty((self.dp, max(dim, 1)), dtype=np.float32)
+        check(lib.leann_codec_export(self._ptr, _ptr("float[]", cent), _ptr("float[]", mean),
+                                     _ptr("float[]", comp)))
+        return {"centroids": cent, "mean": mean[:dim], "components": comp[:, :dim],
+                "scale": float(fl[0]), "bias": float(fl[1]), "accumulate": int(ints[3])}
+
+    def set_pca(self, mean: np.ndarray, components: np.ndarray, bias: float) -> None:
+        mean = np.ascontiguousarray(mean, dtype=np.float32)
+        components = np.ascontiguousarray(components, dtype=np.float32)
+        if components.shape != (self.dp, mean.shape[0]):
+            raise errors.InvalidInputError("PCA components must have shape (pca_dim, dim)")
+        check(lib.leann_codec_set_pca(self._ptr, mean.shape[0], _ptr("float[]", mean),
+                                      _ptr("float[]", components), float(bias)))
+
     @property
     def handle(self) -> Any:
         return self._ptr
@@ -294,3 +330,126 @@ class NativeIndex:
         st = np.frombuffer(ffi.buffer(stats, max(nq, 1) * ffi.sizeof("leann_search_stats")),
                            dtype=np.uint64).reshape(max(nq, 1), 2)[:nq].copy()
         return ids, dist, st
+
+    # ---- finishing ---------------------------------------------------------
+    def prune(self, codec: NativeCodec, codes: np.ndarray | None, hub_fraction: float,
+              hub_degree: int, degree: int, threads: int) -> None:
+        cptr = ffi.NULL if codes is None else _ptr("uint8_t[]", codes)
+        check(lib.leann_index_prune(self._ptr, codec.handle, cptr, float(hub_fraction), int(hub_degree),
+                                    int(degree), int(threads)))
+
+    def pack(self) -> None:
+        check(lib.leann_index_pack(self._ptr))
+
+    def set_codes(self, codec: NativeCodec, codes: np.ndarray) -> None:
+        if codes.shape != (self.size, codec.code_bytes) or codes.dtype != np.uint8:
+            raise errors.InvalidInputError("internal: codes do not match the index")
+        check(lib.leann_index_set_codes(self._ptr, codec.handle, _ptr("uint8_t[]", codes)))
+
+    def search_codec(self) -> NativeCodec | None:
+        ptr = lib.leann_index_codec(self._ptr)
+        return None if ptr == ffi.NULL else NativeCodec.from_borrowed(ptr, owner=self)
+
+    @property
+    def has_vectors(self) -> bool:
+        return bool(lib.leann_index_has_vectors(self._ptr))
+
+    # ---- caches, tombstones, metadata -----------------------------------------
+    def set_cache(self, nbytes: int) -> None:
+        check(lib.leann_index_set_cache(self._ptr, int(nbytes)))
+
+    @property
+    def cache_entries(self) -> int:
+        return int(lib.leann_index_cache_entries(self._ptr))
+
+    def hub_candidates(self, count: int) -> np.ndarray:
+        out = np.empty(max(count, 1), dtype=np.uint32)
+        check(lib.leann_index_hub_candidates(self._ptr, _ptr("uint32_t[]", out), int(count)))
+        return out[:count]
+
+    def set_hub_cache(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.uint32)
+        rows = np.ascontiguousarray(rows, dtype=np.float32)
+        if rows.shape != (ids.shape[0], self.dim):
+            raise errors.InvalidInputError("internal: hub rows do not match the index")
+        check(lib.leann_index_set_hub_cache(self._ptr, _ptr("uint32_t[]", ids) if len(ids) else ffi.NULL,
+                                            _ptr("float[]", rows) if len(ids) else ffi.NULL, len(ids)))
+
+    @property
+    def hub_count(self) -> int:
+        return int(lib.leann_index_hub_count(self._ptr))
+
+    def delete(self, ids: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        check(lib.leann_index_delete(self._ptr, _ptr("int64_t[]", ids) if len(ids) else ffi.NULL, len(ids)))
+
+    @property
+    def deleted_count(self) -> int:
+        return int(lib.leann_index_deleted_count(self._ptr))
+
+    def is_deleted(self, node: int) -> bool:
+        return bool(lib.leann_index_is_deleted(self._ptr, node))
+
+    def set_meta(self, blob: bytes) -> None:
+        check(lib.leann_index_set_meta(self._ptr, blob, len(blob)))
+
+    def meta(self) -> bytes:
+        out = ffi.new("char **")
+        n = int(lib.leann_index_meta(self._ptr, out))
+        return ffi.unpack(out[0], n)
+
+    # ---- two-level search -------------------------------------------------------
+    def search_recompute(self, query: np.ndarray, k: int, ef: int, rerank_ratio: float, batch_size: int,
+                         max_recompute: int, allowed: np.ndarray | None,
+                         fetch: Any) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+        """One query.  ``fetch(ids) -> float32 (len(ids), dim)`` supplies rows
+        the index cannot find itself; an exception from it propagates and the
+        half-done search is freed (the index is untouched)."""
+        p = ffi.new("leann_search_params *")
+        p.k, p.ef, p.rerank_ratio, p.batch_size = k, ef, float(rerank_ratio), batch_size
+        p.max_recompute = max_recompute
+        if allowed is not None:
+            p.allowed = _ptr("uint64_t[]", allowed)
+            p.allowed_words = allowed.shape[0]
+        out = ffi.new("leann_search **")
+        check(lib.leann_search_begin(self._ptr, _ptr("float[]", query), p, out))
+        s = ffi.gc(out[0], lib.leann_search_free)
+        need = np.empty(batch_size, dtype=np.int64)
+        need_ptr = _ptr("int64_t[]", need)
+        nneed = ffi.new("int *")
+        rows_ptr, nrows = ffi.NULL, 0
+        keep: np.ndarray | None = None
+        try:
+            while True:
+                check(lib.leann_search_next(s, rows_ptr, nrows, need_ptr, nneed))
+                if nneed[0] == 0:
+                    break
+                keep = fetch(need[:nneed[0]].copy())
+                rows_ptr, nrows = _ptr("float[]", keep), keep.shape[0]
+            ids = np.empty(k, dtype=np.int64)
+            dist = np.empty(k, dtype=np.float32)
+            st = ffi.new("leann_recompute_stats *")
+            check(lib.leann_search_result(s, _ptr("int64_t[]", ids), _ptr("float[]", dist), st))
+        finally:
+            ffi.release(s)
+        stats = {"recomputed": st.recomputed, "embed_calls": st.embed_calls, "cache_hits": st.cache_hits,
+                 "exact": st.exact, "code_evals": st.code_evals, "hops": st.hops}
+        return ids, dist, {key: int(v) for key, v in stats.items()}
+
+    # ---- file --------------------------------------------------------------
+    @property
+    def saved_size(self) -> int:
+        out = ffi.new("uint64_t *")
+        check(lib.leann_index_saved_size(self._ptr, out))
+        return int(out[0])
+
+    def save(self, path: str) -> int:
+        out = ffi.new("uint64_t *")
+        check(lib.leann_index_save(self._ptr, path.encode(), out))
+        return int(out[0])
+
+    @classmethod
+    def load(cls, path: str) -> "NativeIndex":
+        out = ffi.new("leann_index **")
+        check(lib.leann_index_load(path.encode(), out))
+        return cls(ffi.gc(out[0], lib.leann_index_free))

@@ -21,12 +21,12 @@ def x():
 
 @pytest.fixture(scope="module", params=["exact", "flash"])
 def index(request, x):
-    return LeannIndex.build(x, IndexConfig(metric="l2", builder=request.param, M=8, seed=0))
+    return LeannIndex.build(x, IndexConfig(metric="l2", builder=request.param, M=8, seed=0, store_vectors=True))
 
 
 @pytest.fixture(scope="module")
 def cos_index(x):
-    return LeannIndex.build(x, IndexConfig(metric="cosine", builder="exact", M=8, seed=0))
+    return LeannIndex.build(x, IndexConfig(metric="cosine", builder="exact", M=8, seed=0, store_vectors=True))
 
 
 def assert_still_works(index: LeannIndex, x: np.ndarray) -> None:
@@ -148,9 +148,10 @@ def test_bad_config_values(kwargs):
         IndexConfig(**kwargs)
 
 
-def test_store_vectors_false_not_supported_yet(x):
-    with pytest.raises(InvalidInputError, match="store_vectors"):
-        IndexConfig(store_vectors=False)
+def test_vector_free_index_needs_embed(x):
+    index = LeannIndex.build(x[:200], IndexConfig(metric="l2", M=8, seed=0))
+    with pytest.raises(InvalidInputError, match="embed"):
+        index.search(x[0], k=3)
 
 
 def test_good_config_edges(x):

@@ -76,6 +76,7 @@ def graph_signature(index: LeannIndex) -> list:
 
 def build(x, **kw) -> LeannIndex:
     kw.setdefault("ef_construction", 40)
+    kw.setdefault("store_vectors", True)
     return LeannIndex.build(x, IndexConfig(**kw))
 
 

@@ -31,7 +31,7 @@ def _drop_cached_indexes():
 
 
 def get_index(x: np.ndarray, metric: str, builder: str, **kw) -> LeannIndex:
-    cfg = dict(M=16, ef_construction=100, seed=0, threads=1)
+    cfg = dict(M=16, ef_construction=100, seed=0, threads=1, store_vectors=True)
     cfg.update(kw)
     key = (id(x), metric, builder, tuple(sorted(cfg.items())))
     if key not in _INDEXES:
@@ -158,7 +158,7 @@ def test_build_stats_present(dataset):
 @pytest.mark.parametrize("metric", METRICS)
 def test_k_equals_n_returns_everything(metric, builder):
     x = clustered(300, 16, seed=9)
-    index = LeannIndex.build(x, IndexConfig(metric=metric, builder=builder, M=16, seed=0, threads=1))
+    index = LeannIndex.build(x, IndexConfig(metric=metric, builder=builder, M=16, seed=0, threads=1, store_vectors=True))
     res = index.search(x[3], k=len(x), ef=8)  # ef is raised to k
     assert res.ids.shape == (len(x),)
     assert sorted(res.ids.tolist()) == list(range(len(x))), "every id exactly once"
@@ -171,7 +171,7 @@ def test_small_index_k_equals_n():
     for n in (1, 2, 3, 17):
         x = clustered(n, 8, seed=n)
         for builder in BUILDERS:
-            index = LeannIndex.build(x, IndexConfig(metric="l2", builder=builder, M=4, seed=0))
+            index = LeannIndex.build(x, IndexConfig(metric="l2", builder=builder, M=4, seed=0, store_vectors=True))
             res = index.search(x, k=n)
             for row in res.ids:
                 assert sorted(row.tolist()) == list(range(n))

@@ -1,0 +1,159 @@
+"""The index file: round trips, atomic saves, and damaged files that must be
+rejected cleanly (never a crash)."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from conftest import clustered, queries_near
+from leann_store import IndexConfig, LeannIndex
+from leann_store.errors import CorruptIndexError
+
+N, DIM = 1500, 24
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = clustered(N, DIM, seed=4)
+    return x, queries_near(x, 20, seed=8)
+
+
+def embed_of(x):
+    return lambda ids: x[ids]
+
+
+@pytest.fixture(scope="module")
+def saved(data, tmp_path_factory):
+    x, _ = data
+    index = LeannIndex.build(x, IndexConfig(metric="cosine", M=12, seed=0, hub_cache_bytes=4096))
+    index.delete([3, 5, 8])
+    path = tmp_path_factory.mktemp("idx") / "a.leann"
+    written = index.save(path)
+    return index, path, written
+
+
+def sections(blob: bytes) -> list[tuple[str, int, int]]:
+    (count,) = struct.unpack_from("<I", blob, 16)
+    (table,) = struct.unpack_from("<Q", blob, 24)
+    out = []
+    for i in range(count):
+        tag, off, length = struct.unpack_from("<8sQQ", blob, table + 32 * i)
+        out.append((tag.rstrip(b"\0").decode(), off, length))
+    return out
+
+
+def test_round_trip_gives_identical_results(saved, data):
+    index, path, written = saved
+    x, q = data
+    assert written == os.path.getsize(path) == index.nbytes
+    back = LeannIndex.load(path)
+    for ix in (index, back):
+        ix.cache_bytes = 0
+    a = index.search(q, k=10, ef=48, embed=embed_of(x))
+    b = back.search(q, k=10, ef=48, embed=embed_of(x))
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.distances, b.distances)
+    for key in a.stats:
+        np.testing.assert_array_equal(a.stats[key], b.stats[key])
+    assert back.config == index.config and back.deleted_count == 3 and back.hub_cache_size == index.hub_cache_size
+    assert back.nbytes == index.nbytes and len(back) == N and back.dim == DIM
+    for v in (0, 17, N - 1):
+        np.testing.assert_array_equal(index.neighbors(v), back.neighbors(v))
+    back.save(path.parent / "b.leann")  # a loaded index saves again, byte for byte
+    assert (path.parent / "b.leann").read_bytes() == path.read_bytes()
+
+
+def test_stored_vector_index_round_trip(data, tmp_path):
+    x, q = data
+    index = LeannIndex.build(x, IndexConfig(metric="l2", M=12, seed=0, store_vectors=True))
+    index.save(tmp_path / "v.leann")
+    back = LeannIndex.load(tmp_path / "v.leann")
+    a, b = index.search(q, k=5), back.search(q, k=5)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.distances, b.distances)
+
+
+def test_sections_are_the_documented_ones(saved):
+    _, path, _ = saved
+    tags = [t for t, _, _ in sections(path.read_bytes())]
+    for tag in ("META", "UMETA", "CODEC", "CODES", "LVL00", "TOMB", "HUBS"):
+        assert tag in tags
+    assert "VECTORS" not in tags
+
+
+def test_truncation_at_every_section_boundary(saved, tmp_path):
+    _, path, _ = saved
+    blob = path.read_bytes()
+    cuts = {0, 1, 7, 8, 47, 48, len(blob) - 1, len(blob) - 4}
+    for _, off, length in sections(blob):
+        cuts |= {off, off + 1, off + length // 2, off + length - 1, off + length}
+    bad = tmp_path / "cut.leann"
+    for cut in sorted(c for c in cuts if 0 <= c < len(blob)):
+        bad.write_bytes(blob[:cut])
+        with pytest.raises(CorruptIndexError, match="cut.leann"):
+            LeannIndex.load(bad)
+
+
+def test_random_byte_flips_are_caught(saved, tmp_path):
+    _, path, _ = saved
+    blob = path.read_bytes()
+    rng = np.random.default_rng(0)
+    bad = tmp_path / "flip.leann"
+    named = 0
+    for pos in rng.choice(len(blob), size=300, replace=False):
+        damaged = bytearray(blob)
+        damaged[pos] ^= 1 << int(rng.integers(8))
+        bad.write_bytes(bytes(damaged))
+        with pytest.raises(CorruptIndexError) as info:
+            LeannIndex.load(bad)
+        named += "section" in str(info.value) or "header" in str(info.value) or "table" in str(info.value)
+    assert named >= 250  # nearly every message says where the damage is
+
+
+def test_checksum_failure_names_the_section(saved, tmp_path):
+    _, path, _ = saved
+    blob = bytearray(path.read_bytes())
+    for tag, off, length in sections(bytes(blob)):
+        if tag == "CODES":
+            blob[off + length // 2] ^= 0xFF
+    bad = tmp_path / "codes.leann"
+    bad.write_bytes(bytes(blob))
+    with pytest.raises(CorruptIndexError, match="CODES"):
+        LeannIndex.load(bad)
+
+
+def test_not_an_index_and_missing_files(tmp_path):
+    junk = tmp_path / "junk.leann"
+    junk.write_bytes(b"hello world" * 20)
+    with pytest.raises(CorruptIndexError):
+        LeannIndex.load(junk)
+    with pytest.raises(OSError):
+        LeannIndex.load(tmp_path / "missing.leann")
+
+
+def test_save_into_a_missing_directory(saved, tmp_path):
+    index, _, _ = saved
+    with pytest.raises(OSError, match="No such file"):
+        index.save(tmp_path / "no" / "such" / "dir.leann")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_save_keeps_the_old_file(saved, tmp_path):
+    index, _, _ = saved
+    target = tmp_path / "keep.leann"
+    index.save(target)
+    before = target.read_bytes()
+    os.chmod(tmp_path, 0o500)
+    try:
+        if os.access(tmp_path, os.W_OK):  # root ignores permissions
+            pytest.skip("running as root: cannot make the directory read-only")
+        with pytest.raises(OSError):
+            index.save(target)
+    finally:
+        os.chmod(tmp_path, 0o700)
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.leann"]

@@ -1,0 +1,298 @@
+"""Pruned, vector-free indexes: two-level search with recompute, caches,
+filters, tombstones and callback safety."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import clustered, exact_distances, ground_truth, queries_near, recall_at_k
+from leann_store import IndexConfig, LeannIndex
+from leann_store.errors import CallbackError, InvalidInputError
+
+N, DIM = 3000, 32
+
+
+@pytest.fixture(scope="module")
+def data():
+    x = clustered(N, DIM, seed=21)
+    return x, queries_near(x, 40, seed=5)
+
+
+@pytest.fixture(scope="module")
+def pruned(data):
+    x, _ = data
+    index = LeannIndex.build(x, IndexConfig(metric="l2", M=16, seed=0, threads=1))
+    index.cache_bytes = 0
+    return index
+
+
+def lookup(x):
+    calls = []
+
+    def embed(ids):
+        calls.append(ids.copy())
+        return x[ids]
+
+    embed.calls = calls
+    return embed
+
+
+def test_index_keeps_no_vectors_and_is_small(pruned):
+    assert not pruned.config.store_vectors and pruned.config.resolved_prune
+    assert pruned.memory_bytes < N * DIM * 4 / 4  # far below the float vectors
+    assert pruned.nbytes < 60 * N
+
+
+def test_pruned_graph_invariants(pruned):
+    cfg = pruned.config
+    hub_degree = cfg.resolved_hub_degree
+    assert pruned.max_degree(0) == hub_degree
+    degrees = []
+    for v in range(len(pruned)):
+        for level in range(pruned.level(v) + 1):
+            nb = pruned.neighbors(v, level)
+            assert len(nb) <= hub_degree
+            assert v not in nb.tolist(), "self-loop"
+            assert len(set(nb.tolist())) == len(nb), "duplicate link"
+            assert ((nb >= 0) & (nb < len(pruned))).all()
+        degrees.append(len(pruned.neighbors(v, 0)))
+    degrees = np.array(degrees)
+    assert degrees.mean() < 2 * cfg.resolved_degree + 2, "pruning keeps lists short on average"
+    # every node reachable from the entry point at level 0
+    seen = np.zeros(len(pruned), bool)
+    stack = [pruned.entry_point]
+    seen[pruned.entry_point] = True
+    while stack:
+        for u in pruned.neighbors(stack.pop(), 0):
+            if not seen[u]:
+                seen[u] = True
+                stack.append(int(u))
+    assert seen.all()
+
+
+def test_recall_and_exact_distances(pruned, data):
+    x, q = data
+    truth = ground_truth(x, q, 10, "l2")
+    res = pruned.search(q, k=10, ef=128, embed=lookup(x), rerank_ratio=0.4)
+    assert recall_at_k(res.ids, truth) >= 0.9
+    expected = exact_distances(x, q, "l2")
+    np.testing.assert_allclose(res.distances, np.take_along_axis(expected, res.ids, 1), rtol=1e-4, atol=1e-4)
+    assert (np.diff(res.distances, axis=1) >= 0).all()
+    # recomputes are a small share of the index
+    assert res.stats["recomputed"].mean() < 0.2 * N
+    assert (res.stats["exact"] == res.stats["recomputed"]).all()  # no cache here
+
+
+def test_recompute_count_falls_with_rerank_ratio(pruned, data):
+    x, q = data
+    # the ef exact results bound it from below: once a share of the seen
+    # nodes drops under ef, lowering the ratio further changes little
+    means = [pruned.search(q, k=10, ef=16, embed=lookup(x), rerank_ratio=r).stats["recomputed"].mean()
+             for r in (1.0, 0.6, 0.3, 0.1, 0.03)]
+    assert all(b <= a * 1.02 for a, b in zip(means, means[1:])), means
+    assert means[0] > 2.5 * means[-1], means
+
+
+def test_batching_and_max_recompute(pruned, data):
+    x, q = data
+    emb = lookup(x)
+    res = pruned.search(q[0], k=10, ef=64, embed=emb, batch_size=8)
+    assert all(len(ids) <= 8 for ids in emb.calls)
+    assert res.stats["embed_calls"] == len(emb.calls)
+    assert res.stats["recomputed"] == sum(len(ids) for ids in emb.calls)
+    capped = pruned.search(q[0], k=10, ef=64, embed=lookup(x), max_recompute=12)
+    assert capped.stats["exact"] <= 12 and (capped.ids >= 0).sum() == 10
+    with pytest.raises(InvalidInputError, match="max_recompute"):
+        pruned.search(q[0], k=10, embed=emb, max_recompute=5)
+    for bad in (dict(rerank_ratio=0.0), dict(rerank_ratio=1.5), dict(batch_size=0), dict(batch_size=1.5)):
+        with pytest.raises(InvalidInputError):
+            pruned.search(q[0], k=10, embed=emb, **bad)
+
+
+def test_lru_cache_serves_repeated_queries(data):
+    x, q = data
+    index = LeannIndex.build(x, IndexConfig(metric="l2", M=16, seed=0))
+    index.cache_bytes = 1 << 20
+    first = index.search(q[0], k=10, embed=lookup(x))
+    again = index.search(q[0], k=10, embed=lookup(x))
+    assert first.stats["recomputed"] > 0 and again.stats["recomputed"] == 0
+    assert again.stats["cache_hits"] == first.stats["exact"]
+    np.testing.assert_array_equal(first.ids, again.ids)
+    np.testing.assert_allclose(first.distances, again.distances)
+    index.cache_bytes = 0
+    assert index.search(q[0], k=10, embed=lookup(x)).stats["cache_hits"] == 0
+
+
+def test_hub_cache(data, tmp_path):
+    x, q = data
+    index = LeannIndex.build(x, IndexConfig(metric="l2", M=16, seed=0, hub_cache_bytes=300 * (DIM * 2 + 4)))
+    index.cache_bytes = 0
+    assert index.hub_cache_size == 300
+    res = index.search(q, k=10, ef=64, embed=lookup(x))
+    assert res.stats["cache_hits"].sum() > 0
+    truth = exact_distances(x, q, "l2")
+    # float16 rows: distances agree to float16 precision
+    np.testing.assert_allclose(res.distances, np.take_along_axis(truth, res.ids, 1), rtol=2e-3, atol=2e-2)
+    path = tmp_path / "hubs.leann"
+    index.save(path)
+    back = LeannIndex.load(path)
+    back.cache_bytes = 0
+    assert back.hub_cache_size == 300
+    again = back.search(q, k=10, ef=64, embed=lookup(x))
+    np.testing.assert_array_equal(res.ids, again.ids)
+
+
+def test_cosine_and_ip_recompute(data):
+    x, q = data
+    for metric in ("cosine", "ip"):
+        index = LeannIndex.build(x, IndexConfig(metric=metric, M=16, seed=0))
+        res = index.search(q, k=10, ef=128, embed=lookup(x), rerank_ratio=0.4)
+        assert recall_at_k(res.ids, ground_truth(x, q, 10, metric)) >= 0.85
+        np.testing.assert_allclose(res.distances, np.take_along_axis(exact_distances(x, q, metric), res.ids, 1),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_embed_may_return_float64_and_lists(pruned, data):
+    x, q = data
+    a = pruned.search(q[0], k=5, embed=lambda ids: x[ids].astype(np.float64))
+    b = pruned.search(q[0], k=5, embed=lambda ids: x[ids].tolist())
+    np.testing.assert_array_equal(a.ids, b.ids)
+
+
+# ---- callback safety ----------------------------------------------------------
+class Boom(RuntimeError):
+    pass
+
+
+def test_embed_exception_surfaces_unchanged(pruned, data):
+    x, q = data
+
+    def bad(ids):
+        raise Boom("model server down")
+
+    with pytest.raises(Boom, match="model server down") as info:
+        pruned.search(q[0], k=5, embed=bad)
+    assert len(info.value.leann_ids) > 0
+    assert any("embed function failed for ids" in n for n in getattr(info.value, "__notes__", []))
+    # the index is still usable, results unchanged
+    a = pruned.search(q[0], k=5, embed=lookup(x))
+    b = pruned.search(q[0], k=5, embed=lookup(x))
+    np.testing.assert_array_equal(a.ids, b.ids)
+
+
+def test_embed_fails_midway(pruned, data):
+    x, q = data
+    count = {"n": 0}
+
+    def flaky(ids):
+        count["n"] += 1
+        if count["n"] == 3:
+            raise KeyError("passage missing")
+        return x[ids]
+
+    with pytest.raises(KeyError):
+        pruned.search(q[1], k=5, embed=flaky, batch_size=4)
+    assert (pruned.search(q[1], k=5, embed=lookup(x)).ids >= 0).all()
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda x, ids: x[ids][:, :-1], "shape"),
+    (lambda x, ids: x[ids][:-1], "shape"),
+    (lambda x, ids: x[ids].astype(np.int32), "floats"),
+    (lambda x, ids: np.full((len(ids), DIM), np.nan, np.float32), "NaN"),
+    (lambda x, ids: None, "floats|shape"),
+    (lambda x, ids: "text", "floats"),
+    (lambda x, ids: [[1.0, 2.0], [3.0]], "array|floats|shape"),
+])
+def test_bad_embed_output_is_a_clear_error(pruned, data, make, match):
+    x, q = data
+    with pytest.raises(CallbackError, match=match):
+        pruned.search(q[0], k=5, embed=lambda ids: make(x, ids))
+    assert (pruned.search(q[0], k=5, embed=lookup(x)).ids >= 0).all()
+
+
+def test_embed_must_be_callable(pruned, data):
+    _, q = data
+    with pytest.raises(InvalidInputError, match="callable"):
+        pruned.search(q[0], k=5, embed=42)
+
+
+# ---- filters and tombstones -----------------------------------------------------
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), share=st.sampled_from([0.0005, 0.002, 0.01, 0.05, 0.2, 0.6, 1.0]),
+       k=st.integers(1, 20), qi=st.integers(0, 39))
+def test_filters_return_k_whenever_k_allowed_exist(pruned, data, seed, share, k, qi):
+    x, q = data
+    rng = np.random.default_rng(seed)
+    allowed = np.flatnonzero(rng.random(N) < share)
+    res = pruned.search(q[qi], k=k, ef=32, embed=lookup(x), rerank_ratio=0.1, allowed=allowed)
+    got = res.ids[res.ids >= 0]
+    assert len(got) == min(k, len(allowed))
+    assert set(got.tolist()) <= set(allowed.tolist())
+    assert len(set(got.tolist())) == len(got)
+    assert np.isinf(res.distances[len(got):]).all()
+    d = exact_distances(x, q[qi:qi + 1], "l2")[0]
+    np.testing.assert_allclose(res.distances[:len(got)], d[got], rtol=1e-4, atol=1e-4)
+
+
+def test_small_filter_is_scored_directly(pruned, data):
+    x, q = data
+    allowed = np.arange(0, N, 97)  # 31 ids: scanned by code, the best recomputed
+    res = pruned.search(q[0], k=5, embed=lookup(x), allowed=allowed, rerank_ratio=1.0)
+    d = exact_distances(x, q[:1], "l2")[0]
+    expect = allowed[np.argsort(d[allowed])[:5]]
+    np.testing.assert_array_equal(res.ids, expect)
+    assert res.stats["hops"] == 0  # no walk
+
+
+def test_filter_forms_and_errors(pruned, data):
+    x, q = data
+    ids = np.arange(100, 400)
+    mask = np.zeros(N, bool)
+    mask[ids] = True
+    a = pruned.search(q[0], k=5, embed=lookup(x), allowed=ids)
+    b = pruned.search(q[0], k=5, embed=lookup(x), allowed=mask)
+    c = pruned.search(q[0], k=5, embed=lookup(x), allowed=set(ids.tolist()))
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.ids, c.ids)
+    for bad in ([-1], [N], np.zeros(N - 1, bool), ["a"], [0.5]):
+        with pytest.raises(InvalidInputError):
+            pruned.search(q[0], k=5, embed=lookup(x), allowed=bad)
+    empty = pruned.search(q[0], k=5, embed=lookup(x), allowed=[])
+    assert (empty.ids == -1).all()
+
+
+def test_tombstones_never_returned(data):
+    x, q = data
+    index = LeannIndex.build(x, IndexConfig(metric="l2", M=16, seed=0))
+    before = index.search(q, k=10, ef=64, embed=lookup(x))
+    dead = np.unique(before.ids[:, :5])
+    index.delete(dead)
+    assert index.deleted_count == len(dead) and index.is_deleted(int(dead[0]))
+    after = index.search(q, k=10, ef=64, embed=lookup(x))
+    assert not np.isin(after.ids, dead).any()
+    assert (after.ids >= 0).all()
+    with pytest.raises(InvalidInputError):
+        index.delete([0, N])  # nothing deleted when one id is bad
+    assert not index.is_deleted(0) or 0 in dead
+    # with a filter, deletions still apply and k still comes back
+    allowed = np.setdiff1d(np.arange(50), dead)[:30]
+    index.delete(allowed[:10])
+    res = index.search(q[0], k=20, embed=lookup(x), allowed=allowed)
+    assert (res.ids >= 0).sum() == 20 and not np.isin(res.ids, allowed[:10]).any()
+
+
+def test_stored_vectors_with_filters_need_no_embed(data):
+    x, q = data
+    index = LeannIndex.build(x, IndexConfig(metric="l2", M=16, seed=0, store_vectors=True, prune=True))
+    allowed = np.arange(0, N, 3)
+    res = index.search(q, k=10, ef=64, allowed=allowed)
+    assert np.isin(res.ids, allowed).all()
+    truth = np.array([allowed[np.argsort(exact_distances(x[allowed], q[i:i + 1], "l2")[0])[:10]]
+                      for i in range(len(q))])
+    assert recall_at_k(res.ids, truth) >= 0.9
+    index.delete([int(res.ids[0, 0])])
+    assert res.ids[0, 0] not in index.search(q[0], k=10).ids
