@@ -34,6 +34,26 @@ What it does
   trace file that this script reads after each query.
 * Writes a JSON report (default ``benchmarks/results/leann_peer-<n>.json``)
   and prints a table.
+
+The real model costs ~40-80 ms per recomputed passage on 2 shared cores and
+LEANN recomputes 500-3000 passages per query, so a real-model query takes
+20 s to 2+ min.  Two options keep runs bounded:
+
+* ``--time-budget-s S``: stop starting new queries after S seconds of
+  searching (each query runs at every complexity, so all rows use the same
+  queries); the report says how many were measured.
+* ``--embed lookup``: the instrumented server answers LEANN's recompute
+  requests (and the query) with the stored devcorpus rows instead of running
+  the model.  LEANN's graph walk, protocol and passage reads are unchanged, so
+  recall and recompute counts over all queries take seconds (they equal the
+  real-model ones on the same queries); ``--merge-latency REAL.json`` copies
+  latencies, cold start and real-model recall/counts from an ``--embed model``
+  run into that report.  Full run as done here::
+
+    $PY benchmarks/leann_peer.py --n 50000 --queries 100 --time-budget-s 4500 \
+        --out benchmarks/results/leann_peer-50000-model.json
+    $PY benchmarks/leann_peer.py --n 50000 --queries 100 --embed lookup \
+        --merge-latency benchmarks/results/leann_peer-50000-model.json
 """
 
 from __future__ import annotations
@@ -43,6 +63,7 @@ import gzip
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -83,6 +104,15 @@ if _trace_path:
         except Exception as exc:  # pragma: no cover - reported by the driver
             fh.write(json.dumps({"event": "error", "pid": _os.getpid(), "error": repr(exc)}) + "\n")
             return
+        lookup = None
+        if _os.environ.get("LEANN_PEER_LOOKUP_EMB"):
+            import numpy as np
+            n = int(_os.environ["LEANN_PEER_LOOKUP_N"])
+            emb = np.load(_os.environ["LEANN_PEER_LOOKUP_EMB"], mmap_mode="r")[:n].astype(np.float32)
+            qemb = np.load(_os.environ["LEANN_PEER_LOOKUP_QEMB"], mmap_mode="r").astype(np.float32)
+            with open(_os.environ["LEANN_PEER_LOOKUP_QUERIES"], encoding="utf-8") as qf:
+                qmap = json.load(qf)
+            lookup = (emb, qemb, qmap)
         pending = []
         orig_get = api.PassageManager.get_passage
         def get_passage(self, passage_id):
@@ -93,12 +123,21 @@ if _trace_path:
         def compute_embeddings(texts, *args, **kwargs):
             caller = sys._getframe(1).f_code.co_name
             t0 = time.perf_counter()
-            out = orig_compute(texts, *args, **kwargs)
-            dt = time.perf_counter() - t0
             ids = list(pending)
             pending.clear()
+            out, looked_up = None, False
+            if lookup is not None:
+                emb, qemb, qmap = lookup
+                if caller != "_handle_text_embedding" and len(ids) == len(texts):
+                    out = emb[[int(i) for i in ids]]
+                elif caller == "_handle_text_embedding" and all(t in qmap for t in texts):
+                    out = qemb[[qmap[t] for t in texts]]
+                looked_up = out is not None
+            if out is None:
+                out = orig_compute(texts, *args, **kwargs)
+            dt = time.perf_counter() - t0
             fh.write(json.dumps({"event": "embed", "caller": caller, "n": len(texts),
-                                 "ids": ids, "s": dt}) + "\n")
+                                 "ids": ids, "s": dt, "lookup": looked_up}) + "\n")
             return out
         ec.compute_embeddings = compute_embeddings
         fh.write(json.dumps({"event": "hello", "pid": _os.getpid(),
@@ -129,6 +168,13 @@ def parse_args(argv=None):
                         "long (0 = no budget); every complexity runs on the same queries")
     p.add_argument("--min-queries", type=int, default=5,
                    help="queries measured before the time budget may stop the run")
+    p.add_argument("--embed", choices=("model", "lookup"), default="model",
+                   help="model: LEANN's server embeds with the real model (default); lookup: "
+                        "the instrumented server returns the stored devcorpus rows instead "
+                        "(recall and recompute counts only; latencies are not the model's)")
+    p.add_argument("--merge-latency", type=Path, default=None,
+                   help="with --embed lookup: take latencies (and real-model recall/counts, "
+                        "cold start) from this earlier --embed model report")
     p.add_argument("--no-trace", action="store_true",
                    help="do not instrument the embedding server (no recompute counts)")
     p.add_argument("--out", type=Path, default=None,
@@ -310,6 +356,7 @@ def summarize_trace(events: list[dict]) -> dict:
         "other": sum(e["n"] for e in embeds
                      if e["caller"] not in RECOMPUTE_CALLERS + QUERY_CALLERS),
         "model_s": sum(e["s"] for e in embeds),
+        "recomputed_by_model": sum(e["n"] for e in rec if not e.get("lookup")),
     }
 
 
@@ -358,7 +405,8 @@ def run_search(args, workdir: Path, queries, gt, trace: Trace | None, notes: lis
             if not trace_ok:
                 notes.append("embedding-server instrumentation did not report "
                              f"(hello={len(hello)}, errors={errors}); recompute counts null")
-        keys = ("lat", "r3", "r10", "recomputed", "unique", "batches", "qemb", "model")
+        keys = ("lat", "r3", "r10", "recomputed", "unique", "batches", "qemb", "model",
+                "bymodel")
         acc = {c: {key: [] for key in keys} for c in complexities}
         t_search = time.perf_counter()
         done = 0
@@ -388,6 +436,7 @@ def run_search(args, workdir: Path, queries, gt, trace: Trace | None, notes: lis
                     a["batches"].append(s["batches"])
                     a["qemb"].append(s["query_embeds"])
                     a["model"].append(s["model_s"] * 1000.0)
+                    a["bymodel"].append(s["recomputed_by_model"])
                     part += f" rec={s['recomputed']}"
                 parts.append(part)
             done += 1
@@ -414,10 +463,44 @@ def run_search(args, workdir: Path, queries, gt, trace: Trace | None, notes: lis
                 "query_embeds_mean": mean(a["qemb"]),
                 "model_ms_p50": pct(a["model"], 50),
                 "model_ms_mean": mean(a["model"]),
+                "recomputed_by_model_total": sum(a["bymodel"]),
+                "per_query": {"recall@10": a["r10"], "recomputed": a["recomputed"],
+                              "latency_ms": [round(x, 1) for x in a["lat"]]},
             })
     finally:
         searcher.cleanup()
     return rows, cold
+
+
+def merge_real(rows: list, cold: dict, notes: list, path: Path) -> None:
+    """Copy latencies etc. of an earlier --embed model run into lookup rows."""
+    real = json.loads(Path(path).read_text())
+    by_c = {r["complexity"]: r for r in real["rows"]}
+    for r in rows:
+        m = by_c.get(r["complexity"])
+        if m is None:
+            continue
+        for key in ("latency_p50_ms", "latency_p95_ms", "latency_mean_ms",
+                    "model_ms_p50", "model_ms_mean"):
+            r[key] = m.get(key)
+        r["latency_queries"] = m.get("queries")
+        lq = m.get("queries") or 0
+        pq = r.get("per_query", {})
+        if lq and len(pq.get("recall@10", [])) >= lq:
+            r["recall@10_lookup_same_queries"] = float(sum(pq["recall@10"][:lq]) / lq)
+            if pq.get("recomputed"):
+                r["recomputed_mean_lookup_same_queries"] = float(sum(pq["recomputed"][:lq]) / lq)
+        for key in ("recall@3", "recall@10", "recomputed_mean", "recomputed_p95",
+                    "recomputed_unique_mean"):
+            r[key + "_real_model"] = m.get(key)
+    cold.clear()
+    cold.update(real.get("cold_start", {}))
+    notes.append(f"latency_*, model_ms_*, *_real_model and cold_start come from the real-model "
+                 f"run {Path(path).name} (LEANN {real.get('version')}, n={real.get('n')}, "
+                 f"{real.get('queries')} queries, the first ones of the same list).")
+    for n in real.get("notes", []):
+        if n.startswith("time budget") or n.startswith("load average"):
+            notes.append("real-model run: " + n)
 
 
 def print_table(report: dict) -> None:
@@ -432,6 +515,9 @@ def print_table(report: dict) -> None:
           f"{' (reused)' if report['build']['reused'] else ''}; cold start: "
           f"init {report['cold_start']['searcher_init_s']:.1f}s, "
           f"first query {report['cold_start'].get('first_query_s', float('nan')):.2f}s")
+    lq = sorted({r.get("latency_queries") for r in report["rows"]}, key=str)
+    print(f"recall/recompute over {report['queries']} queries ({report['embed']} embeddings); "
+          f"latency over {lq} queries (real model)")
     hdr = ("complexity", "recall@3", "recall@10", "recomp mean", "recomp p95",
            "p50 ms", "p95 ms", "model ms p50")
     print("  ".join(f"{h:>12}" for h in hdr))
@@ -452,6 +538,8 @@ def print_table(report: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     args.corpus = args.corpus.resolve()
+    # SIGTERM -> SystemExit, so that the embedding server is stopped in `finally`.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     set_thread_env(args.threads)
     workdir = (args.workdir or (HERE / "cache" / f"leann-peer-{args.n}")).resolve()
     out = (args.out or (HERE / "results" / f"leann_peer-{args.n}.json")).resolve()
@@ -473,15 +561,35 @@ def main(argv=None) -> int:
         site_dir = workdir / "_trace_site"
         site_dir.mkdir(exist_ok=True)
         (site_dir / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        for stale in workdir.glob("trace-*.jsonl"):
+            try:
+                os.kill(int(stale.stem.split("-", 1)[1]), 0)  # a run still going?
+            except (ValueError, ProcessLookupError):
+                stale.unlink(missing_ok=True)
+            except PermissionError:
+                pass
         trace_path = workdir / f"trace-{os.getpid()}.jsonl"
-        trace_path.unlink(missing_ok=True)
         # Inherited by the embedding server subprocess only (this interpreter
         # has already started, so the hook does not run here).
         os.environ["PYTHONPATH"] = os.pathsep.join(
             [str(site_dir)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
         os.environ["LEANN_PEER_TRACE"] = str(trace_path)
         trace = Trace(trace_path)
+        if args.embed == "lookup":
+            qmap_path = workdir / f"lookup-queries-{os.getpid()}.json"
+            qmap: dict[str, int] = {}
+            for i, text in enumerate(queries):
+                qmap.setdefault(text, i)
+            qmap_path.write_text(json.dumps(qmap))
+            os.environ.update({
+                "LEANN_PEER_LOOKUP_EMB": str(args.corpus / "emb_f16.npy"),
+                "LEANN_PEER_LOOKUP_N": str(args.n),
+                "LEANN_PEER_LOOKUP_QEMB": str(args.corpus / "qemb_f16.npy"),
+                "LEANN_PEER_LOOKUP_QUERIES": str(qmap_path),
+            })
     else:
+        if args.embed == "lookup":
+            raise SystemExit("--embed lookup needs the instrumented server (drop --no-trace)")
         notes.append("--no-trace: recompute counts not measured")
 
     print(f"searching {len(queries)} queries at complexities {args.complexities}"
@@ -492,11 +600,34 @@ def main(argv=None) -> int:
     load_after = os.getloadavg()
     if trace is not None:
         trace.path.unlink(missing_ok=True)
+    if args.embed == "lookup":
+        (workdir / f"lookup-queries-{os.getpid()}.json").unlink(missing_ok=True)
+        model_rec = sum(r.pop("recomputed_by_model_total") for r in rows)
+        for r in rows:
+            for key in ("latency_p50_ms", "latency_p95_ms", "latency_mean_ms"):
+                r[key.replace("latency_", "latency_lookup_")] = r[key]
+                r[key] = None
+            r["model_ms_p50"] = r["model_ms_mean"] = None
+            r["latency_queries"] = 0
+        notes.append(
+            "--embed lookup: the instrumented embedding server answered LEANN's recompute "
+            "requests with the stored devcorpus rows (float16 -> float32) and the query with "
+            "its stored qemb row instead of running the model, so recall and recompute "
+            "counts cover all queries cheaply; LEANN's graph walk, ZMQ protocol and passage "
+            "reads are unchanged. latency_lookup_* is LEANN's search time without the model "
+            f"(its own overhead). Recomputes that still went to the model: {model_rec}.")
+        if args.merge_latency:
+            merge_real(rows, cold, notes, args.merge_latency)
+    else:
+        for r in rows:
+            r.pop("recomputed_by_model_total", None)
+            r["latency_queries"] = r["queries"]
 
     notes += [
-        "recomputed = passages whose embedding LEANN's embedding server computed with the "
-        "model during the search call (texts in distance / embed-by-id requests from the "
-        "C++ graph walk), counted in the server process; the query's own embedding is "
+        "recomputed = passages whose embedding LEANN's embedding server had to produce "
+        "during the search call (texts in distance / embed-by-id requests from the C++ "
+        "graph walk; with --embed model each one is a model forward pass), counted in the "
+        "server process; the query's own embedding is "
         "counted separately (query_embeds_mean). recomputed_unique_mean counts distinct "
         "passage ids.",
         "latency = wall time of LeannSearcher.search(text, top_k, complexity) incl. query "
@@ -505,9 +636,10 @@ def main(argv=None) -> int:
         "model_ms = time inside compute_embeddings in the server (query + passages).",
         "metric: LEANN default 'mips' (server returns -dot(model_emb, query)); "
         "all-MiniLM-L6-v2 ends in a Normalize module, so this equals cosine.",
-        "build fed the devcorpus float16 embeddings (as float32) of the same model; the "
-        "query embedding and all recomputed passage embeddings come from the live model, "
-        "so they differ from the ground-truth vectors by float16 rounding/batch noise.",
+        "build fed the devcorpus float16 embeddings (as float32) of the same model; with "
+        "--embed model the query embedding and all recomputed passage embeddings come from "
+        "the live model, so they differ from the ground-truth vectors by float16 "
+        "rounding/batch noise.",
         "PQ tier: not used (prune_ratio=0.0 is LEANN's default; the compact HNSW index "
         "stores no PQ codes, storage section is 'null').",
         f"load average (1/5/15 min) before search {tuple(round(x, 2) for x in load_before)}, "
@@ -536,6 +668,7 @@ def main(argv=None) -> int:
         "time_budget_s": args.time_budget_s or None,
         "top_k": args.top_k,
         "threads": args.threads,
+        "embed": args.embed,
         "build": {
             "backend": "hnsw",
             "M": args.M,
