@@ -17,13 +17,14 @@ struct leann_lru {
     uint32_t *prev, *next; /* recency list over slots */
     uint32_t head, tail;   /* most / least recently used */
     uint32_t *table;       /* open addressing: slot + 1, 0 = empty */
+    int mutex_ok;
 };
 
 static inline size_t lru_hash(const leann_lru *c, uint32_t id) { return (size_t)leann_mix64(id) & c->tmask; }
 
 void leann_lru_free(leann_lru *c) {
     if (!c) return;
-    pthread_mutex_destroy(&c->mu);
+    if (c->mutex_ok) pthread_mutex_destroy(&c->mu);
     free(c->rows);
     free(c->key);
     free(c->prev);
@@ -138,13 +139,9 @@ int leann_index_set_cache(leann_index *idx, size_t bytes) {
     c->prev = leann_malloc(cap * sizeof(uint32_t), "row cache");
     c->next = leann_malloc(cap * sizeof(uint32_t), "row cache");
     c->table = leann_calloc(tsize, sizeof(uint32_t), "row cache");
-    if (!c->rows || !c->key || !c->prev || !c->next || !c->table || pthread_mutex_init(&c->mu, NULL)) {
-        free(c->rows);
-        free(c->key);
-        free(c->prev);
-        free(c->next);
-        free(c->table);
-        free(c);
+    c->mutex_ok = c->rows && c->key && c->prev && c->next && c->table && !pthread_mutex_init(&c->mu, NULL);
+    if (!c->mutex_ok) {
+        leann_lru_free(c);
         return leann_fail(LEANN_ERR_NOMEM, "cannot allocate the row cache");
     }
     idx->lru = c;

@@ -275,6 +275,15 @@ static uint8_t quantize(const leann_codec *c, float d) {
     return (uint8_t)q;
 }
 
+/* Squared distance of sub-vector i of a projection y to centroid j. */
+static inline float centroid_dist(const leann_codec *c, const float *y, int i, int j) {
+    const float *ys = y + (size_t)i * c->dsub;
+    const float *cc = c->centroids + ((size_t)i * 16 + j) * c->dsub;
+    float d = 0;
+    for (int k = 0; k < c->dsub; k++) d += (ys[k] - cc[k]) * (ys[k] - cc[k]);
+    return d;
+}
+
 int leann_codec_new(int dp, int msub, const float *centroids, float scale, int accumulate,
                     leann_codec **out) {
     *out = NULL;
@@ -409,15 +418,8 @@ void leann_codec_project1(const leann_codec *c, const float *x, float *proj, flo
 }
 
 void leann_codec_adt_float(const leann_codec *c, const float *y, float *table) {
-    for (int i = 0; i < c->msub; i++) {
-        const float *ys = y + (size_t)i * c->dsub;
-        for (int j = 0; j < 16; j++) {
-            const float *cc = c->centroids + ((size_t)i * 16 + j) * c->dsub;
-            float d = 0;
-            for (int k = 0; k < c->dsub; k++) d += (ys[k] - cc[k]) * (ys[k] - cc[k]);
-            table[i * 16 + j] = d;
-        }
-    }
+    for (int i = 0; i < c->msub; i++)
+        for (int j = 0; j < 16; j++) table[i * 16 + j] = centroid_dist(c, y, i, j);
 }
 
 int leann_codec_code_bytes(const leann_codec *c) { return c ? c->code_bytes : 0; }
@@ -473,15 +475,8 @@ int leann_codec_encode(const leann_codec *c, const float *proj, size_t n, uint8_
 }
 
 void leann_codec_adt_raw(const leann_codec *c, const float *y, uint8_t *table) {
-    for (int i = 0; i < c->msub; i++) {
-        const float *ys = y + (size_t)i * c->dsub;
-        for (int j = 0; j < 16; j++) {
-            const float *cc = c->centroids + ((size_t)i * 16 + j) * c->dsub;
-            float d = 0;
-            for (int k = 0; k < c->dsub; k++) d += (ys[k] - cc[k]) * (ys[k] - cc[k]);
-            table[i * 16 + j] = quantize(c, d);
-        }
-    }
+    for (int i = 0; i < c->msub; i++)
+        for (int j = 0; j < 16; j++) table[i * 16 + j] = quantize(c, centroid_dist(c, y, i, j));
 }
 
 int leann_codec_adt(const leann_codec *c, const float *y, uint8_t *table) {

@@ -224,21 +224,11 @@ int leann_graph_pack(leann_graph *g) {
         free(p);
         return st;
     }
-    free(g->ids0);
-    free(g->off0);
-    free(g->deg0);
-    free(g->levels);
-    free(g->ubase);
-    free(g->idsU);
-    free(g->degU);
-    g->ids0 = NULL;
-    g->off0 = NULL;
-    g->deg0 = NULL;
-    g->levels = NULL;
-    g->ubase = NULL;
-    g->idsU = NULL;
-    g->degU = NULL;
-    g->nslots = 0;
+    /* keep the scalars, drop every array of the old layouts */
+    leann_graph keep = {.n = g->n, .M = g->M, .cap0 = g->cap0, .capU = g->capU, .entry = g->entry,
+                        .maxlevel = g->maxlevel};
+    leann_graph_free(g);
+    *g = keep;
     g->packed = p;
     return LEANN_OK;
 }
