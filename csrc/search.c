@@ -162,24 +162,34 @@ int leann_index_search(const leann_index *idx, const float *queries, size_t nq, 
 }
 
 /* ======================================================================
- * Two-level search over codes with exact recompute (LEANN, Algorithm 2)
+ * Two-level search: walk on codes, recompute only the best share
  *
- * Every node the walk sees gets an approximate distance from the query's
- * float table over its code (plus the query's PCA residual and the codec's
- * calibrated bias, so approximate and exact distances share a scale).  Only
- * the best share of the seen nodes (rerank_ratio, by approximate distance)
- * is scored exactly; their rows come from the hub cache, the LRU, stored
- * vectors, or the caller (the search pauses and returns the ids it needs).
- * Exact-scored nodes drive the expansion, best first; the walk stops when
- * the best unexpanded one is farther than the worst of the ef results.
- * Requests are batched: expansions continue until batch_size nodes wait.
+ * Level one is an HNSW beam search that uses nothing but code distances:
+ * every node the walk sees gets an approximate distance from the query's
+ * float table over its code, plus the query's PCA residual and the codec's
+ * calibrated bias, so approximate and exact distances share a scale.  The
+ * upper levels are descended greedily, level 0 keeps a beam of the ef best
+ * returnable nodes.  Code distances cost nanoseconds, a recompute costs a
+ * model forward pass (tens of milliseconds), so the walk is as wide as ef
+ * asks and recomputes nothing.
+ *
+ * Level two scores exactly only the best share of the beam: the first
+ * max(k, ceil(rerank_ratio * ef)) nodes by code distance (at most
+ * max_recompute), best first, in batches of at most batch_size.  Their rows
+ * come from stored vectors, the hub cache, the LRU, or the caller (the
+ * search pauses and returns the ids it needs).  The k best exact distances
+ * are returned.  How many passages a query recomputes is therefore known
+ * before the first one is asked for, and it does not grow with ef.
  *
  * Filters and tombstones act inside the walk: a node that may not be
- * returned is never scored exactly, but it is still expanded (ordered by
- * its approximate distance), so the walk passes through it.  When the
- * allowed set is small enough that scanning its codes costs no more than the
- * walk would (|A|^2 <= ef * mean degree * n), the search scores every
- * allowed node by code instead and recomputes only the best.
+ * returned never enters the beam and is never scored exactly, but it is
+ * still expanded while it is closer than the beam's worst, so the walk
+ * passes through it.  When the allowed set is small enough that scanning
+ * its codes costs no more than the walk would (|A|^2 <= ef * mean degree * n,
+ * or |A| <= ef), the beam is filled by scanning every allowed code instead.
+ * If a walk ends with fewer than k returnable nodes while at least k exist
+ * (a filter that cuts the graph), the allowed codes are scanned as well, so
+ * k results come back whenever k allowed nodes exist.
  * ====================================================================== */
 
 typedef struct {
@@ -233,15 +243,18 @@ enum { SEARCH_RUNNING = 0, SEARCH_WAITING = 1, SEARCH_DONE = 2 };
 
 struct leann_search {
     const leann_index *idx;
-    int k, ef, batch, state, brute;
-    size_t max_exact, quota;
+    int k, ef, batch, state, walked;
+    size_t max_exact;
     double ratio;
     const uint64_t *allowed; /* borrowed bitset or NULL */
+    size_t nallowed;         /* returnable nodes (allowed and not deleted) */
     float *q, *table, *row;
     float rq;
-    uint64_t *visited, *expanded;
-    cheap aq, eq, res, lo, hi; /* approx queue, expansion queue, results, order statistic */
-    size_t nseen, nexact;
+    uint64_t *visited;
+    cheap cq, beam; /* walk candidates (min-heap), the ef best returnable (max-heap) */
+    size_t target, pos; /* beam entries to score exactly; next one */
+    leann_cand *ex;     /* exact distances so far, capacity target */
+    size_t nex;
     uint32_t *pending;
     size_t npending;
     int64_t *asked;
@@ -264,111 +277,89 @@ static inline float approx(leann_search *s, uint32_t id) {
            idx->codec->bias;
 }
 
-/* Seen allowed nodes, split so that lo holds the T = ceil(ratio * seen)
- * smallest approximate distances: lo's top is the rerank threshold. */
-static int seen_add(leann_search *s, leann_cand c) {
-    s->nseen++;
-    int st = (s->lo.n && leann_cand_less(c, s->lo.a[0])) ? cheap_push(&s->lo, c, 1) : cheap_push(&s->hi, c, 0);
-    size_t t = (size_t)ceil(s->ratio * (double)s->nseen);
-    if (t < 1) t = 1;
-    while (st == LEANN_OK && s->lo.n > t) st = cheap_push(&s->hi, cheap_pop(&s->lo, 1), 0);
-    while (st == LEANN_OK && s->lo.n < t && s->hi.n) st = cheap_push(&s->lo, cheap_pop(&s->hi, 0), 1);
+static inline int beam_full(const leann_search *s) { return s->beam.n >= (size_t)s->ef; }
+
+/* Offer a node to the beam (returnable nodes only); *useful: whether it is
+ * close enough to be worth expanding. */
+static int beam_offer(leann_search *s, uint32_t u, float a, int *useful) {
+    leann_cand c = {a, u};
+    *useful = !beam_full(s) || leann_cand_less(c, s->beam.a[0]);
+    if (!*useful || !node_ok(s, u)) return LEANN_OK;
+    if (beam_full(s)) cheap_pop(&s->beam, 1);
+    return cheap_push(&s->beam, c, 1);
+}
+
+static int visit(leann_search *s, uint32_t u, float a) {
+    int useful, st = beam_offer(s, u, a, &useful);
+    if (st == LEANN_OK && useful) st = cheap_push(&s->cq, (leann_cand){a, u}, 0);
     return st;
 }
 
-static int push_exact(leann_search *s, uint32_t id, float d) {
-    s->nexact++;
-    int st = cheap_push(&s->eq, (leann_cand){d, id}, 0);
+/* Level-0 beam search on codes. */
+static int walk(leann_search *s) {
+    const leann_graph *g = &s->idx->g;
+    while (s->cq.n) {
+        leann_cand c = s->cq.a[0];
+        if (beam_full(s) && leann_cand_less(s->beam.a[0], c)) break;
+        cheap_pop(&s->cq, 0);
+        int deg;
+        const uint32_t *nb = leann_graph_nbrs(g, c.id, 0, s->nbuf, &deg);
+        s->st.hops++;
+        for (int i = 0; i < deg; i++) {
+            uint32_t u = nb[i];
+            if (s->visited[u >> 6] >> (u & 63) & 1) continue;
+            s->visited[u >> 6] |= 1ull << (u & 63);
+            int st = visit(s, u, approx(s, u));
+            if (st != LEANN_OK) return st;
+        }
+    }
+    return LEANN_OK;
+}
+
+/* Fill the beam from the codes of every returnable node. */
+static int scan_allowed(leann_search *s) {
+    const leann_index *idx = s->idx;
+    size_t n = idx->g.n, words = (n + 63) / 64;
+    s->beam.n = 0;
+    for (size_t w = 0; w < words; w++) {
+        uint64_t x = (s->allowed ? s->allowed[w] : ~0ull) & (idx->tomb ? ~idx->tomb[w] : ~0ull);
+        while (x) {
+            uint32_t id = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(x));
+            x &= x - 1;
+            if (id >= n) break;
+            int useful, st = beam_offer(s, id, approx(s, id), &useful);
+            if (st != LEANN_OK) return st;
+        }
+    }
+    return LEANN_OK;
+}
+
+/* Level one, then the order in which level two scores the beam. */
+static int run_walk(leann_search *s) {
+    int st = walk(s);
+    if (st == LEANN_OK && s->beam.n < (size_t)s->k && s->nallowed > s->beam.n) st = scan_allowed(s);
     if (st != LEANN_OK) return st;
-    leann_cand c = {d, id};
-    if (s->res.n < (size_t)s->ef) return cheap_push(&s->res, c, 1);
-    if (leann_cand_less(c, s->res.a[0])) {
-        cheap_pop(&s->res, 1);
-        return cheap_push(&s->res, c, 1);
-    }
-    return LEANN_OK;
-}
-
-static int visit_node(leann_search *s, uint32_t u, float a) {
-    if (node_ok(s, u)) {
-        int st = cheap_push(&s->aq, (leann_cand){a, u}, 0);
-        return st == LEANN_OK ? seen_add(s, (leann_cand){a, u}) : st;
-    }
-    /* navigation only: expanded in approximate order, never returned */
-    if (s->res.n < (size_t)s->ef || a < s->res.a[0].d) return cheap_push(&s->eq, (leann_cand){a, u}, 0);
-    return LEANN_OK;
-}
-
-static int expand(leann_search *s, uint32_t v) {
-    if (s->expanded[v >> 6] >> (v & 63) & 1) return LEANN_OK;
-    s->expanded[v >> 6] |= 1ull << (v & 63);
-    int deg;
-    const uint32_t *nb = leann_graph_nbrs(&s->idx->g, v, 0, s->nbuf, &deg);
-    s->st.hops++;
-    for (int i = 0; i < deg; i++) {
-        uint32_t u = nb[i];
-        if (s->visited[u >> 6] >> (u & 63) & 1) continue;
-        s->visited[u >> 6] |= 1ull << (u & 63);
-        int st = visit_node(s, u, approx(s, u));
-        if (st != LEANN_OK) return st;
-    }
-    return LEANN_OK;
-}
-
-static inline int budget_left(const leann_search *s) {
-    return !s->max_exact || s->nexact + s->npending < s->max_exact;
-}
-
-/* Collect up to batch nodes to score exactly, expanding as needed. */
-static int fill_pending(leann_search *s) {
-    int st = LEANN_OK;
-    while (s->npending < (size_t)s->batch && budget_left(s)) {
-        if (s->brute) {
-            if (!s->aq.n || s->nexact + s->npending >= s->quota) break;
-            s->pending[s->npending++] = cheap_pop(&s->aq, 0).id;
-            continue;
-        }
-        /* the unscored nodes within the rerank threshold */
-        while (s->aq.n && s->lo.n && s->npending < (size_t)s->batch && budget_left(s) &&
-               !leann_cand_less(s->lo.a[0], s->aq.a[0]))
-            s->pending[s->npending++] = cheap_pop(&s->aq, 0).id;
-        if (s->npending >= (size_t)s->batch || !budget_left(s)) break;
-        if (!s->eq.n) {
-            /* nothing scored exactly is left to expand: score the best seen
-             * node that could still enter the results, and go on from it */
-            if (s->npending || !s->aq.n) break;
-            size_t take = (size_t)s->batch / 4 + 1;
-            while (s->aq.n && s->npending < take && budget_left(s) &&
-                   !(s->res.n >= (size_t)s->ef && s->res.a[0].d < s->aq.a[0].d))
-                s->pending[s->npending++] = cheap_pop(&s->aq, 0).id;
-            break;
-        }
-        leann_cand top = s->eq.a[0];
-        if (s->res.n >= (size_t)s->ef && s->res.a[0].d < top.d) break; /* converged */
-        cheap_pop(&s->eq, 0);
-        st = expand(s, top.id);
-        if (st != LEANN_OK) return st;
-    }
-    /* fewer than k results so far: score more of what was seen */
-    while (!s->brute && !s->npending && s->res.n < (size_t)s->k && s->aq.n) {
-        while (s->aq.n && s->npending < (size_t)s->batch && s->res.n + s->npending < (size_t)s->k && budget_left(s))
-            s->pending[s->npending++] = cheap_pop(&s->aq, 0).id;
-        if (!budget_left(s)) break;
-    }
+    leann_cand_sort(s->beam.a, s->beam.n);
+    size_t t = (size_t)ceil(s->ratio * (double)s->ef);
+    if (t < (size_t)s->k) t = (size_t)s->k;
+    if (s->max_exact && t > s->max_exact) t = s->max_exact;
+    s->target = t < s->beam.n ? t : s->beam.n;
+    s->pos = 0;
+    s->walked = 1;
     return LEANN_OK;
 }
 
 static int score_row(leann_search *s, uint32_t id, const float *row) {
-    float d = s->dist(s->q, row, s->idx->dim);
-    return push_exact(s, id, d);
+    s->ex[s->nex++] = (leann_cand){s->dist(s->q, row, s->idx->dim), id};
+    return LEANN_OK;
 }
 
-/* Score the pending nodes whose rows are at hand; the rest go to `need`. */
-static int resolve(leann_search *s, int64_t *need, int *nneed) {
+/* Score the next batch of the beam: rows at hand now, the rest go to `need`. */
+static int next_batch(leann_search *s, int64_t *need, int *nneed) {
     const leann_index *idx = s->idx;
     int st = LEANN_OK, m = 0;
-    for (size_t i = 0; i < s->npending && st == LEANN_OK; i++) {
-        uint32_t id = s->pending[i];
+    while (s->pos < s->target && m < s->batch && st == LEANN_OK) {
+        uint32_t id = s->beam.a[s->pos++].id;
         if (idx->vectors) {
             st = score_row(s, id, idx->vectors + (size_t)id * idx->dim);
         } else if (idx->nhub && leann_hub_get(idx, id, s->row)) {
@@ -382,7 +373,6 @@ static int resolve(leann_search *s, int64_t *need, int *nneed) {
             s->asked[m++] = id;
         }
     }
-    s->npending = 0;
     s->nasked = (size_t)m;
     *nneed = m;
     if (m) s->state = SEARCH_WAITING;
@@ -395,13 +385,9 @@ void leann_search_free(leann_search *s) {
     free(s->table);
     free(s->row);
     free(s->visited);
-    free(s->expanded);
-    free(s->aq.a);
-    free(s->eq.a);
-    free(s->res.a);
-    free(s->lo.a);
-    free(s->hi.a);
-    free(s->pending);
+    free(s->cq.a);
+    free(s->beam.a);
+    free(s->ex);
     free(s->asked);
     free(s->nbuf);
     free(s);
@@ -410,7 +396,7 @@ void leann_search_free(leann_search *s) {
 static size_t popcount_allowed(const leann_index *idx, const uint64_t *allowed) {
     size_t words = (idx->g.n + 63) / 64, c = 0;
     for (size_t w = 0; w < words; w++) {
-        uint64_t x = allowed[w];
+        uint64_t x = allowed ? allowed[w] : ~0ull;
         if (idx->tomb) x &= ~idx->tomb[w];
         if (w == words - 1 && (idx->g.n & 63)) x &= (1ull << (idx->g.n & 63)) - 1;
         c += (size_t)__builtin_popcountll(x);
@@ -455,12 +441,11 @@ int leann_search_begin(const leann_index *idx, const float *query, const leann_s
     s->row = leann_malloc((size_t)idx->dim * sizeof(float), "search row");
     s->table = leann_malloc(((size_t)c->msub * 16 + (size_t)c->dp) * sizeof(float), "search table");
     s->visited = leann_calloc((n + 63) / 64, sizeof(uint64_t), "visited set");
-    s->expanded = leann_calloc((n + 63) / 64, sizeof(uint64_t), "visited set");
-    s->pending = leann_malloc((size_t)s->batch * sizeof(uint32_t), "search batch");
+    s->ex = leann_malloc((size_t)s->ef * sizeof(leann_cand), "search results");
     s->asked = leann_malloc((size_t)s->batch * sizeof(int64_t), "search batch");
     int cap = idx->g.cap0 > idx->g.capU ? idx->g.cap0 : idx->g.capU;
     s->nbuf = leann_malloc(((size_t)cap + 256) * sizeof(uint32_t), "search scratch");
-    if (!s->q || !s->row || !s->table || !s->visited || !s->expanded || !s->pending || !s->asked || !s->nbuf) {
+    if (!s->q || !s->row || !s->table || !s->visited || !s->ex || !s->asked || !s->nbuf) {
         leann_search_free(s);
         return LEANN_ERR_NOMEM;
     }
@@ -470,26 +455,17 @@ int leann_search_begin(const leann_index *idx, const float *query, const leann_s
     leann_codec_adt_float(c, proj, s->table);
     int st = LEANN_OK;
     const leann_graph *g = &idx->g;
-    if (p->allowed) {
-        size_t cnt = popcount_allowed(idx, p->allowed);
-        double mean_deg = (double)g->packed[0].nwords * 64.0 / (double)g->packed[0].width / (double)n;
-        if ((double)cnt * (double)cnt <= (double)s->ef * mean_deg * (double)n || cnt <= (size_t)s->ef) {
-            s->brute = 1;
-            size_t want = (size_t)ceil(s->ratio * (double)cnt);
-            if (want > (size_t)s->ef) want = (size_t)s->ef;
-            if (want < (size_t)s->k) want = (size_t)s->k;
-            s->quota = want < cnt ? want : cnt;
-            for (size_t w = 0; w < (n + 63) / 64 && st == LEANN_OK; w++) {
-                uint64_t x = p->allowed[w] & (idx->tomb ? ~idx->tomb[w] : ~0ull);
-                while (x && st == LEANN_OK) {
-                    uint32_t id = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(x));
-                    x &= x - 1;
-                    if (id < n) st = cheap_push(&s->aq, (leann_cand){approx(s, id), id}, 0);
-                }
-            }
-        }
+    s->nallowed = (p->allowed || idx->tomb) ? popcount_allowed(idx, p->allowed) : n;
+    int small = 0;
+    if (s->nallowed < n) {
+        double width = g->packed[0].width ? (double)g->packed[0].width : 1.0;
+        double mean_deg = (double)g->packed[0].nwords * 64.0 / width / (double)n;
+        double cnt = (double)s->nallowed;
+        small = cnt * cnt <= (double)s->ef * mean_deg * (double)n || s->nallowed <= (size_t)s->ef;
     }
-    if (!s->brute && st == LEANN_OK) {
+    if (small) {
+        st = scan_allowed(s); /* small allowed set: no walk */
+    } else {
         /* upper levels: greedy on codes, nothing recomputed */
         uint32_t cur = g->entry;
         float curd = approx(s, cur);
@@ -510,7 +486,7 @@ int leann_search_begin(const leann_index *idx, const float *query, const leann_s
             }
         }
         s->visited[cur >> 6] |= 1ull << (cur & 63);
-        st = visit_node(s, cur, curd);
+        st = visit(s, cur, curd);
     }
     if (st != LEANN_OK) {
         leann_search_free(s);
@@ -548,30 +524,26 @@ int leann_search_next(leann_search *s, const float *rows, size_t nrows, int64_t 
     } else if (rows && nrows) {
         return leann_fail(LEANN_ERR_INVALID, "rows were handed in, but the search asked for none");
     }
-    for (;;) {
-        st = fill_pending(s);
-        if (st != LEANN_OK) return st;
-        if (!s->npending) {
-            s->state = SEARCH_DONE;
-            return LEANN_OK;
-        }
-        st = resolve(s, need, nneed);
+    if (!s->walked && (st = run_walk(s)) != LEANN_OK) return st;
+    while (s->pos < s->target) {
+        st = next_batch(s, need, nneed);
         if (st != LEANN_OK || *nneed) return st;
     }
+    s->state = SEARCH_DONE;
+    return LEANN_OK;
 }
 
 int leann_search_result(leann_search *s, int64_t *ids, float *dist, leann_recompute_stats *stats) {
     if (!s || !ids || !dist) return leann_fail(LEANN_ERR_INVALID, "leann_search_result: NULL argument");
     if (s->state != SEARCH_DONE) return leann_fail(LEANN_ERR_INVALID, "the search has not finished");
-    leann_cand_sort(s->res.a, s->res.n);
+    leann_cand_sort(s->ex, s->nex);
     for (int i = 0; i < s->k; i++) {
-        ids[i] = (size_t)i < s->res.n ? (int64_t)s->res.a[i].id : -1;
-        dist[i] = (size_t)i < s->res.n ? s->res.a[i].d : INFINITY;
+        ids[i] = (size_t)i < s->nex ? (int64_t)s->ex[i].id : -1;
+        dist[i] = (size_t)i < s->nex ? s->ex[i].d : INFINITY;
     }
-    /* the heap order is gone; the search is over, so keep it sorted */
     if (stats) {
         *stats = s->st;
-        stats->exact = s->nexact;
+        stats->exact = s->nex;
     }
     return LEANN_OK;
 }

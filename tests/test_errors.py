@@ -217,7 +217,7 @@ def test_bad_k(index, x, k):
     assert_still_works(index, x)
 
 
-@pytest.mark.parametrize("ef", [0, -5, 1_000_001, 2.5, None, False])
+@pytest.mark.parametrize("ef", [0, -5, 1_000_001, 2.5, "64", False])
 def test_bad_ef(index, x, ef):
     with pytest.raises(InvalidInputError, match="ef"):
         index.search(x[0], k=3, ef=ef)
@@ -227,6 +227,7 @@ def test_bad_ef(index, x, ef):
 def test_numpy_integer_k_and_ef_accepted(index, x):
     res = index.search(x[0], k=np.int64(4), ef=np.int32(16))
     assert res.ids.shape == (4,)
+    assert index.search(x[0], k=4, ef=None).ids.shape == (4,)  # None: the default width
     assert index.search(x[0], k=N).ids.shape == (N,)  # k == n is allowed
 
 

@@ -86,14 +86,28 @@ def test_recall_and_exact_distances(pruned, data):
     assert (res.stats["exact"] == res.stats["recomputed"]).all()  # no cache here
 
 
-def test_recompute_count_falls_with_rerank_ratio(pruned, data):
+def test_recompute_count_follows_rerank_ratio(pruned, data):
     x, q = data
-    # the ef exact results bound it from below: once a share of the seen
-    # nodes drops under ef, lowering the ratio further changes little
-    means = [pruned.search(q, k=10, ef=16, embed=lookup(x), rerank_ratio=r).stats["recomputed"].mean()
-             for r in (1.0, 0.6, 0.3, 0.1, 0.03)]
-    assert all(b <= a * 1.02 for a, b in zip(means, means[1:])), means
-    assert means[0] > 2.5 * means[-1], means
+    truth = ground_truth(x, q, 10, "l2")
+    ef, recalls = 128, []
+    for r in (1.0, 0.5, 0.25, 0.1, 0.01):
+        res = pruned.search(q, k=10, ef=ef, embed=lookup(x), rerank_ratio=r)
+        # exactly the best max(k, ceil(r * ef)) of the beam, whatever the walk saw
+        assert (res.stats["recomputed"] == max(10, int(np.ceil(r * ef)))).all(), (r, res.stats["recomputed"])
+        recalls.append(recall_at_k(res.ids, truth))
+    assert recalls[0] >= recalls[-1] + 0.05, recalls
+    # the walk itself is on codes only: it sees far more nodes than it recomputes
+    assert (res.stats["code_evals"] > 5 * res.stats["recomputed"]).all()
+
+
+def test_wider_walk_same_recomputes(pruned, data):
+    x, q = data
+    narrow = pruned.search(q, k=10, ef=64, embed=lookup(x), rerank_ratio=0.5)
+    wide = pruned.search(q, k=10, ef=256, embed=lookup(x), rerank_ratio=0.125)
+    assert (narrow.stats["recomputed"] == wide.stats["recomputed"]).all()
+    assert (wide.stats["code_evals"] > narrow.stats["code_evals"]).all()
+    truth = ground_truth(x, q, 10, "l2")
+    assert recall_at_k(wide.ids, truth) >= recall_at_k(narrow.ids, truth) - 0.02
 
 
 def test_batching_and_max_recompute(pruned, data):
