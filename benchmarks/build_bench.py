@@ -118,8 +118,11 @@ def worker(spec_path: str, out_path: str) -> None:
         from leann_store import IndexConfig, LeannIndex
 
         extra["native_lib"] = _native_lib_info()
+        # store_vectors: the graph is searched with exact distances, so its
+        # quality is measured apart from code error (and hnswlib keeps its
+        # vectors too); prune=False is its default then
         kw = dict(metric=metric, M=M, ef_construction=efc, threads=threads, seed=spec["seed"],
-                  builder="exact" if contender == "exact" else "flash")
+                  builder="exact" if contender == "exact" else "flash", store_vectors=True)
         if contender != "exact":
             for key in ("num_subspaces", "pca_dim", "accumulate"):
                 if spec.get(key) is not None:

@@ -18,6 +18,7 @@ struct leann_builder {
     const leann_codec *codec;
     leann_graph g;
     int flash, cb;
+    float sel_bias;          /* flash: minus the mean quantisation error, table units */
     size_t bb0, bbU;         /* bytes of one list's code blocks */
     uint8_t *codes;          /* n * cb, own codes (flash) */
     uint8_t *codes0, *codesU;/* neighbour code blocks (flash, build only) */
@@ -219,23 +220,53 @@ static inline float pair_dist(const leann_builder *b, uint32_t x, uint32_t y) {
     return b->l2(b->vectors + (size_t)x * b->p.dim, b->vectors + (size_t)y * b->p.dim, b->p.dim);
 }
 
+/* The selection heuristic at insertion compares a candidate's asymmetric
+ * distance to the new node (exact vector against the candidate's code: it
+ * carries the candidate's quantisation error, on average the mean squared
+ * error of a code) with symmetric code-to-code distances to the neighbours
+ * kept so far.  Taking the mean error off the asymmetric side keeps more
+ * edges (as DiskANN's alpha > 1 does) and removes the recall gap to the
+ * exact builder: on 50k MiniLM vectors recall@10 at ef = 24 went from 0.905
+ * to 0.938 (exact builder 0.940), mean degree from 26 to 38.  Taking it off
+ * the symmetric side instead (fewer edges) lowered recall to 0.827.
+ * Returns minus the mean error, in table units, over a sample of nodes. */
+static float selection_bias(const leann_builder *b) {
+    const leann_codec *c = b->codec;
+    size_t step = b->p.n / 8192 + 1, cnt = 0;
+    double total = 0.0;
+    for (size_t v = 0; v < b->p.n; v += step, cnt++) {
+        const float *y = b->proj + v * (size_t)c->dp;
+        const uint8_t *code = b->codes + v * (size_t)b->cb;
+        for (int i = 0; i < c->msub; i++) {
+            int j = (code[i / 2] >> (4 * (i & 1))) & 15;
+            const float *cc = c->centroids + ((size_t)i * 16 + (size_t)j) * (size_t)c->dsub;
+            for (int t = 0; t < c->dsub; t++) {
+                double e = (double)y[(size_t)i * c->dsub + t] - (double)cc[t];
+                total += e * e;
+            }
+        }
+    }
+    return cnt && c->scale > 0 ? (float)(-total / (double)cnt / (double)c->scale) : 0.0f;
+}
+
 /* HNSW heuristic: keep a candidate only if it is closer to the base than to
  * every neighbour kept so far.  cands sorted ascending.  Flash: once a few
  * neighbours are kept, the candidate's virtual ADT scores all of them at
  * once with the lookup kernel over the kept neighbours' code blocks. */
 #define SIMD_SELECT_MIN 4
 static int select_neighbors(const leann_builder *b, scratch *s, const leann_cand *cands, int nc,
-                            int m, leann_cand *out) {
+                            int m, float bias, leann_cand *out) {
     int k = 0;
     for (int i = 0; i < nc && k < m; i++) {
         int good = 1;
+        float di = cands[i].d + bias;
         if (b->flash && k >= SIMD_SELECT_MIN) {
             leann_codec_vadt_permuted(b->codec, b->codes + (size_t)cands[i].id * b->cb, s->vtab);
             b->scan(s->selblocks, (size_t)(k + 15) / 16, b->cb, s->vtab, s->seld);
-            for (int j = 0; j < k; j++) good &= !((float)s->seld[j] < cands[i].d);
+            for (int j = 0; j < k; j++) good &= !((float)s->seld[j] < di);
         } else {
             for (int j = 0; j < k; j++) {
-                if (pair_dist(b, cands[i].id, out[j].id) < cands[i].d) {
+                if (pair_dist(b, cands[i].id, out[j].id) < di) {
                     good = 0;
                     break;
                 }
@@ -288,7 +319,7 @@ static void add_reverse(leann_builder *b, scratch *s, uint32_t v, int l, uint32_
     pool[deg] = (leann_cand){pair_dist(b, v, q), q};
     leann_cand_sort(pool, (size_t)deg + 1);
     /* not s->selected: insert() is iterating over it */
-    int k = select_neighbors(b, s, pool, deg + 1, cap, s->reselected);
+    int k = select_neighbors(b, s, pool, deg + 1, cap, 0.0f, s->reselected);
     for (int i = 0; i < k; i++) list_put(b, v, l, i, s->reselected[i].id);
     *degp = (uint16_t)k;
 }
@@ -337,7 +368,7 @@ static int insert(leann_builder *b, scratch *s, uint32_t q) {
         for (int i = 0; i < len; i++)
             if (s->beam[i].id != q) s->sorted[nc++] = (leann_cand){s->beam[i].d, s->beam[i].id};
         if (nc == 0) continue;
-        int k = select_neighbors(b, s, s->sorted, nc, b->p.M, s->selected);
+        int k = select_neighbors(b, s, s->sorted, nc, b->p.M, b->sel_bias, s->selected);
         set_own_list(b, q, l, s->selected, k);
         ep = s->selected[0].id; /* closest kept neighbour seeds the next level */
         epd = s->selected[0].d;
@@ -389,6 +420,7 @@ int leann_builder_run(leann_builder *b) {
     if (b->flash) {
         int st = leann_codec_encode(b->codec, b->proj, b->p.n, b->codes, b->p.threads);
         if (st != LEANN_OK) return st;
+        b->sel_bias = b->p.relax_selection ? selection_bias(b) : 0.0f;
     } else {
         size_t total = b->p.n * (size_t)b->p.dim;
         for (size_t i = 0; i < total; i++)

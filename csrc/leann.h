@@ -119,6 +119,9 @@ typedef struct {
     int store_vectors;     /* keep float vectors in the index */
     int threads;           /* <= 0: all cores */
     uint64_t seed;
+    int relax_selection;   /* flash: debias the heuristic's query distances
+                              (more edges, exact-builder recall); off for a
+                              graph that will be pruned */
 } leann_build_params;
 
 typedef struct leann_builder leann_builder;

@@ -31,6 +31,7 @@ import numpy as np
 from . import errors, native
 
 _VALID_SUBSPACES = (8, 16, 32, 64)
+_BLOCK = 4096  # rows per block in the covariance and projection products
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,11 +199,18 @@ def train_codec(
             f"pca_dim must be a positive multiple of num_subspaces ({msub}) up to 4096, got {pca_dim}")
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(n, size=min(n, sample), replace=False))
-    s = np.asarray(x[idx], dtype=np.float32)
+    s = x if len(idx) == n else x[idx]
+    s = np.asarray(s, dtype=np.float32)
     mean = s.mean(0, dtype=np.float64)
-    centred = s - mean.astype(np.float32)
-    # float32 product (BLAS sgemm) on centred data; eigh in float64
-    cov = (centred.T @ centred).astype(np.float64) / max(len(s) - 1, 1)
+    mean32 = mean.astype(np.float32)
+    # float32 products (BLAS sgemm) on centred blocks, summed and eigh'd in
+    # float64; blocks keep the transient memory at a few MB, not a second
+    # copy of the sample
+    cov = np.zeros((dim, dim))
+    for b in range(0, len(s), _BLOCK):
+        blk = s[b:b + _BLOCK] - mean32
+        cov += blk.T @ blk
+    cov /= max(len(s) - 1, 1)
     eigvals, eigvecs = np.linalg.eigh(cov)
     order = np.argsort(-eigvals, kind="stable")
     eigvals = np.clip(eigvals[order], 0.0, None)
@@ -221,7 +229,10 @@ def train_codec(
     comps, vals = comps[perm], vals[perm]
     explained = float(vals.sum() / eigvals.sum()) if eigvals.sum() > 0 else 1.0
 
-    proj = centred @ comps.T.astype(np.float32)  # (ns, dp)
+    comps_t = np.ascontiguousarray(comps.T, dtype=np.float32)
+    proj = np.empty((len(s), dp), dtype=np.float32)
+    for b in range(0, len(s), _BLOCK):
+        np.matmul(s[b:b + _BLOCK] - mean32, comps_t, out=proj[b:b + _BLOCK])
     dsub = dp // msub
     # 16 centroids need few points: k-means runs on a sub-sample (512 per centroid)
     km = proj[np.sort(rng.choice(len(proj), size=min(len(proj), kmeans_sample), replace=False))]
