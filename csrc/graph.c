@@ -296,7 +296,7 @@ float leann_qdist(const leann_qctx *qc, uint32_t id, const uint8_t *codes_all) {
 }
 
 int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_visited *vis,
-                 uint32_t *ids, float *ds) {
+                 float bound, uint32_t *ids, float *ds) {
     int deg, out = 0;
     leann_lock *lock = qc->locks ? &qc->locks[v & (LEANN_NLOCKS - 1)] : NULL;
     if (lock) leann_lock_acquire(lock);
@@ -305,8 +305,13 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
         const uint8_t *blocks = l == 0 ? qc->codes0 + (size_t)v * qc->bb0
                                        : qc->codesU + ((size_t)g->ubase[v] + l - 1) * qc->bbU;
         qc->scan(blocks, (size_t)(deg + 15) / 16, qc->cb, qc->table, qc->d16_tmp);
+        /* A whole list's code distances come at once, so the bound filters
+         * before the visited set: a neighbour beyond it would be dropped
+         * anyway, and as the bound only tightens it stays droppable, so it
+         * need not be marked. */
         for (int i = 0; i < deg; i++) {
             uint32_t id = list[i];
+            if ((float)qc->d16_tmp[i] > bound) continue;
             if (vis && leann_visit(vis, id)) continue;
             ids[out] = id;
             ds[out++] = (float)qc->d16_tmp[i];
@@ -329,7 +334,7 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
             ds[i] = qc->dist(qc->q, qc->vectors + (size_t)ids[i] * qc->dim, qc->dim);
         }
     }
-    qc->evals += (uint64_t)out;
+    qc->evals += (uint64_t)(qc->flash ? deg : out); /* flash scores the whole list */
     qc->hops++;
     return out;
 }
@@ -338,7 +343,7 @@ void leann_greedy(const leann_graph *g, leann_qctx *qc, int l, uint32_t *cur, fl
     int changed = 1;
     while (changed) {
         changed = 0;
-        int cnt = leann_expand(g, qc, *cur, l, NULL, qc->nbr_ids, qc->nbr_ds);
+        int cnt = leann_expand(g, qc, *cur, l, NULL, INFINITY, qc->nbr_ids, qc->nbr_ds);
         for (int i = 0; i < cnt; i++) {
             leann_cand c = {qc->nbr_ds[i], qc->nbr_ids[i]}, b = {*curd, *cur};
             if (leann_cand_less(c, b)) {
@@ -388,7 +393,7 @@ int leann_search_layer(const leann_graph *g, leann_qctx *qc, int l, leann_cand e
                 break;
             }
         }
-        int cnt = leann_expand(g, qc, beam[cur].id, l, vis, ids, ds);
+        int cnt = leann_expand(g, qc, beam[cur].id, l, vis, len == ef ? beam[len - 1].d : INFINITY, ids, ds);
         int lowest = len;
         for (int i = 0; i < cnt; i++) {
             float d = ds[i];

@@ -296,8 +296,9 @@ typedef struct {
 /* Distance of the query to one node (exact: vectors; flash: own code). */
 float leann_qdist(const leann_qctx *qc, uint32_t id, const uint8_t *codes_all);
 /* Unvisited neighbours of v at level l with their distances (vis may be NULL:
- * all neighbours).  Returns how many were written to ids/ds. */
-int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_visited *vis,
+ * all neighbours).  Flash: neighbours whose code distance exceeds `bound`
+ * are skipped (INFINITY: none).  Returns how many were written to ids/ds. */
+int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_visited *vis, float bound,
                  uint32_t *ids, float *ds);
 /* Greedy walk at level l from *cur (ef = 1). */
 void leann_greedy(const leann_graph *g, leann_qctx *qc, int l, uint32_t *cur, float *curd);
