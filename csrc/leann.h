@@ -41,6 +41,11 @@ enum {
 /* Message describing the last failure on the calling thread ("" if none). */
 const char *leann_last_error(void);
 
+/* Hand memory the C allocator holds free back to the system (glibc:
+ * malloc_trim; elsewhere nothing).  Builds call it between phases, so that
+ * freed training buffers do not add to the graph phase's peak. */
+void leann_release_free_memory(void);
+
 /* ---- CPU dispatch ------------------------------------------------------ */
 enum {
     LEANN_KERNEL_AUTO = -1,

@@ -67,6 +67,11 @@ def _ptr(ctype: str, arr: np.ndarray) -> Any:
 
 
 # ---- CPU -------------------------------------------------------------------
+def release_free_memory() -> None:
+    """Return memory the allocator holds free to the system (glibc only)."""
+    lib.leann_release_free_memory()
+
+
 def cpu_count() -> int:
     return int(lib.leann_cpu_count())
 
