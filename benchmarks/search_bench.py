@@ -21,7 +21,8 @@ rerank_ratio at a code-beam width ef (``--efs``, ``--ratios``):
 
 Part 2 - ``store_vectors=True`` (classic HNSW) vs hnswlib, one thread, same
 M / efConstruction: QPS at recall@10 = 0.90 and 0.95 (interpolated between
-sweep points), medians of ``--runs`` timings.
+sweep points), medians of ``--runs`` interleaved timings, for the default
+flash-built graph and for ``builder="exact"``.
 
 Usage:  python benchmarks/search_bench.py            (full: ~15 min on 2 cores when the LEANN
                                                       JSON is there; the model re-embeds
@@ -180,16 +181,21 @@ def first_reaching(rows: list[dict], key: str, target: float, cost: str) -> dict
 
 
 # ---- part 2 -------------------------------------------------------------------
-def qps_curve(search, q, gt, efs, runs) -> list[dict]:
-    rows = []
+def qps_curves(searches: dict, q, gt, efs, runs) -> dict[str, list[dict]]:
+    """QPS and recall@10 per ef for every contender, timings interleaved
+    (ef by ef, run by run, contender by contender) so that a noisy moment
+    hits them all alike; medians of ``runs``."""
+    times = {name: {ef: [] for ef in efs} for name in searches}
+    recalls = {name: {} for name in searches}
     for ef in efs:
-        times, ids = [], None
         for _ in range(runs):
-            t = time.perf_counter()
-            ids = search(q, ef)
-            times.append(time.perf_counter() - t)
-        rows.append({"ef": ef, "recall@10": recall(ids, gt, 10), "qps": len(q) / statistics.median(times)})
-    return rows
+            for name, search in searches.items():
+                t = time.perf_counter()
+                ids = search(q, ef)
+                times[name][ef].append(time.perf_counter() - t)
+                recalls[name][ef] = recall(ids, gt, 10)
+    return {name: [{"ef": ef, "recall@10": recalls[name][ef], "qps": len(q) / statistics.median(times[name][ef])}
+                   for ef in efs] for name in searches}
 
 
 def value_at(rows: list[dict], target: float, key: str, best=max) -> float | None:
@@ -214,28 +220,35 @@ def run_stored(args, emb, qemb, gt) -> dict:
 
     from leann_store import IndexConfig, LeannIndex
 
-    ours = LeannIndex.build(emb, IndexConfig(metric="cosine", store_vectors=True, M=32, ef_construction=200,
-                                            seed=0, threads=args.threads), progress=False)
+    def build(builder: str) -> LeannIndex:
+        return LeannIndex.build(emb, IndexConfig(metric="cosine", store_vectors=True, M=32, ef_construction=200,
+                                                 builder=builder, seed=0, threads=args.threads), progress=False)
+
+    ours, ours_exact = build("flash"), build("exact")
     h = hnswlib.Index(space="cosine", dim=emb.shape[1])
     h.init_index(max_elements=len(emb), M=32, ef_construction=200, random_seed=0)
     h.set_num_threads(args.threads)
     h.add_items(emb, np.arange(len(emb)))
     h.set_num_threads(1)
 
-    def search_ours(q, ef):
-        return ours.search(q, k=10, ef=ef, threads=1).ids
-
     def search_hnsw(q, ef):
         h.set_ef(ef)
         return h.knn_query(q, k=10)[0]
 
     efs = [10, 12, 16, 20, 24, 32, 48, 64, 96, 128]
-    out = {"ours": qps_curve(search_ours, qemb, gt, efs, args.runs),
-           "hnswlib": qps_curve(search_hnsw, qemb, gt, efs, args.runs)}
+    # "ours": the default flash-built graph; "ours_exact": builder="exact"
+    out = qps_curves({"ours": lambda q, ef: ours.search(q, k=10, ef=ef, threads=1).ids,
+                      "ours_exact": lambda q, ef: ours_exact.search(q, k=10, ef=ef, threads=1).ids,
+                      "hnswlib": search_hnsw}, qemb, gt, efs, args.runs)
     out["at"] = {}
     for target in (0.90, 0.95):
-        a, b = qps_at(out["ours"], target), qps_at(out["hnswlib"], target)
-        out["at"][str(target)] = {"ours_qps": a, "hnswlib_qps": b, "ratio": (a / b) if a and b else None}
+        b = qps_at(out["hnswlib"], target)
+        row = {"hnswlib_qps": b}
+        for name in ("ours", "ours_exact"):
+            a = qps_at(out[name], target)
+            row[f"{name}_qps"] = a
+            row[f"{name}_ratio"] = (a / b) if a and b else None
+        out["at"][str(target)] = row
     return out
 
 
@@ -319,9 +332,9 @@ def main(argv=None) -> int:
         print("at recall@10 = 0.90 (interpolated):", json.dumps(report["at_recall_0.90"]["interpolated"]))
     if "stored" in report:
         print("\n== store_vectors=True vs hnswlib, 1 thread ==")
-        for name in ("ours", "hnswlib"):
+        for name in ("ours", "ours_exact", "hnswlib"):
             for r in report["stored"][name]:
-                print(f"  {name:8} ef={r['ef']:4d} R@10={r['recall@10']:.3f} QPS={r['qps']:.0f}")
+                print(f"  {name:10} ef={r['ef']:4d} R@10={r['recall@10']:.3f} QPS={r['qps']:.0f}")
         print(json.dumps(report["stored"]["at"], indent=1))
     out = RESULTS / f"search_bench-{args.n}-{report['time']}.json"
     out.write_text(json.dumps(report, indent=1, default=float))
