@@ -311,12 +311,17 @@ int leann_codec_new(int dp, int msub, const float *centroids, float scale, int a
     c->accumulate = accumulate;
     c->scale = scale;
     c->centroids = leann_malloc(nc * sizeof(float), "codec centroids");
+    c->cent_t = leann_malloc(nc * sizeof(float), "codec centroids");
     c->sdt = leann_malloc((size_t)msub * 256, "symmetric distance table");
-    if (!c->centroids || !c->sdt) {
+    if (!c->centroids || !c->cent_t || !c->sdt) {
         leann_codec_free(c);
         return LEANN_ERR_NOMEM;
     }
     memcpy(c->centroids, centroids, nc * sizeof(float));
+    for (int i = 0; i < msub; i++)
+        for (int j = 0; j < 16; j++)
+            for (int k = 0; k < dsub; k++)
+                c->cent_t[((size_t)i * dsub + k) * 16 + j] = c->centroids[((size_t)i * 16 + j) * dsub + k];
     for (int i = 0; i < msub; i++)
         for (int a = 0; a < 16; a++)
             for (int b = 0; b < 16; b++) {
@@ -333,6 +338,7 @@ int leann_codec_new(int dp, int msub, const float *centroids, float scale, int a
 void leann_codec_free(leann_codec *c) {
     if (!c) return;
     free(c->centroids);
+    free(c->cent_t);
     free(c->sdt);
     free(c->mean);
     free(c->components);
@@ -424,23 +430,91 @@ void leann_codec_adt_float(const leann_codec *c, const float *y, float *table) {
 
 int leann_codec_code_bytes(const leann_codec *c) { return c ? c->code_bytes : 0; }
 
+/* Nearest centroid per subspace.  The 16 distances of a subspace are summed
+ * dimension by dimension over the transposed centroids, so the inner loop
+ * runs across the 16 centroids and vectorises; each distance still adds its
+ * terms in dimension order, as a one-centroid-at-a-time loop would. */
 static void encode_one(const leann_codec *c, const float *y, uint8_t *code) {
     memset(code, 0, (size_t)c->code_bytes);
     for (int i = 0; i < c->msub; i++) {
         const float *ys = y + (size_t)i * c->dsub;
-        int best = 0;
-        float bd = INFINITY;
-        for (int j = 0; j < 16; j++) {
-            const float *cc = c->centroids + ((size_t)i * 16 + j) * c->dsub;
-            float d = 0;
-            for (int k = 0; k < c->dsub; k++) d += (ys[k] - cc[k]) * (ys[k] - cc[k]);
-            if (d < bd) { /* strict: ties go to the lowest centroid id */
-                bd = d;
-                best = j;
+        const float *ct = c->cent_t + (size_t)i * c->dsub * 16;
+        float d[16] = {0};
+        for (int k = 0; k < c->dsub; k++) {
+            float yk = ys[k];
+            for (int j = 0; j < 16; j++) {
+                float t = yk - ct[k * 16 + j];
+                d[j] += t * t;
             }
+        }
+        /* branch-free argmin (the winner's position is unpredictable);
+         * strict: ties go to the lowest centroid id */
+        int best = 0;
+        float bd = d[0];
+        for (int j = 1; j < 16; j++) {
+            int lt = d[j] < bd;
+            bd = lt ? d[j] : bd;
+            best = lt ? j : best;
         }
         code[i / 2] |= (uint8_t)(best << (4 * (i & 1)));
     }
+}
+
+#ifdef LEANN_X86
+/* The same sums as encode_one (a multiply, then an add: no fused
+ * multiply-add, so every distance rounds exactly as the scalar one), all 16
+ * centroids in one register; the argmin is the first lane equal to the
+ * minimum, which is the scalar loop's strict-less winner. */
+__attribute__((target("avx512f"))) static void encode_avx512(const leann_codec *c, const float *y,
+                                                             uint8_t *code) {
+    memset(code, 0, (size_t)c->code_bytes);
+    for (int i = 0; i < c->msub; i++) {
+        const float *ys = y + (size_t)i * c->dsub;
+        const float *ct = c->cent_t + (size_t)i * c->dsub * 16;
+        __m512 d = _mm512_setzero_ps();
+        for (int k = 0; k < c->dsub; k++) {
+            __m512 t = _mm512_sub_ps(_mm512_set1_ps(ys[k]), _mm512_loadu_ps(ct + k * 16));
+            d = _mm512_add_ps(d, _mm512_mul_ps(t, t));
+        }
+        float m = _mm512_reduce_min_ps(d);
+        unsigned eq = (unsigned)_mm512_cmp_ps_mask(d, _mm512_set1_ps(m), _CMP_EQ_OQ);
+        code[i / 2] |= (uint8_t)(__builtin_ctz(eq) << (4 * (i & 1)));
+    }
+}
+
+__attribute__((target("avx2"))) static void encode_avx2(const leann_codec *c, const float *y, uint8_t *code) {
+    memset(code, 0, (size_t)c->code_bytes);
+    for (int i = 0; i < c->msub; i++) {
+        const float *ys = y + (size_t)i * c->dsub;
+        const float *ct = c->cent_t + (size_t)i * c->dsub * 16;
+        __m256 d0 = _mm256_setzero_ps(), d1 = _mm256_setzero_ps();
+        for (int k = 0; k < c->dsub; k++) {
+            __m256 yk = _mm256_set1_ps(ys[k]);
+            __m256 t0 = _mm256_sub_ps(yk, _mm256_loadu_ps(ct + k * 16));
+            __m256 t1 = _mm256_sub_ps(yk, _mm256_loadu_ps(ct + k * 16 + 8));
+            d0 = _mm256_add_ps(d0, _mm256_mul_ps(t0, t0));
+            d1 = _mm256_add_ps(d1, _mm256_mul_ps(t1, t1));
+        }
+        __m256 mn = _mm256_min_ps(d0, d1);
+        mn = _mm256_min_ps(mn, _mm256_permute2f128_ps(mn, mn, 1));
+        mn = _mm256_min_ps(mn, _mm256_shuffle_ps(mn, mn, 0x4E));
+        mn = _mm256_min_ps(mn, _mm256_shuffle_ps(mn, mn, 0xB1)); /* every lane: the minimum */
+        unsigned eq = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(d0, mn, _CMP_EQ_OQ)) |
+                      (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(d1, mn, _CMP_EQ_OQ)) << 8;
+        code[i / 2] |= (uint8_t)(__builtin_ctz(eq) << (4 * (i & 1)));
+    }
+}
+#endif
+
+typedef void (*encode_fn)(const leann_codec *c, const float *y, uint8_t *code);
+
+static encode_fn get_encode(int kernel) {
+#ifdef LEANN_X86
+    if (kernel == LEANN_KERNEL_AVX512) return encode_avx512;
+    if (kernel == LEANN_KERNEL_AVX2) return encode_avx2;
+#endif
+    (void)kernel;
+    return encode_one; /* scalar; SSSE3 and NEON use the compiler-vectorised loop */
 }
 
 typedef struct {
@@ -448,27 +522,36 @@ typedef struct {
     const float *proj;
     size_t n;
     uint8_t *codes;
+    encode_fn fn;
 } encode_ctx;
 
 static int encode_task(void *p, int tid, int nt) {
     encode_ctx *e = p;
     size_t lo = e->n * (size_t)tid / (size_t)nt, hi = e->n * (size_t)(tid + 1) / (size_t)nt;
     for (size_t i = lo; i < hi; i++)
-        encode_one(e->c, e->proj + i * (size_t)e->c->dp, e->codes + i * (size_t)e->c->code_bytes);
+        e->fn(e->c, e->proj + i * (size_t)e->c->dp, e->codes + i * (size_t)e->c->code_bytes);
     return LEANN_OK;
 }
 
 int leann_codec_encode(const leann_codec *c, const float *proj, size_t n, uint8_t *codes,
                        int threads) {
+    return leann_codec_encode_kernel(c, proj, n, codes, threads, LEANN_KERNEL_AUTO);
+}
+
+int leann_codec_encode_kernel(const leann_codec *c, const float *proj, size_t n, uint8_t *codes,
+                              int threads, int kernel) {
     if (!c || (!proj && n) || (!codes && n))
         return leann_fail(LEANN_ERR_INVALID, "leann_codec_encode: NULL argument");
+    if (kernel == LEANN_KERNEL_AUTO) kernel = leann_kernel_best();
+    if (!leann_kernel_available(kernel))
+        return leann_fail(LEANN_ERR_INVALID, "kernel %d is not available on this CPU/build", kernel);
     size_t total;
     if (!leann_mul_ok(n, (size_t)c->dp, &total)) return LEANN_ERR_INVALID;
     for (size_t i = 0; i < total; i++)
         if (!isfinite(proj[i]))
             return leann_fail(LEANN_ERR_INVALID, "projected vector %zu has a non-finite value",
                               i / (size_t)c->dp);
-    encode_ctx e = {c, proj, n, codes};
+    encode_ctx e = {c, proj, n, codes, get_encode(kernel)};
     int nt = leann_resolve_threads(threads);
     if ((size_t)nt > n / 256 + 1) nt = (int)(n / 256 + 1);
     return leann_parallel(nt, encode_task, &e);

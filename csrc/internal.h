@@ -48,6 +48,7 @@ struct leann_codec {
     int dp, msub, dsub, code_bytes, accumulate;
     float scale;
     float *centroids; /* msub * 16 * dsub */
+    float *cent_t;    /* the same, transposed per subspace: msub * dsub * 16 (encoder) */
     uint8_t *sdt;     /* msub * 16 * 16, canonical */
     /* optional PCA (leann_codec_set_pca): what search needs to code a query */
     int dim;            /* 0 when absent */

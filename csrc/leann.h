@@ -81,6 +81,9 @@ int leann_codec_code_bytes(const leann_codec *codec);
 /* codes: n * code_bytes; threads <= 0 means all cores. */
 int leann_codec_encode(const leann_codec *codec, const float *proj, size_t n,
                        uint8_t *codes, int threads);
+/* The same with one kernel (LEANN_KERNEL_*): every kernel gives the same codes. */
+int leann_codec_encode_kernel(const leann_codec *codec, const float *proj, size_t n,
+                              uint8_t *codes, int threads, int kernel);
 /* Canonical asymmetric table of one projected vector: msub*16 bytes. */
 int leann_codec_adt(const leann_codec *codec, const float *proj1, uint8_t *table);
 /* Canonical symmetric table: msub*16*16 bytes, [i][a][b]. */

@@ -260,7 +260,7 @@ def _table_scale(proj: np.ndarray, centroids: np.ndarray, accumulate: int,
     pairs (the ones graph construction compares) keep full resolution.
     """
     msub, _, dsub = centroids.shape
-    m = min(len(proj), 4096)
+    m = min(len(proj), 1024)  # 1024 x msub x 16 entries: plenty for a percentile
     p = proj[rng.choice(len(proj), size=m, replace=False)].reshape(m, msub, 1, dsub)
     entries = ((p - centroids[None]) ** 2).sum(-1)  # (m, msub, 16)
     if accumulate == 16:

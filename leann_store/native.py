@@ -177,14 +177,14 @@ class NativeCodec:
     def handle(self) -> Any:
         return self._ptr
 
-    def encode(self, proj: np.ndarray, threads: int = 0) -> np.ndarray:
+    def encode(self, proj: np.ndarray, threads: int = 0, kernel: str = "auto") -> np.ndarray:
         proj = np.ascontiguousarray(proj, dtype=np.float32)
         if proj.ndim != 2 or proj.shape[1] != self.dp:
             raise errors.DimensionMismatchError(
                 f"projected vectors must have shape (n, {self.dp}), got {proj.shape}")
         codes = np.empty((proj.shape[0], self.code_bytes), dtype=np.uint8)
-        check(lib.leann_codec_encode(self._ptr, _ptr("float[]", proj), proj.shape[0],
-                                     _ptr("uint8_t[]", codes), threads))
+        check(lib.leann_codec_encode_kernel(self._ptr, _ptr("float[]", proj), proj.shape[0],
+                                            _ptr("uint8_t[]", codes), threads, _kernel_id(kernel)))
         return codes
 
     def adt(self, proj1: np.ndarray) -> np.ndarray:

@@ -224,3 +224,42 @@ def test_unavailable_kernel_is_rejected(name):
         native.scan_codes(np.zeros((1, 4), np.uint8), np.zeros((8, 16), np.uint8), 16, name)
     with pytest.raises(leann_store.InvalidInputError):
         native.float_distance(np.ones(3, np.float32), np.ones(3, np.float32), native.METRIC_L2, name)
+
+
+@st.composite
+def codec_and_points(draw):
+    msub = draw(st.sampled_from([8, 16, 32, 64]))
+    dsub = draw(st.integers(1, 5))
+    n = draw(st.integers(1, 40))
+    # small integer grids make exact ties between centroids common
+    grid = draw(st.booleans())
+    elems = st.integers(-3, 3).map(float) if grid else st.floats(-4, 4, width=32)
+    cent = draw(hnp.arrays(np.float32, (msub, 16, dsub), elements=elems))
+    if draw(st.booleans()):  # duplicated centroids: equal distances everywhere
+        cent[:, 8:] = cent[:, :8]
+    proj = draw(hnp.arrays(np.float32, (n, msub * dsub), elements=elems))
+    return cent, proj
+
+
+def reference_encode(cent: np.ndarray, proj: np.ndarray) -> np.ndarray:
+    """Nearest centroid per subspace (float32 sums in dimension order, first
+    index on ties), nibbles packed low first."""
+    msub, _, dsub = cent.shape
+    y = proj.reshape(len(proj), msub, 1, dsub)
+    d = np.zeros((len(proj), msub, 16), dtype=np.float32)
+    for k in range(dsub):
+        t = y[..., k] - cent[None, :, :, k]
+        d += t * t
+    a = d.argmin(-1).astype(np.uint8)
+    return (a[:, 0::2] | (a[:, 1::2] << 4)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=codec_and_points())
+def test_encode_kernel_equals_scalar_and_reference(kernel, data):
+    cent, proj = data
+    codec = native.NativeCodec(cent, 1.0, 16)
+    got = codec.encode(proj, threads=1, kernel=kernel)
+    np.testing.assert_array_equal(got, codec.encode(proj, threads=1, kernel="scalar"))
+    np.testing.assert_array_equal(got, reference_encode(cent, proj))
