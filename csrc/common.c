@@ -10,6 +10,9 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 static _Thread_local char last_error[512];
 
@@ -46,6 +49,27 @@ void *leann_calloc(size_t count, size_t size, const char *what) {
     void *p = calloc(count ? count : 1, size ? size : 1);
     if (!p) leann_fail(LEANN_ERR_NOMEM, "out of memory allocating %zu bytes for %s", bytes, what);
     return p;
+}
+
+void *leann_calloc_big(size_t count, size_t size, const char *what) {
+    size_t bytes;
+    if (!leann_mul_ok(count, size, &bytes)) return NULL;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    /* Arrays read at random (a node's list, its neighbours' codes) miss
+     * the TLB on every access with 4 KiB pages; ask for huge pages.  They
+     * are written across their whole extent anyway, so committing them
+     * up front (the memset) costs no memory that use would not. */
+    const size_t huge = (size_t)2 << 20;
+    if (bytes >= 2 * huge) {
+        void *p = NULL;
+        if (posix_memalign(&p, huge, bytes) == 0) {
+            madvise(p, bytes, MADV_HUGEPAGE);
+            memset(p, 0, bytes);
+            return p;
+        }
+    }
+#endif
+    return leann_calloc(count, size, what);
 }
 
 int leann_cpu_count(void) {
