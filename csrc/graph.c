@@ -387,10 +387,10 @@ int leann_search_layer(const leann_graph *g, leann_qctx *qc, int l, leann_cand e
     beam[0] = (leann_beam_entry){ep.d, ep.id, 0};
     while (cur < len) {
         beam[cur].expanded = 1;
-        for (int nx = cur + 1; nx < len; nx++) {
+        for (int nx = cur + 1, got = 0; nx < len && got < 2; nx++) {
             if (!beam[nx].expanded) {
                 prefetch_list(g, qc, beam[nx].id, l);
-                break;
+                got++;
             }
         }
         int cnt = leann_expand(g, qc, beam[cur].id, l, vis, len == ef ? beam[len - 1].d : INFINITY, ids, ds);
