@@ -22,7 +22,8 @@ struct leann_builder {
     size_t bb0, bbU;         /* bytes of one list's code blocks */
     uint8_t *codes;          /* n * cb, own codes (flash) */
     uint8_t *codes0, *codesU;/* neighbour code blocks (flash, build only) */
-    const float *proj;       /* n * dp, borrowed (flash) */
+    const float *proj;       /* projected rows [proj_first, proj_first + proj_count), borrowed (flash) */
+    size_t proj_first, proj_count, upto;
     float *vectors;          /* n * dim (exact builder or stored vectors) */
     leann_dist_fn l2;
     leann_scan_fn scan;
@@ -108,6 +109,12 @@ static int scratch_init(scratch *s, leann_builder *b) {
     return LEANN_OK;
 }
 
+static int alloc_vectors(leann_builder *b) {
+    if (b->vectors) return LEANN_OK;
+    b->vectors = leann_calloc_big(b->p.n, (size_t)b->p.dim * sizeof(float), "stored vectors");
+    return b->vectors ? LEANN_OK : LEANN_ERR_NOMEM;
+}
+
 /* ---- public: lifecycle ---- */
 int leann_builder_new(const leann_build_params *p, const leann_codec *codec, leann_builder **out) {
     *out = NULL;
@@ -162,7 +169,7 @@ int leann_builder_new(const leann_build_params *p, const leann_codec *codec, lea
             goto fail;
         }
     } else {
-        st = leann_builder_alloc_vectors(b);
+        st = alloc_vectors(b);
         if (st != LEANN_OK) goto fail;
     }
     *out = b;
@@ -172,19 +179,26 @@ fail:
     return st;
 }
 
-int leann_builder_alloc_vectors(leann_builder *b) {
-    if (!b) return leann_fail(LEANN_ERR_INVALID, "builder is NULL");
-    if (b->vectors) return LEANN_OK;
-    b->vectors = leann_calloc_big(b->p.n, (size_t)b->p.dim * sizeof(float), "stored vectors");
-    return b->vectors ? LEANN_OK : LEANN_ERR_NOMEM;
-}
 
 float *leann_builder_vectors(leann_builder *b) { return b ? b->vectors : NULL; }
 
-int leann_builder_set_projected(leann_builder *b, const float *proj) {
+static float selection_bias(const leann_builder *b);
+
+int leann_builder_set_projected(leann_builder *b, const float *proj, size_t first, size_t count) {
     if (!b || !proj) return leann_fail(LEANN_ERR_INVALID, "leann_builder_set_projected: NULL argument");
     if (!b->flash) return leann_fail(LEANN_ERR_INVALID, "projected vectors are for the flash builder");
+    if (b->ran) return leann_fail(LEANN_ERR_INVALID, "this builder has already run");
+    size_t next = atomic_load(&b->next);
+    if (first != next || count == 0 || count > b->p.n - first)
+        return leann_fail(LEANN_ERR_INVALID,
+                          "projected rows must continue where the build stands: rows [%zu, %zu) given, "
+                          "next node %zu of %zu", first, first + count, next, b->p.n);
+    int st = leann_codec_encode(b->codec, proj, count, b->codes + first * (size_t)b->cb, b->p.threads);
+    if (st != LEANN_OK) return st;
     b->proj = proj;
+    b->proj_first = first;
+    b->proj_count = count;
+    if (first == 0) b->sel_bias = b->p.relax_selection ? selection_bias(b) : 0.0f;
     return LEANN_OK;
 }
 
@@ -232,9 +246,9 @@ static inline float pair_dist(const leann_builder *b, uint32_t x, uint32_t y) {
  * Returns minus the mean error, in table units, over a sample of nodes. */
 static float selection_bias(const leann_builder *b) {
     const leann_codec *c = b->codec;
-    size_t step = b->p.n / 8192 + 1, cnt = 0;
+    size_t step = b->proj_count / 8192 + 1, cnt = 0; /* over the first chunk */
     double total = 0.0;
-    for (size_t v = 0; v < b->p.n; v += step, cnt++) {
+    for (size_t v = 0; v < b->proj_count; v += step, cnt++) {
         const float *y = b->proj + v * (size_t)c->dp;
         const uint8_t *code = b->codes + v * (size_t)b->cb;
         for (int i = 0; i < c->msub; i++) {
@@ -349,7 +363,7 @@ static int insert(leann_builder *b, scratch *s, uint32_t q) {
     leann_qctx *qc = &s->qc;
     int level = b->g.levels[q];
     if (b->flash) {
-        leann_codec_adt_raw(b->codec, b->proj + (size_t)q * b->codec->dp, s->adt);
+        leann_codec_adt_raw(b->codec, b->proj + ((size_t)q - b->proj_first) * b->codec->dp, s->adt);
         leann_permute_table(s->adt, b->codec->msub, s->ptab);
     } else {
         qc->q = b->vectors + (size_t)q * b->p.dim;
@@ -400,7 +414,7 @@ static int build_task(void *ctx, int tid, int nt) {
             break;
         }
         size_t i = atomic_fetch_add(&b->next, 1);
-        if (i >= b->p.n) break;
+        if (i >= b->upto) break;
         st = insert(b, &s, (uint32_t)i);
         atomic_fetch_add_explicit(&b->done, 1, memory_order_relaxed);
     }
@@ -410,33 +424,40 @@ static int build_task(void *ctx, int tid, int nt) {
     return st;
 }
 
-int leann_builder_run(leann_builder *b) {
+int leann_builder_run(leann_builder *b, size_t upto) {
     if (!b) return leann_fail(LEANN_ERR_INVALID, "builder is NULL");
     if (b->ran) return leann_fail(LEANN_ERR_INVALID, "this builder has already run");
-    if (b->flash && !b->proj)
-        return leann_fail(LEANN_ERR_INVALID, "the flash builder needs projected vectors");
+    size_t next = atomic_load(&b->next);
+    if (upto <= next || upto > b->p.n)
+        return leann_fail(LEANN_ERR_INVALID, "run up to node %zu: the build stands at %zu of %zu", upto, next,
+                          b->p.n);
+    if (b->flash && (!b->proj || next < b->proj_first || upto > b->proj_first + b->proj_count))
+        return leann_fail(LEANN_ERR_INVALID, "the flash builder needs the projected rows [%zu, %zu) first",
+                          next, upto);
     if (!b->flash && !b->vectors) return leann_fail(LEANN_ERR_INTERNAL, "no vectors to build on");
-    b->ran = 1;
-    if (b->flash) {
-        int st = leann_codec_encode(b->codec, b->proj, b->p.n, b->codes, b->p.threads);
-        if (st != LEANN_OK) return st;
-        b->sel_bias = b->p.relax_selection ? selection_bias(b) : 0.0f;
-    } else {
+    if (!b->flash && next == 0) {
         size_t total = b->p.n * (size_t)b->p.dim;
         for (size_t i = 0; i < total; i++)
             if (!isfinite(b->vectors[i]))
                 return leann_fail(LEANN_ERR_INVALID, "vector %zu has a non-finite value",
                                   i / (size_t)b->p.dim);
     }
-    /* the first node alone, so every thread starts with an entry point */
-    atomic_store(&b->next, 1);
-    b->g.entry = 0;
-    b->g.maxlevel = b->g.levels[0];
-    atomic_store(&b->done, 1);
+    if (next == 0) {
+        /* the first node alone, so every thread starts with an entry point */
+        atomic_store(&b->next, 1);
+        b->g.entry = 0;
+        b->g.maxlevel = b->g.levels[0];
+        atomic_store(&b->done, 1);
+    }
+    b->upto = upto;
     int nt = b->p.threads;
-    if ((size_t)nt > b->p.n) nt = (int)b->p.n;
-    int st = leann_parallel(nt, build_task, b);
+    if ((size_t)nt > upto - atomic_load(&b->next)) nt = (int)(upto - atomic_load(&b->next));
+    int st = nt > 0 ? leann_parallel(nt, build_task, b) : LEANN_OK;
+    atomic_store(&b->next, upto); /* threads that drew past upto inserted nothing */
+    b->proj = NULL;               /* the chunk is used up */
     if (st != LEANN_OK) return st;
+    if (upto < b->p.n) return LEANN_OK;
+    b->ran = 1;
     /* the neighbour code blocks only serve construction */
     free(b->codes0);
     free(b->codesU);
@@ -455,8 +476,7 @@ int leann_builder_finish(leann_builder *b, leann_index **out) {
     *out = NULL;
     if (!b) return leann_fail(LEANN_ERR_INVALID, "builder is NULL");
     if (!b->ran || !b->g.off0) return leann_fail(LEANN_ERR_INVALID, "the builder has not run to completion");
-    if (b->p.store_vectors && !b->vectors)
-        return leann_fail(LEANN_ERR_INVALID, "stored vectors were requested but never allocated");
+    /* flash + stored vectors: leann_index_alloc_vectors attaches them later */
     if (!b->p.store_vectors) {
         free(b->vectors);
         b->vectors = NULL;

@@ -142,24 +142,31 @@ int leann_builder_new(const leann_build_params *params, const leann_codec *codec
  * used or vectors are stored, else NULL.  For the flash builder with stored
  * vectors the storage is allocated lazily: call this after run.  */
 float *leann_builder_vectors(leann_builder *b);
-/* Flash only: hand the projected vectors (n*dp, borrowed during run). */
-int leann_builder_set_projected(leann_builder *b, const float *proj);
-/* Run the construction (blocking, multi-threaded). */
-int leann_builder_run(leann_builder *b);
+/* Flash only: hand the projected rows [first, first + count) (count*dp,
+ * borrowed until the next run); first must be the next node to insert.  Their
+ * codes are computed here.  A build goes chunk by chunk (set, run, set, run)
+ * so that no more than a chunk of projections exists at once. */
+int leann_builder_set_projected(leann_builder *b, const float *proj, size_t first, size_t count);
+/* Insert nodes up to (not including) upto (blocking, multi-threaded); the
+ * call that reaches n finishes the graph. */
+int leann_builder_run(leann_builder *b, size_t upto);
 /* Thread-safe: nodes inserted so far / request cancellation. */
 size_t leann_builder_progress(const leann_builder *b);
 void leann_builder_cancel(leann_builder *b);
 /* Distance evaluations and node expansions of the construction so far. */
 void leann_builder_stats(const leann_builder *b, uint64_t *distance_evals, uint64_t *hops);
-/* Flash + stored vectors: allocate the float storage after run so that it
- * never coexists with the build-time neighbour code blocks. */
-int leann_builder_alloc_vectors(leann_builder *b);
 /* Turn a finished builder into an index (the builder is consumed). */
 int leann_builder_finish(leann_builder *b, leann_index **out);
 void leann_builder_free(leann_builder *b);
 
 /* ---- Index ------------------------------------------------------------- */
 void leann_index_free(leann_index *idx);
+/* Flash + stored vectors: the float storage (n * dim, zeroed) is attached to
+ * the finished, packed index, so that it never coexists with the build's
+ * neighbour code blocks or the graph's unpacked form; the caller fills it
+ * through leann_index_vectors. */
+int leann_index_alloc_vectors(leann_index *idx);
+float *leann_index_vectors(leann_index *idx);
 size_t leann_index_size(const leann_index *idx);
 int leann_index_dim(const leann_index *idx);
 int leann_index_max_level(const leann_index *idx);

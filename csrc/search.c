@@ -33,6 +33,15 @@ void leann_index_free(leann_index *idx) {
     free(idx);
 }
 
+int leann_index_alloc_vectors(leann_index *idx) {
+    if (!idx) return leann_fail(LEANN_ERR_INVALID, "index is NULL");
+    if (idx->vectors) return leann_fail(LEANN_ERR_INVALID, "the index already stores vectors");
+    idx->vectors = leann_calloc_big(idx->g.n, (size_t)idx->dim * sizeof(float), "stored vectors");
+    return idx->vectors ? LEANN_OK : LEANN_ERR_NOMEM;
+}
+
+float *leann_index_vectors(leann_index *idx) { return idx ? idx->vectors : NULL; }
+
 size_t leann_index_size(const leann_index *idx) { return idx ? idx->g.n : 0; }
 int leann_index_dim(const leann_index *idx) { return idx ? idx->dim : 0; }
 int leann_index_max_level(const leann_index *idx) { return idx ? idx->g.maxlevel : -1; }

@@ -74,7 +74,7 @@ class Codec:
     def native(self) -> native.NativeCodec:
         return native.NativeCodec(self.centroids, self.scale, self.accumulate)
 
-    def project(self, vectors: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    def project(self, vectors: np.ndarray, chunk: int = _BLOCK) -> np.ndarray:
         """PCA projection ``(x - mean) @ components.T`` as float32, in chunks."""
         x = np.asarray(vectors, dtype=np.float32)
         if x.ndim == 1:

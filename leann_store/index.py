@@ -31,6 +31,7 @@ from .codec import Codec, code_distance_bias, codec_from_native, search_codec, t
 METRICS = ("l2", "cosine", "ip")
 BUILDERS = ("flash", "exact")
 _CHUNK = 4096  # rows per block of the chunked transforms (a few MB at 768-d)
+_BUILD_CHUNK = 8192  # nodes per flash build step (their projections exist together)
 _FILE_KIND = "leann-store/index"
 _FILE_VERSION = 1
 #: default byte budget of the cross-query LRU of recomputed embeddings
@@ -258,7 +259,10 @@ class _MetricMap:
         return cls(metric, x.shape[1], radius)
 
     def vectors(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Build-space rows for a block of input rows."""
+        """Build-space rows for a block of input rows (read-only: for l2
+        without ``out`` this may be ``x`` itself)."""
+        if out is None and self.metric == "l2":
+            return np.ascontiguousarray(x, dtype=np.float32)
         if out is None:
             out = np.empty((x.shape[0], self.build_dim), dtype=np.float32)
         if self.metric == "cosine":
@@ -370,28 +374,32 @@ class LeannIndex:
             relax_selection=not cfg.resolved_prune)
         builder = native.NativeBuilder(params, codec.native if codec else None)
         try:
+            feed = None
             if flash:
                 assert codec is not None
-                proj = np.empty((n, codec.pca_dim), dtype=np.float32)
-                for s in range(0, n, _CHUNK):
-                    proj[s:s + _CHUNK] = codec.project(mmap.vectors(x[s:s + _CHUNK]))
-                builder.set_projected(proj)
+                flash_codec = codec
+
+                def feed(lo: int, hi: int) -> None:
+                    # one chunk of projections at a time: a node's projection
+                    # serves only its own insertion
+                    builder.set_projected(flash_codec.project(mmap.vectors(x[lo:hi])), lo)
             else:
                 _fill(builder.vectors_view(), x, mmap)
-            _run_with_progress(builder, n, progress)
+            _run_with_progress(builder, n, progress, feed)
             build_stats = builder.stats()
-            if flash:
-                del proj  # free the projections before the float storage exists
-                native.release_free_memory()
-                if cfg.store_vectors:
-                    builder.alloc_vectors()
-                    _fill(builder.vectors_view(), x, mmap)
             handle = builder.finish()
         finally:
             builder.free()
         index = cls(handle, cfg, mmap, codec)
         index.build_stats = build_stats
         index._finish_build(x, scodec, ncodec, codes)
+        del codes  # the index holds its own copy
+        if flash and cfg.store_vectors:
+            # the float storage comes last: it never coexists with the
+            # build's neighbour code blocks or the unpacked graph
+            native.release_free_memory()
+            handle.alloc_vectors()
+            _fill(handle.vectors_view(), x, mmap)
         return index
 
     def _finish_build(self, x: np.ndarray, scodec: Codec, ncodec: native.NativeCodec,
@@ -744,16 +752,25 @@ def _fill(view: np.ndarray | None, x: np.ndarray, mmap: _MetricMap) -> None:
         mmap.vectors(x[s:s + _CHUNK], out=view[s:s + _CHUNK])
 
 
-def _run_with_progress(builder: native.NativeBuilder, n: int, progress: bool | None) -> None:
+def _run_with_progress(builder: native.NativeBuilder, n: int, progress: bool | None,
+                       feed: Callable[[int, int], None] | None = None) -> None:
     """Run the native build in a worker thread (the GIL is released in C) while
-    this thread shows progress and turns Ctrl-C into a clean cancellation."""
+    this thread shows progress and turns Ctrl-C into a clean cancellation.
+    With ``feed(lo, hi)`` (flash), nodes go in chunks of ``_BUILD_CHUNK``, each
+    fed its projected rows first."""
     if progress is None:
         progress = n >= 20000 and sys.stderr.isatty()
     failure: list[BaseException] = []
 
     def work() -> None:
         try:
-            builder.run()
+            if feed is None:
+                builder.run()
+                return
+            for lo in range(0, n, _BUILD_CHUNK):
+                hi = min(n, lo + _BUILD_CHUNK)
+                feed(lo, hi)
+                builder.run(hi)
         except BaseException as exc:  # re-raised in the caller's thread
             failure.append(exc)
 

@@ -241,15 +241,15 @@ class NativeBuilder:
         buf = ffi.buffer(ptr, self._n * self._dim * 4)
         return np.frombuffer(buf, dtype=np.float32).reshape(self._n, self._dim)
 
-    def alloc_vectors(self) -> None:
-        check(lib.leann_builder_alloc_vectors(self._ptr))
-
-    def set_projected(self, proj: np.ndarray) -> None:
+    def set_projected(self, proj: np.ndarray, first: int) -> None:
+        """Projected rows for nodes first .. first + len(proj) - 1 (a chunk)."""
+        proj = np.ascontiguousarray(proj, dtype=np.float32)
         self._proj = proj  # keep alive while C borrows it
-        check(lib.leann_builder_set_projected(self._ptr, _ptr("float[]", proj)))
+        check(lib.leann_builder_set_projected(self._ptr, _ptr("float[]", proj), first, proj.shape[0]))
 
-    def run(self) -> None:
-        status = lib.leann_builder_run(self._ptr)
+    def run(self, upto: int | None = None) -> None:
+        """Insert nodes up to ``upto`` (default: all); GIL released."""
+        status = lib.leann_builder_run(self._ptr, self._n if upto is None else upto)
         self._proj = None
         check(status)
 
@@ -292,6 +292,17 @@ class NativeIndex:
     @property
     def size(self) -> int:
         return int(lib.leann_index_size(self._ptr))
+
+    def alloc_vectors(self) -> None:
+        check(lib.leann_index_alloc_vectors(self._ptr))
+
+    def vectors_view(self) -> np.ndarray:
+        """Writable numpy view of the index's float storage (lives as long as it)."""
+        ptr = lib.leann_index_vectors(self._ptr)
+        if ptr == ffi.NULL:
+            raise errors.NativeError("internal: the index stores no vectors")
+        n, dim = self.size, self.dim
+        return np.frombuffer(ffi.buffer(ptr, n * dim * 4), dtype=np.float32).reshape(n, dim)
 
     @property
     def dim(self) -> int:
