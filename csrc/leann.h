@@ -127,9 +127,11 @@ typedef struct {
     int store_vectors;     /* keep float vectors in the index */
     int threads;           /* <= 0: all cores */
     uint64_t seed;
-    int relax_selection;   /* flash: debias the heuristic's query distances
-                              (more edges, exact-builder recall); off for a
-                              graph that will be pruned */
+    float selection_relax; /* flash: taken off the heuristic's asymmetric
+                              query distances, in table units (the codes' mean
+                              squared quantisation error / scale debiases
+                              them: more edges, exact-builder recall); 0 for
+                              a graph that will be pruned */
 } leann_build_params;
 
 typedef struct leann_builder leann_builder;

@@ -45,6 +45,8 @@ class Codec:
         scale: table quantisation step (squared distance per table unit).
         accumulate: 16 (exact integer totals) or 8 (saturating 8-bit totals).
         explained_variance: share of the sample variance the projection keeps.
+        quant_error: mean squared distance from a projected training vector
+            to its code's centroids (NaN when unknown, e.g. after loading).
     """
 
     mean: np.ndarray
@@ -53,6 +55,7 @@ class Codec:
     scale: float
     accumulate: int = 16
     explained_variance: float = float("nan")
+    quant_error: float = float("nan")
 
     @property
     def dim(self) -> int:
@@ -239,6 +242,9 @@ def train_codec(
     centroids = _kmeans16(np.ascontiguousarray(km), msub, rng, iterations)
 
     scale = _table_scale(proj, centroids, accumulate, rng)
+    assign = _unpack(native.NativeCodec(centroids, 1.0, 16).encode(proj))  # (ns, msub)
+    recon = centroids[np.arange(msub)[None, :], assign]  # (ns, msub, dsub)
+    quant_error = float(((proj.reshape(len(proj), msub, dsub) - recon) ** 2).sum((1, 2)).mean())
     return Codec(
         mean=mean.astype(np.float32),
         components=comps.astype(np.float32),
@@ -246,6 +252,7 @@ def train_codec(
         scale=scale,
         accumulate=accumulate,
         explained_variance=explained,
+        quant_error=quant_error,
     )
 
 

@@ -368,10 +368,13 @@ class LeannIndex:
             builder=native.BUILDER_FLASH if flash else native.BUILDER_EXACT,
             search_metric=mmap.search_metric, store_vectors=cfg.store_vectors,
             threads=_threads(cfg.threads), seed=cfg.seed,
-            # the extra edges serve search over the full graph; pruning would
-            # drop them, and the reverse ones it keeps cost bytes (0.14 B/passage
-            # at 50k) without lifting recall (0.914 either way)
-            relax_selection=not cfg.resolved_prune)
+            # debiased selection (see build.c): its extra edges serve search
+            # over the full graph; pruning would drop them, and the reverse
+            # ones it keeps cost bytes (0.14 B/passage at 50k) without lifting
+            # recall (0.914 either way)
+            selection_relax=(codec.quant_error / codec.scale
+                             if codec is not None and not cfg.resolved_prune
+                             and np.isfinite(codec.quant_error) else 0.0))
         builder = native.NativeBuilder(params, codec.native if codec else None)
         try:
             feed = None

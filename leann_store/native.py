@@ -213,7 +213,7 @@ class BuildParams:
     store_vectors: bool
     threads: int
     seed: int
-    relax_selection: bool = True
+    selection_relax: float = 0.0
 
 
 class NativeBuilder:
@@ -225,7 +225,7 @@ class NativeBuilder:
         p.ef_construction, p.builder = params.ef_construction, params.builder
         p.search_metric, p.store_vectors = params.search_metric, int(params.store_vectors)
         p.threads, p.seed = params.threads, params.seed & 0xFFFFFFFFFFFFFFFF
-        p.relax_selection = int(params.relax_selection)
+        p.selection_relax = float(params.selection_relax)
         out = ffi.new("leann_builder **")
         check(lib.leann_builder_new(p, codec.handle if codec is not None else ffi.NULL, out))
         self._ptr = out[0]

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from leann_store import IndexConfig, LeannIndex
+from leann_store.errors import InvalidInputError
 
 from conftest import clustered
 
@@ -265,3 +266,58 @@ def test_every_node_reachable_property(case):
     index = build(x, **cfg)
     seen = reachable_from_entry(index)
     assert seen.all(), f"{(~seen).sum()} of {len(x)} unreachable with {cfg}"
+
+
+
+def _flash_builder(x: np.ndarray, threads: int = 2):
+    from leann_store import native, train_codec
+
+    codec = train_codec(x, num_subspaces=16, seed=0)
+    params = native.BuildParams(n=len(x), dim=x.shape[1], M=8, ef_construction=32,
+                                builder=native.BUILDER_FLASH, search_metric=native.METRIC_L2,
+                                store_vectors=False, threads=threads, seed=0)
+    return codec, native.NativeBuilder(params, codec.native)
+
+
+def test_chunked_flash_build_checks_its_chunks(graph_data):
+    """Projections go in chunk by chunk; a chunk must continue where the build
+    stands, and a run may only go as far as the rows it was given."""
+    x = graph_data
+    codec, b = _flash_builder(x)
+    try:
+        with pytest.raises(InvalidInputError, match="continue where the build stands"):
+            b.set_projected(codec.project(x[100:200]), 100)  # nothing inserted yet
+        with pytest.raises(InvalidInputError, match="projected rows"):
+            b.run(100)  # no rows handed in
+        b.set_projected(codec.project(x[:250]), 0)
+        with pytest.raises(InvalidInputError, match="projected rows"):
+            b.run(300)  # beyond the chunk
+        b.run(250)
+        with pytest.raises(InvalidInputError, match="continue where the build stands"):
+            b.set_projected(codec.project(x[300:]), 300)  # a gap
+        b.set_projected(codec.project(x[250:]), 250)
+        b.run()
+        assert b.progress() == len(x)
+        with pytest.raises(InvalidInputError, match="already run"):
+            b.run()
+        index = b.finish()
+    finally:
+        b.free()
+    assert index.size == len(x)
+
+
+def test_chunked_flash_build_equals_one_chunk(graph_data):
+    """Single-threaded, where the chunks are cut changes nothing."""
+    x = graph_data
+    lists = []
+    for cuts in ([0, len(x)], [0, 1, 233, 400, len(x)]):
+        codec, b = _flash_builder(x, threads=1)
+        try:
+            for lo, hi in zip(cuts, cuts[1:]):
+                b.set_projected(codec.project(x[lo:hi]), lo)
+                b.run(hi)
+            index = b.finish()
+        finally:
+            b.free()
+        lists.append([index.neighbors(v, 0).tolist() for v in range(len(x))])
+    assert lists[0] == lists[1]
