@@ -321,3 +321,17 @@ def test_chunked_flash_build_equals_one_chunk(graph_data):
             b.free()
         lists.append([index.neighbors(v, 0).tolist() for v in range(len(x))])
     assert lists[0] == lists[1]
+
+
+def test_stored_vectors_attach_once(graph_data):
+    """Flash + store_vectors: the float storage is attached to the packed index
+    after the build, once; a second attach is refused and changes nothing."""
+    x = graph_data
+    index = LeannIndex.build(x, IndexConfig(metric="l2", M=8, ef_construction=32, store_vectors=True,
+                                            seed=0, threads=1))
+    before = index.search(x[:5], k=3).ids
+    with pytest.raises(InvalidInputError, match="already stores vectors"):
+        index._h.alloc_vectors()
+    np.testing.assert_array_equal(index._h.vectors_view(), x)
+    np.testing.assert_array_equal(index.search(x[:5], k=3).ids, before)
+    assert (before[:, 0] == np.arange(5)).all()
