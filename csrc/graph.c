@@ -238,7 +238,9 @@ static int cand_cmp(const void *a, const void *b) {
     leann_cand x = *(const leann_cand *)a, y = *(const leann_cand *)b;
     return leann_cand_less(x, y) ? -1 : leann_cand_less(y, x) ? 1 : 0;
 }
-void leann_cand_sort(leann_cand *a, size_t n) { qsort(a, n, sizeof *a, cand_cmp); }
+void leann_cand_sort(leann_cand *a, size_t n) {
+    if (n > 1) qsort(a, n, sizeof *a, cand_cmp); /* a may be NULL when n == 0 */
+}
 int leann_cmp_u64(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;

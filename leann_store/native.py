@@ -244,14 +244,14 @@ class NativeBuilder:
     def set_projected(self, proj: np.ndarray, first: int) -> None:
         """Projected rows for nodes first .. first + len(proj) - 1 (a chunk)."""
         proj = np.ascontiguousarray(proj, dtype=np.float32)
-        self._proj = proj  # keep alive while C borrows it
         check(lib.leann_builder_set_projected(self._ptr, _ptr("float[]", proj), first, proj.shape[0]))
+        # C borrows the rows until it is handed others: keep them alive that
+        # long (a refused chunk leaves the previous one borrowed)
+        self._proj = proj
 
     def run(self, upto: int | None = None) -> None:
         """Insert nodes up to ``upto`` (default: all); GIL released."""
-        status = lib.leann_builder_run(self._ptr, self._n if upto is None else upto)
-        self._proj = None
-        check(status)
+        check(lib.leann_builder_run(self._ptr, self._n if upto is None else upto))
 
     def progress(self) -> int:
         return int(lib.leann_builder_progress(self._ptr))
@@ -268,12 +268,14 @@ class NativeBuilder:
         out = ffi.new("leann_index **")
         check(lib.leann_builder_finish(self._ptr, out))
         self._ptr = ffi.NULL  # consumed
+        self._proj = None
         return NativeIndex(ffi.gc(out[0], lib.leann_index_free))
 
     def free(self) -> None:
         if self._ptr != ffi.NULL:
             lib.leann_builder_free(self._ptr)
             self._ptr = ffi.NULL
+        self._proj = None
 
     def __del__(self) -> None:  # pragma: no cover - safety net
         try:

@@ -335,3 +335,26 @@ def test_stored_vectors_attach_once(graph_data):
     np.testing.assert_array_equal(index._h.vectors_view(), x)
     np.testing.assert_array_equal(index.search(x[:5], k=3).ids, before)
     assert (before[:, 0] == np.arange(5)).all()
+
+
+def test_refused_chunk_keeps_the_previous_one_alive(graph_data):
+    """A chunk C refuses must not free the rows C still borrows (found by
+    AddressSanitizer: a use after free in the next run)."""
+    import gc
+
+    x = graph_data
+    codec, b = _flash_builder(x)
+    try:
+        b.set_projected(codec.project(x[:300]), 0)
+        with pytest.raises(InvalidInputError):
+            b.set_projected(codec.project(x[300:]), 250)  # not where the build stands
+        with pytest.raises(InvalidInputError):
+            b.run(400)  # beyond the rows handed in
+        gc.collect()
+        b.run(300)
+        b.set_projected(codec.project(x[300:]), 300)
+        b.run()
+        index = b.finish()
+    finally:
+        b.free()
+    assert index.size == len(x)
