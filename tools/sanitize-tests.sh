@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run the test suite against an AddressSanitizer + UBSan build of the C library.
 # Builds a throwaway clone of the committed tree (HEAD) in its own virtual
-# environment (the normal install
-# is left alone); extra arguments go to pytest.  About 2 minutes on 2 cores.
+# environment (the normal install is left alone); extra arguments go to
+# pytest.  About 2 minutes on 2 cores.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
