@@ -28,7 +28,7 @@ struct leann_builder {
     leann_scan_fn scan;
     leann_lock *locks;
     pthread_mutex_t global;
-    int global_ok, ran;
+    int global_ok, ran, failed; /* failed: a run stopped part-way; the graph is incomplete */
     atomic_size_t next, done;
     atomic_int cancel;
     atomic_uint_fast64_t evals, hops;
@@ -187,6 +187,7 @@ int leann_builder_set_projected(leann_builder *b, const float *proj, size_t firs
     if (!b || !proj) return leann_fail(LEANN_ERR_INVALID, "leann_builder_set_projected: NULL argument");
     if (!b->flash) return leann_fail(LEANN_ERR_INVALID, "projected vectors are for the flash builder");
     if (b->ran) return leann_fail(LEANN_ERR_INVALID, "this builder has already run");
+    if (b->failed) return leann_fail(LEANN_ERR_INVALID, "an earlier run of this builder failed; start a new one");
     size_t next = atomic_load(&b->next);
     if (first != next || count == 0 || count > b->p.n - first)
         return leann_fail(LEANN_ERR_INVALID,
@@ -405,6 +406,7 @@ static int build_task(void *ctx, int tid, int nt) {
 int leann_builder_run(leann_builder *b, size_t upto) {
     if (!b) return leann_fail(LEANN_ERR_INVALID, "builder is NULL");
     if (b->ran) return leann_fail(LEANN_ERR_INVALID, "this builder has already run");
+    if (b->failed) return leann_fail(LEANN_ERR_INVALID, "an earlier run of this builder failed; start a new one");
     size_t next = atomic_load(&b->next);
     if (upto <= next || upto > b->p.n)
         return leann_fail(LEANN_ERR_INVALID, "run up to node %zu: the build stands at %zu of %zu", upto, next,
@@ -433,7 +435,10 @@ int leann_builder_run(leann_builder *b, size_t upto) {
     int st = nt > 0 ? leann_parallel(nt, build_task, b) : LEANN_OK;
     atomic_store(&b->next, upto); /* threads that drew past upto inserted nothing */
     b->proj = NULL;               /* the chunk is used up */
-    if (st != LEANN_OK) return st;
+    if (st != LEANN_OK) {
+        b->failed = 1; /* nodes before upto may be missing: no way on from here */
+        return st;
+    }
     if (upto < b->p.n) return LEANN_OK;
     b->ran = 1;
     /* the neighbour code blocks only serve construction */

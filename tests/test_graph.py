@@ -358,3 +358,25 @@ def test_refused_chunk_keeps_the_previous_one_alive(graph_data):
     finally:
         b.free()
     assert index.size == len(x)
+
+
+def test_cancelled_build_refuses_to_go_on(graph_data):
+    """A run stopped part-way leaves an incomplete graph: the builder refuses
+    further chunks and runs instead of finishing it silently."""
+    from leann_store import native
+
+    x = graph_data
+    codec, b = _flash_builder(x)
+    try:
+        b.set_projected(codec.project(x[:300]), 0)
+        b.cancel()
+        with pytest.raises(native.BuildCancelled):
+            b.run(300)
+        with pytest.raises(InvalidInputError, match="earlier run"):
+            b.set_projected(codec.project(x[300:]), 300)
+        with pytest.raises(InvalidInputError, match="earlier run"):
+            b.run()
+        with pytest.raises(InvalidInputError, match="not run to completion"):
+            b.finish()
+    finally:
+        b.free()
