@@ -279,6 +279,16 @@ def _flash_builder(x: np.ndarray, threads: int = 2):
     return codec, native.NativeBuilder(params, codec.native)
 
 
+def _complete(b, codec, x: np.ndarray, lo: int):
+    """Hand the builder the rows from lo on, run to the end and finish."""
+    b.set_projected(codec.project(x[lo:]), lo)
+    b.run()
+    assert b.progress() == len(x)
+    with pytest.raises(InvalidInputError, match="already run"):
+        b.run()
+    return b.finish()
+
+
 def test_chunked_flash_build_checks_its_chunks(graph_data):
     """Projections go in chunk by chunk; a chunk must continue where the build
     stands, and a run may only go as far as the rows it was given."""
@@ -295,12 +305,7 @@ def test_chunked_flash_build_checks_its_chunks(graph_data):
         b.run(250)
         with pytest.raises(InvalidInputError, match="continue where the build stands"):
             b.set_projected(codec.project(x[300:]), 300)  # a gap
-        b.set_projected(codec.project(x[250:]), 250)
-        b.run()
-        assert b.progress() == len(x)
-        with pytest.raises(InvalidInputError, match="already run"):
-            b.run()
-        index = b.finish()
+        index = _complete(b, codec, x, 250)
     finally:
         b.free()
     assert index.size == len(x)
@@ -352,12 +357,9 @@ def test_refused_chunk_keeps_the_previous_one_alive(graph_data):
             b.run(400)  # beyond the rows handed in
         gc.collect()
         b.run(300)
-        b.set_projected(codec.project(x[300:]), 300)
-        b.run()
-        index = b.finish()
+        assert _complete(b, codec, x, 300).size == len(x)
     finally:
         b.free()
-    assert index.size == len(x)
 
 
 def test_cancelled_build_refuses_to_go_on(graph_data):
