@@ -171,6 +171,41 @@ def choose_pca_dim(eigvals: np.ndarray, msub: int, variance: float) -> int:
     return int(min(max(d, msub), 4 * msub))
 
 
+@dataclass(frozen=True, eq=False)
+class PcaFit:
+    """Eigendecomposition of a sample's covariance, components by
+    decreasing variance with a deterministic sign."""
+
+    mean: np.ndarray     # (D,) float64
+    eigvals: np.ndarray  # (D,), descending, clipped at 0
+    eigvecs: np.ndarray  # (D, D), column i = component i
+    rows: int            # rows it was fit on
+
+
+def fit_pca(vectors: np.ndarray) -> PcaFit:
+    """PCA of all rows of ``vectors`` (float32, (n, D))."""
+    s = np.asarray(vectors, dtype=np.float32)
+    dim = s.shape[1]
+    mean = s.mean(0, dtype=np.float64)
+    mean32 = mean.astype(np.float32)
+    # float32 products (BLAS sgemm) on centred blocks, summed and eigh'd in
+    # float64; blocks keep the transient memory at a few MB, not a second
+    # copy of the sample
+    cov = np.zeros((dim, dim))
+    for b in range(0, len(s), _BLOCK):
+        blk = s[b:b + _BLOCK] - mean32
+        cov += blk.T @ blk
+    cov /= max(len(s) - 1, 1)
+    eigvals, eigvecs = np.linalg.eigh(cov)
+    order = np.argsort(-eigvals, kind="stable")
+    eigvals = np.clip(eigvals[order], 0.0, None)
+    eigvecs = eigvecs[:, order]
+    # deterministic sign: the largest-magnitude coordinate of each component is positive
+    signs = np.sign(eigvecs[np.abs(eigvecs).argmax(0), np.arange(dim)])
+    eigvecs = eigvecs * np.where(signs == 0, 1.0, signs)
+    return PcaFit(mean=mean, eigvals=eigvals, eigvecs=eigvecs, rows=len(s))
+
+
 def train_codec(
     vectors: np.ndarray,
     num_subspaces: int = 16,
@@ -181,10 +216,15 @@ def train_codec(
     iterations: int = 25,
     kmeans_sample: int = 8192,
     accumulate: int = 16,
+    *,
+    pca: PcaFit | None = None,
 ) -> Codec:
     """Train a Flash codec on (a sample of) ``vectors`` (float32, (n, D)).
 
     PCA uses up to ``sample`` rows; k-means up to ``kmeans_sample`` of them.
+    ``pca``: the decomposition of those same rows, when several codecs are
+    trained on one sample (``fit_pca(vectors)`` with ``len(vectors) <=
+    sample``), so that it is computed once.
     """
     if num_subspaces not in _VALID_SUBSPACES:
         raise errors.InvalidInputError(f"num_subspaces must be one of {_VALID_SUBSPACES}, got {num_subspaces}")
@@ -204,23 +244,12 @@ def train_codec(
     idx = np.sort(rng.choice(n, size=min(n, sample), replace=False))
     s = x if len(idx) == n else x[idx]
     s = np.asarray(s, dtype=np.float32)
-    mean = s.mean(0, dtype=np.float64)
+    if pca is None:
+        pca = fit_pca(s)
+    elif pca.mean.shape != (dim,) or pca.rows != len(s):
+        raise errors.InvalidInputError("pca was fit on other rows than this codec's training sample")
+    mean, eigvals, eigvecs = pca.mean, pca.eigvals, pca.eigvecs
     mean32 = mean.astype(np.float32)
-    # float32 products (BLAS sgemm) on centred blocks, summed and eigh'd in
-    # float64; blocks keep the transient memory at a few MB, not a second
-    # copy of the sample
-    cov = np.zeros((dim, dim))
-    for b in range(0, len(s), _BLOCK):
-        blk = s[b:b + _BLOCK] - mean32
-        cov += blk.T @ blk
-    cov /= max(len(s) - 1, 1)
-    eigvals, eigvecs = np.linalg.eigh(cov)
-    order = np.argsort(-eigvals, kind="stable")
-    eigvals = np.clip(eigvals[order], 0.0, None)
-    eigvecs = eigvecs[:, order]
-    # deterministic sign: the largest-magnitude coordinate of each component is positive
-    signs = np.sign(eigvecs[np.abs(eigvecs).argmax(0), np.arange(dim)])
-    eigvecs = eigvecs * np.where(signs == 0, 1.0, signs)
 
     dp = pca_dim if pca_dim is not None else choose_pca_dim(eigvals, msub, pca_variance)
     comps = np.zeros((dp, dim))

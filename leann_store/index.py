@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from . import errors, native
-from .codec import Codec, code_distance_bias, codec_from_native, search_codec, train_codec
+from .codec import Codec, code_distance_bias, codec_from_native, fit_pca, search_codec, train_codec
 
 METRICS = ("l2", "cosine", "ip")
 BUILDERS = ("flash", "exact")
@@ -345,16 +345,17 @@ class LeannIndex:
         # construction or with stored vectors (peak memory).
         rng = np.random.default_rng(cfg.seed)
         sample = mmap.vectors(x[np.sort(rng.choice(n, size=min(n, cfg.codec_sample), replace=False))])
+        pca = fit_pca(sample)  # one decomposition serves both codecs
         codec = None
         if flash:
             codec = train_codec(sample, num_subspaces=cfg.num_subspaces, pca_dim=cfg.pca_dim,
                                 pca_variance=cfg.pca_variance, sample=cfg.codec_sample, seed=cfg.seed,
-                                accumulate=cfg.accumulate)
+                                accumulate=cfg.accumulate, pca=pca)
         if codec is not None and codec.num_subspaces == cfg.search_subspaces:
             scodec = codec
         else:
             scodec = train_codec(sample, num_subspaces=cfg.search_subspaces, pca_variance=cfg.pca_variance,
-                                 sample=cfg.codec_sample, seed=cfg.seed)
+                                 sample=cfg.codec_sample, seed=cfg.seed, pca=pca)
         ncodec = search_codec(scodec, code_distance_bias(scodec, sample, seed=cfg.seed))
         del sample
         codes = np.empty((n, ncodec.code_bytes), dtype=np.uint8)

@@ -303,3 +303,20 @@ def test_encoding_property(n, dim, m, seed, scale):
     sdt = c.sdt()
     np.testing.assert_array_equal(sdt, sdt.transpose(0, 2, 1))
     assert (sdt[:, np.arange(16), np.arange(16)] == 0).all()
+
+
+def test_shared_pca_gives_the_same_codec(data):
+    """Codecs trained on one sample may share its PCA: same result as each
+    computing it, and a PCA of other rows is refused."""
+    from leann_store.codec import fit_pca
+
+    sample = data[:1000]
+    pca = fit_pca(sample)
+    for m in (16, 32):
+        a = train_codec(sample, num_subspaces=m, seed=3)
+        b = train_codec(sample, num_subspaces=m, seed=3, pca=pca)
+        for field in ("mean", "components", "centroids"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+        assert a.scale == b.scale
+    with pytest.raises(InvalidInputError, match="other rows"):
+        train_codec(data[:500], num_subspaces=16, pca=pca)
