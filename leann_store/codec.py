@@ -34,6 +34,17 @@ _VALID_SUBSPACES = (8, 16, 32, 64)
 _BLOCK = 4096  # rows per block in the covariance and projection products
 
 
+def _project(x: np.ndarray, mean: np.ndarray, components: np.ndarray, chunk: int = _BLOCK) -> np.ndarray:
+    """``(x - mean) @ components.T`` as float32, ``chunk`` rows at a time
+    (the centred block is the only temporary)."""
+    out = np.empty((x.shape[0], components.shape[0]), dtype=np.float32)
+    comp_t = np.ascontiguousarray(components.T, dtype=np.float32)
+    mean32 = np.asarray(mean, dtype=np.float32)
+    for s in range(0, x.shape[0], chunk):
+        np.matmul(x[s:s + chunk] - mean32, comp_t, out=out[s:s + chunk])
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class Codec:
     """A trained Flash codec.
@@ -84,11 +95,8 @@ class Codec:
             x = x[None, :]
         if x.shape[1] != self.dim:
             raise errors.DimensionMismatchError(f"codec expects dimension {self.dim}, got {x.shape[1]}")
-        out = np.empty((x.shape[0], self.pca_dim), dtype=np.float32)
-        comp_t = np.ascontiguousarray(self.components.T)
-        for s in range(0, x.shape[0], chunk):
-            np.matmul(x[s:s + chunk] - self.mean, comp_t, out=out[s:s + chunk])
-        return out
+        return _project(x, self.mean, self.components, chunk)
+
 
     def encode(self, vectors: np.ndarray, threads: int = 0) -> np.ndarray:
         """4-bit codes, ``(n, code_bytes)`` uint8, canonical nibble order."""
@@ -261,10 +269,7 @@ def train_codec(
     comps, vals = comps[perm], vals[perm]
     explained = float(vals.sum() / eigvals.sum()) if eigvals.sum() > 0 else 1.0
 
-    comps_t = np.ascontiguousarray(comps.T, dtype=np.float32)
-    proj = np.empty((len(s), dp), dtype=np.float32)
-    for b in range(0, len(s), _BLOCK):
-        np.matmul(s[b:b + _BLOCK] - mean32, comps_t, out=proj[b:b + _BLOCK])
+    proj = _project(s, mean32, comps)  # (ns, dp)
     dsub = dp // msub
     # 16 centroids need few points: k-means runs on a sub-sample (512 per centroid)
     km = proj[np.sort(rng.choice(len(proj), size=min(len(proj), kmeans_sample), replace=False))]
