@@ -276,9 +276,13 @@ def train_codec(
     centroids = _kmeans16(np.ascontiguousarray(km), msub, rng, iterations)
 
     scale = _table_scale(proj, centroids, accumulate, rng)
-    assign = _unpack(native.NativeCodec(centroids, 1.0, 16).encode(proj))  # (ns, msub)
-    recon = centroids[np.arange(msub)[None, :], assign]  # (ns, msub, dsub)
-    quant_error = float(((proj.reshape(len(proj), msub, dsub) - recon) ** 2).sum((1, 2)).mean())
+    # mean squared error of coding the sample, a block at a time (peak memory)
+    nc, sq = native.NativeCodec(centroids, 1.0, 16), 0.0
+    for a in range(0, len(proj), _BLOCK):
+        block = proj[a:a + _BLOCK]
+        recon = centroids[np.arange(msub)[None, :], _unpack(nc.encode(block))]  # (b, msub, dsub)
+        sq += float(((block.reshape(len(block), msub, dsub) - recon) ** 2).sum(dtype=np.float64))
+    quant_error = sq / len(proj)
     return Codec(
         mean=mean.astype(np.float32),
         components=comps.astype(np.float32),

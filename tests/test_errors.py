@@ -299,3 +299,22 @@ def test_huge_finite_values_flash(x):
         LeannIndex.build(big, IndexConfig(metric="l2", builder="flash"))
     except LeannError:
         pass  # a clear input error is an acceptable outcome
+
+
+def test_build_subspaces_default_follows_dimension():
+    cfg = IndexConfig()
+    assert cfg.num_subspaces is None
+    assert cfg.build_subspaces(384) == 32 and cfg.build_subspaces(512) == 32
+    assert cfg.build_subspaces(513) == 64 and cfg.build_subspaces(768) == 64
+    assert IndexConfig(num_subspaces=16).build_subspaces(768) == 16
+    assert IndexConfig(pca_dim=128).build_subspaces(384) == 32
+    with pytest.raises(InvalidInputError, match="multiple of 64"):
+        IndexConfig(pca_dim=96)
+    IndexConfig(pca_dim=96, num_subspaces=32)  # explicit: no error
+
+
+def test_default_build_codes_by_dimension(clustered_data):
+    small, wide = clustered_data(300, 64), clustered_data(300, 600)
+    cfg = IndexConfig(metric="l2", M=8, seed=0, store_vectors=True)
+    assert LeannIndex.build(small, cfg).codec.num_subspaces == 32
+    assert LeannIndex.build(wide, cfg).codec.num_subspaces == 64
