@@ -17,7 +17,7 @@ struct leann_lru {
     uint32_t *prev, *next; /* recency list over slots */
     uint32_t head, tail;   /* most / least recently used */
     uint32_t *table;       /* open addressing: slot + 1, 0 = empty */
-    int mutex_ok;
+    int mutex_ok, failed;  /* failed: the slots could not be allocated */
 };
 
 static inline size_t lru_hash(const leann_lru *c, uint32_t id) { return (size_t)leann_mix64(id) & c->tmask; }
@@ -92,9 +92,33 @@ int leann_lru_get(leann_lru *c, uint32_t id, float *out) {
     return s >= 0;
 }
 
+/* Allocate the slots on first use (mutex held).  Out of memory leaves the
+ * cache empty: rows are then simply not cached. */
+static int lru_slots(leann_lru *c) {
+    if (c->rows) return 1;
+    if (c->failed) return 0;
+    c->rows = malloc(c->cap * (size_t)c->dim * sizeof(float));
+    c->key = malloc(c->cap * sizeof(uint32_t));
+    c->prev = malloc(c->cap * sizeof(uint32_t));
+    c->next = malloc(c->cap * sizeof(uint32_t));
+    if (c->rows && c->key && c->prev && c->next) return 1;
+    free(c->rows);
+    free(c->key);
+    free(c->prev);
+    free(c->next);
+    c->rows = NULL;
+    c->key = c->prev = c->next = NULL;
+    c->failed = 1;
+    return 0;
+}
+
 void leann_lru_put(leann_lru *c, uint32_t id, const float *row) {
     if (!c) return;
     pthread_mutex_lock(&c->mu);
+    if (!lru_slots(c)) {
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
     size_t pos;
     long s = lru_find(c, id, &pos);
     if (s < 0) {
@@ -134,12 +158,10 @@ int leann_index_set_cache(leann_index *idx, size_t bytes) {
     c->dim = idx->dim;
     c->tmask = tsize - 1;
     c->head = c->tail = LEANN_NONE;
-    c->rows = leann_malloc(cap * (size_t)idx->dim * sizeof(float), "row cache");
-    c->key = leann_malloc(cap * sizeof(uint32_t), "row cache");
-    c->prev = leann_malloc(cap * sizeof(uint32_t), "row cache");
-    c->next = leann_malloc(cap * sizeof(uint32_t), "row cache");
+    /* the slots themselves come with the first row (lru_slots): an index
+     * that never recomputes (stored vectors) never pays for them */
     c->table = leann_calloc(tsize, sizeof(uint32_t), "row cache");
-    c->mutex_ok = c->rows && c->key && c->prev && c->next && c->table && !pthread_mutex_init(&c->mu, NULL);
+    c->mutex_ok = c->table && !pthread_mutex_init(&c->mu, NULL);
     if (!c->mutex_ok) {
         leann_lru_free(c);
         return leann_fail(LEANN_ERR_NOMEM, "cannot allocate the row cache");
