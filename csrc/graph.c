@@ -304,6 +304,10 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
     if (lock) leann_lock_acquire(lock);
     const uint32_t *list = leann_graph_nbrs(g, v, l, qc->ids_tmp, &deg);
     if (qc->flash) {
+        /* the ids are read after the scan: start their misses now, so that
+         * they overlap the code blocks' */
+        for (size_t off = 0; off < (size_t)deg * sizeof(uint32_t); off += 64)
+            __builtin_prefetch((const char *)list + off);
         const uint8_t *blocks = l == 0 ? qc->codes0 + (size_t)v * qc->bb0
                                        : qc->codesU + ((size_t)g->ubase[v] + l - 1) * qc->bbU;
         qc->scan(blocks, (size_t)(deg + 15) / 16, qc->cb, qc->table, qc->d16_tmp);
@@ -311,13 +315,23 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
          * before the visited set: a neighbour beyond it would be dropped
          * anyway, and as the bound only tightens it stays droppable, so it
          * need not be marked. */
-        for (int i = 0; i < deg; i++) {
-            uint32_t id = list[i];
-            if ((float)qc->d16_tmp[i] > bound) continue;
-            if (vis && leann_visit(vis, id)) continue;
-            ids[out] = id;
-            ds[out++] = (float)qc->d16_tmp[i];
-        }
+        /* code distances are integers: d <= bound iff d <= floor(bound);
+         * a branch-free mask per 64 entries, then only its set bits */
+        uint32_t lim = bound >= 65535.0f ? 65535u : bound >= 0.0f ? (uint32_t)bound : 0u;
+        if (bound >= 0.0f)
+            for (int base = 0; base < deg; base += 64) {
+                int cnt = deg - base < 64 ? deg - base : 64;
+                uint64_t m = 0;
+                for (int i = 0; i < cnt; i++) m |= (uint64_t)(qc->d16_tmp[base + i] <= lim) << i;
+                while (m) {
+                    int i = base + __builtin_ctzll(m);
+                    m &= m - 1;
+                    uint32_t id = list[i];
+                    if (vis && leann_visit(vis, id)) continue;
+                    ids[out] = id;
+                    ds[out++] = (float)qc->d16_tmp[i];
+                }
+            }
         if (lock) leann_lock_release(lock);
     } else {
         const uint32_t *src = list;
@@ -364,14 +378,12 @@ static inline void prefetch_list(const leann_graph *g, const leann_qctx *qc, uin
     if (g->packed) return;
     int deg;
     const uint32_t *ids = leann_graph_list(g, v, l, &deg);
-    __builtin_prefetch(ids);
+    for (size_t off = 0; off < (size_t)deg * sizeof(uint32_t); off += 64) __builtin_prefetch((const char *)ids + off);
     if (qc->flash) {
         const char *p = (const char *)(l == 0 ? qc->codes0 + (size_t)v * qc->bb0
                                               : qc->codesU + ((size_t)g->ubase[v] + l - 1) * qc->bbU);
         size_t bytes = (size_t)((deg + 15) / 16) * 16 * (size_t)qc->cb;
         for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
-    } else if (deg > 0) {
-        __builtin_prefetch(ids + 16);
     }
 }
 
