@@ -314,24 +314,23 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
         /* A whole list's code distances come at once, so the bound filters
          * before the visited set: a neighbour beyond it would be dropped
          * anyway, and as the bound only tightens it stays droppable, so it
-         * need not be marked. */
-        /* code distances are integers: d <= bound iff d <= floor(bound);
-         * a branch-free mask per 64 entries, then only its set bits */
-        uint32_t lim = bound >= 65535.0f ? 65535u : bound >= 0.0f ? (uint32_t)bound : 0u;
-        if (bound >= 0.0f)
-            for (int base = 0; base < deg; base += 64) {
-                int cnt = deg - base < 64 ? deg - base : 64;
-                uint64_t m = 0;
-                for (int i = 0; i < cnt; i++) m |= (uint64_t)(qc->d16_tmp[base + i] <= lim) << i;
-                while (m) {
-                    int i = base + __builtin_ctzll(m);
-                    m &= m - 1;
-                    uint32_t id = list[i];
-                    if (vis && leann_visit(vis, id)) continue;
-                    ids[out] = id;
-                    ds[out++] = (float)qc->d16_tmp[i];
-                }
+         * need not be marked.  Code distances are integers, so d <= bound
+         * iff d <= floor(bound): a branch-free mask per 64 entries, then
+         * only its set bits reach the visited set. */
+        for (int base = 0; bound >= 0.0f && base < deg; base += 64) {
+            uint32_t lim = bound >= 65535.0f ? 65535u : (uint32_t)bound;
+            int cnt = deg - base < 64 ? deg - base : 64;
+            uint64_t m = 0;
+            for (int i = 0; i < cnt; i++) m |= (uint64_t)(qc->d16_tmp[base + i] <= lim) << i;
+            while (m) {
+                int i = base + __builtin_ctzll(m);
+                m &= m - 1;
+                uint32_t id = list[i];
+                if (vis && leann_visit(vis, id)) continue;
+                ids[out] = id;
+                ds[out++] = (float)qc->d16_tmp[i];
             }
+        }
         if (lock) leann_lock_release(lock);
     } else {
         const uint32_t *src = list;
@@ -378,7 +377,8 @@ static inline void prefetch_list(const leann_graph *g, const leann_qctx *qc, uin
     if (g->packed) return;
     int deg;
     const uint32_t *ids = leann_graph_list(g, v, l, &deg);
-    for (size_t off = 0; off < (size_t)deg * sizeof(uint32_t); off += 64) __builtin_prefetch((const char *)ids + off);
+    for (size_t off = 0; off < (size_t)deg * sizeof(uint32_t); off += 64)
+        __builtin_prefetch((const char *)ids + off);
     if (qc->flash) {
         const char *p = (const char *)(l == 0 ? qc->codes0 + (size_t)v * qc->bb0
                                               : qc->codesU + ((size_t)g->ubase[v] + l - 1) * qc->bbU);
