@@ -774,6 +774,8 @@ def _id_list(ids: np.ndarray, limit: int = 16) -> str:
 def _project_rows(codec: Codec, x: np.ndarray, mmap: _MetricMap, lo: int, hi: int) -> np.ndarray:
     """Codec projections of rows [lo, hi) of x, mapped to build space a block
     at a time (no full-size temporary)."""
+    if hi - lo <= _CHUNK:  # one block: no copy into a second array
+        return codec.project(mmap.vectors(x[lo:hi]))
     out = np.empty((hi - lo, codec.pca_dim), dtype=np.float32)
     for a in range(lo, hi, _CHUNK):
         b = min(hi, a + _CHUNK)
