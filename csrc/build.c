@@ -446,9 +446,7 @@ int leann_builder_run(leann_builder *b, size_t upto) {
     free(b->codesU);
     b->codes0 = b->codesU = NULL;
     b->proj = NULL;
-    st = leann_graph_repair_reachability(&b->g);
-    if (st != LEANN_OK) return st;
-    return leann_graph_compact(&b->g);
+    return LEANN_OK;
 }
 
 /* defined in search.c */
@@ -458,7 +456,16 @@ int leann_index_from_builder(leann_graph *g, uint8_t *codes, int code_bytes, flo
 int leann_builder_finish(leann_builder *b, leann_index **out) {
     *out = NULL;
     if (!b) return leann_fail(LEANN_ERR_INVALID, "builder is NULL");
-    if (!b->ran || !b->g.off0) return leann_fail(LEANN_ERR_INVALID, "the builder has not run to completion");
+    if (!b->ran) return leann_fail(LEANN_ERR_INVALID, "the builder has not run to completion");
+    /* Here rather than at the end of the last run: run() goes on a worker
+     * thread, whose malloc arena would keep the compacted graph's pages
+     * resident after the index frees them (malloc_trim leaves a thread
+     * arena's top alone); finish() runs on the caller's thread. */
+    if (!b->g.off0) {
+        int st = leann_graph_repair_reachability(&b->g);
+        if (st == LEANN_OK) st = leann_graph_compact(&b->g);
+        if (st != LEANN_OK) return st;
+    }
     /* flash + stored vectors: leann_index_alloc_vectors attaches them later */
     if (!b->p.store_vectors) {
         free(b->vectors);

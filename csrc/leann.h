@@ -150,14 +150,15 @@ float *leann_builder_vectors(leann_builder *b);
  * so that no more than a chunk of projections exists at once. */
 int leann_builder_set_projected(leann_builder *b, const float *proj, size_t first, size_t count);
 /* Insert nodes up to (not including) upto (blocking, multi-threaded); the
- * call that reaches n finishes the graph. */
+ * call that reaches n ends the insertions. */
 int leann_builder_run(leann_builder *b, size_t upto);
 /* Thread-safe: nodes inserted so far / request cancellation. */
 size_t leann_builder_progress(const leann_builder *b);
 void leann_builder_cancel(leann_builder *b);
 /* Distance evaluations and node expansions of the construction so far. */
 void leann_builder_stats(const leann_builder *b, uint64_t *distance_evals, uint64_t *hops);
-/* Turn a finished builder into an index (the builder is consumed). */
+/* Turn a builder that ran to n into an index: repairs reachability and
+ * compacts the graph, on the caller's thread (the builder is consumed). */
 int leann_builder_finish(leann_builder *b, leann_index **out);
 void leann_builder_free(leann_builder *b);
 
