@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from numpy.random import Generator, default_rng
 
 from . import errors, native
 
 _VALID_SUBSPACES = (8, 16, 32, 64)
 _BLOCK = 4096  # rows per block in the covariance and projection products
+_SCALE_SAMPLE = 1024  # rows x msub x 16 table entries: plenty for a percentile
 
 
 def _project(x: np.ndarray, mean: np.ndarray, components: np.ndarray, chunk: int = _BLOCK) -> np.ndarray:
@@ -97,6 +99,23 @@ class Codec:
             raise errors.DimensionMismatchError(f"codec expects dimension {self.dim}, got {x.shape[1]}")
         return _project(x, self.mean, self.components, chunk)
 
+    def project_into(self, block: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``project(block)`` written into ``out`` (float32, (rows, pca_dim)),
+        centring ``block`` (float32, (rows, dim)) in place: no temporaries,
+        for callers that reuse their buffers from chunk to chunk."""
+        if block.dtype != np.float32 or block.ndim != 2 or block.shape[1] != self.dim:
+            raise errors.DimensionMismatchError(
+                f"codec expects a float32 block of dimension {self.dim}, got {block.dtype} {block.shape}")
+        np.subtract(block, self._mean32, out=block)
+        return np.matmul(block, self._components_t, out=out)
+
+    @cached_property
+    def _mean32(self) -> np.ndarray:
+        return np.asarray(self.mean, dtype=np.float32)
+
+    @cached_property
+    def _components_t(self) -> np.ndarray:
+        return np.ascontiguousarray(self.components.T, dtype=np.float32)
 
     def encode(self, vectors: np.ndarray, threads: int = 0) -> np.ndarray:
         """4-bit codes, ``(n, code_bytes)`` uint8, canonical nibble order."""
@@ -119,7 +138,7 @@ def _unpack(codes: np.ndarray) -> np.ndarray:
     return out
 
 
-def _kmeans16(proj: np.ndarray, msub: int, rng: np.random.Generator, iterations: int) -> np.ndarray:
+def _kmeans16(proj: np.ndarray, msub: int, rng: Generator, iterations: int) -> np.ndarray:
     """k-means with k = 16 in every subspace at once.
 
     proj: (n, dp) float32, subspace i owning dims [i*dsub, (i+1)*dsub).
@@ -248,7 +267,7 @@ def train_codec(
     if pca_dim is not None and (pca_dim <= 0 or pca_dim % msub or pca_dim > 4096):
         raise errors.InvalidInputError(
             f"pca_dim must be a positive multiple of num_subspaces ({msub}) up to 4096, got {pca_dim}")
-    rng = np.random.default_rng(seed)
+    rng = default_rng(seed)
     idx = np.sort(rng.choice(n, size=min(n, sample), replace=False))
     s = x if len(idx) == n else x[idx]
     s = np.asarray(s, dtype=np.float32)
@@ -269,20 +288,27 @@ def train_codec(
     comps, vals = comps[perm], vals[perm]
     explained = float(vals.sum() / eigvals.sum()) if eigvals.sum() > 0 else 1.0
 
-    proj = _project(s, mean32, comps)  # (ns, dp)
-    dsub = dp // msub
-    # 16 centroids need few points: k-means runs on a sub-sample (512 per centroid)
-    km = proj[np.sort(rng.choice(len(proj), size=min(len(proj), kmeans_sample), replace=False))]
-    centroids = _kmeans16(np.ascontiguousarray(km), msub, rng, iterations)
+    def project(rows: np.ndarray | slice) -> np.ndarray:
+        # rows of the sample, projected when needed: the whole projected
+        # sample never exists at once (peak memory)
+        return _project(s[rows], mean32, comps)
 
-    scale = _table_scale(proj, centroids, accumulate, rng)
-    # mean squared error of coding the sample, a block at a time (peak memory)
+    dsub = dp // msub
+    ns = len(s)
+    # 16 centroids need few points: k-means runs on a sub-sample (512 per centroid)
+    km = project(np.sort(rng.choice(ns, size=min(ns, kmeans_sample), replace=False)))
+    centroids = _kmeans16(km, msub, rng, iterations)
+    del km
+
+    scale = _table_scale(project(rng.choice(ns, size=min(ns, _SCALE_SAMPLE), replace=False)),
+                         centroids, accumulate, rng)
+    # mean squared error of coding the sample, a block at a time
     nc, sq = native.NativeCodec(centroids, 1.0, 16), 0.0
-    for a in range(0, len(proj), _BLOCK):
-        block = proj[a:a + _BLOCK]
+    for a in range(0, ns, _BLOCK):
+        block = project(slice(a, a + _BLOCK))
         recon = centroids[np.arange(msub)[None, :], _unpack(nc.encode(block))]  # (b, msub, dsub)
         sq += float(((block.reshape(len(block), msub, dsub) - recon) ** 2).sum(dtype=np.float64))
-    quant_error = sq / len(proj)
+    quant_error = sq / ns
     return Codec(
         mean=mean.astype(np.float32),
         components=comps.astype(np.float32),
@@ -294,9 +320,10 @@ def train_codec(
     )
 
 
-def _table_scale(proj: np.ndarray, centroids: np.ndarray, accumulate: int,
-                 rng: np.random.Generator) -> float:
-    """One global scale for every table.
+def _table_scale(p: np.ndarray, centroids: np.ndarray, accumulate: int,
+                 rng: Generator) -> float:
+    """One global scale for every table, from ``p``: up to ``_SCALE_SAMPLE``
+    projected sample rows.
 
     16-bit totals: each table entry spans [0, 255] up to the 99th percentile
     of sub-vector-to-centroid distances (farther centroids clip at 255).
@@ -305,8 +332,8 @@ def _table_scale(proj: np.ndarray, centroids: np.ndarray, accumulate: int,
     pairs (the ones graph construction compares) keep full resolution.
     """
     msub, _, dsub = centroids.shape
-    m = min(len(proj), 1024)  # 1024 x msub x 16 entries: plenty for a percentile
-    p = proj[rng.choice(len(proj), size=m, replace=False)].reshape(m, msub, 1, dsub)
+    m = len(p)
+    p = p.reshape(m, msub, 1, dsub)
     entries = ((p - centroids[None]) ** 2).sum(-1)  # (m, msub, 16)
     if accumulate == 16:
         s = float(np.quantile(entries, 0.99)) / 255.0
@@ -330,7 +357,7 @@ def code_distance_bias(codec: Codec, vectors: np.ndarray, seed: int = 0, queries
     nodes that are never scored exactly).
     """
     x = np.asarray(vectors, dtype=np.float32)
-    rng = np.random.default_rng(seed)
+    rng = default_rng(seed)
     q = x[rng.choice(len(x), size=min(queries, len(x)), replace=False)]
     p = x[rng.choice(len(x), size=min(points, len(x)), replace=False)]
     pq = codec.project(q)
@@ -338,7 +365,9 @@ def code_distance_bias(codec: Codec, vectors: np.ndarray, seed: int = 0, queries
     msub = codec.num_subspaces
     dsub = codec.pca_dim // msub
     tables = ((pq.reshape(len(q), msub, 1, dsub) - codec.centroids[None]) ** 2).sum(-1)  # (Q, msub, 16)
-    est = tables[:, np.arange(msub)[None, :], codes].sum(-1)  # (Q, P)
+    est = np.zeros((len(q), len(p)), dtype=tables.dtype)  # (Q, P), a subspace at a time:
+    for m in range(msub):  # gathering all at once would take (Q, P, msub)
+        est += tables[:, m, codes[:, m]]
     resid = np.clip(((q - codec.mean) ** 2).sum(1) - (pq ** 2).sum(1), 0.0, None)
     exact = (q ** 2).sum(1)[:, None] + (p ** 2).sum(1)[None, :] - 2.0 * (q @ p.T)
     gap = exact - est - resid[:, None]

@@ -147,6 +147,23 @@ def test_project_matches_formula(data, codec16):
     np.testing.assert_allclose(codec16.project(data[3]), codec16.project(data[3:4]), rtol=1e-6)
 
 
+def test_project_into_equals_project_and_centres_in_place(data, codec16):
+    block = data[:300].copy()
+    out = np.full((300, codec16.pca_dim), np.nan, dtype=np.float32)
+    got = codec16.project_into(block, out)
+    assert got is out
+    np.testing.assert_allclose(out, codec16.project(data[:300]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(block, data[:300] - codec16.mean, rtol=1e-6, atol=1e-6)
+
+
+def test_project_into_rejects_wrong_blocks(data, codec16):
+    out = np.empty((10, codec16.pca_dim), dtype=np.float32)
+    with pytest.raises(leann_store.DimensionMismatchError):
+        codec16.project_into(data[:10, :32].copy(), out)
+    with pytest.raises(leann_store.DimensionMismatchError):
+        codec16.project_into(data[:10].astype(np.float64), out)
+
+
 # ---- encoding and tables ---------------------------------------------------------------
 def _assert_nearest(codec: Codec, x: np.ndarray) -> None:
     proj = codec.project(x)
