@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+from numpy.random import default_rng
+from threadpoolctl import threadpool_limits
 
 from . import errors, native
 from .codec import Codec, code_distance_bias, codec_from_native, fit_pca, search_codec, train_codec
@@ -249,16 +251,27 @@ _MAX_ABS = 1e15
 
 
 def _check_finite(x: np.ndarray, name: str) -> None:
+    """NaN, infinities and overflowing components are errors.  The common
+    case reads each block twice (min, max) and allocates nothing; only a
+    failing block is looked at row by row."""
     for s in range(0, x.shape[0], _CHUNK):
         block = x[s:s + _CHUNK]
-        if not np.isfinite(block).all():
-            row = s + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+        lo, hi = float(block.min()), float(block.max())  # NaN propagates
+        if np.isfinite(lo) and np.isfinite(hi) and max(-lo, hi) <= _MAX_ABS:
+            continue
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            row = s + int(np.flatnonzero(~finite)[0])
             raise errors.InvalidInputError(f"{name} row {row} contains NaN or infinity")
-        if (np.abs(block) > _MAX_ABS).any():
-            row = s + int(np.flatnonzero((np.abs(block) > _MAX_ABS).any(axis=1))[0])
-            raise errors.InvalidInputError(
-                f"{name} row {row} has a component beyond +-{_MAX_ABS:g}, which overflows "
-                "float32 distances; rescale the vectors")
+        row = s + int(np.flatnonzero((np.abs(block) > _MAX_ABS).any(axis=1))[0])
+        raise errors.InvalidInputError(
+            f"{name} row {row} has a component beyond +-{_MAX_ABS:g}, which overflows "
+            "float32 distances; rescale the vectors")
+
+
+def _sq_norms(block: np.ndarray) -> np.ndarray:
+    """Squared row norms in float64, without a (rows, dim) temporary."""
+    return np.einsum("ij,ij->i", block, block, dtype=np.float64)
 
 
 class _MetricMap:
@@ -273,7 +286,7 @@ class _MetricMap:
     def fit(cls, metric: str, x: np.ndarray) -> "_MetricMap":
         radius = 0.0
         if metric == "ip":
-            radius = max(float(np.sqrt((x[s:s + _CHUNK].astype(np.float64) ** 2).sum(1)).max())
+            radius = max(float(np.sqrt(_sq_norms(x[s:s + _CHUNK]).max()))
                          for s in range(0, x.shape[0], _CHUNK))
         return cls(metric, x.shape[1], radius)
 
@@ -293,7 +306,7 @@ class _MetricMap:
             np.divide(x, norms[:, None], out=out)
         elif self.metric == "ip":
             out[:, :self.dim] = x
-            sq = (x.astype(np.float64) ** 2).sum(1)
+            sq = _sq_norms(x)
             out[:, self.dim] = np.sqrt(np.clip(self.radius ** 2 - sq, 0.0, None))
         else:
             out[:] = x
@@ -316,6 +329,14 @@ class _MetricMap:
         if self.metric == "cosine":
             return np.where(np.isfinite(d), d + np.float32(1.0), d).astype(np.float32)
         return d
+
+
+def _blas_single_thread() -> threadpool_limits:
+    """numpy's BLAS on one thread for the length of a build.  The build's own
+    threads do the parallel work; BLAS workers would spin after each of the
+    feed's products (about 5% of a 2-core build) and commit a few MB of
+    buffers each, for products that take milliseconds."""
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _threads(threads: int | None) -> int:
@@ -356,6 +377,11 @@ class LeannIndex:
             raise errors.InvalidInputError("config must be an IndexConfig")
         x = _as_matrix(vectors, "vectors")
         _check_finite(x, "vectors")
+        with _blas_single_thread():
+            return cls._build(x, cfg, progress)
+
+    @classmethod
+    def _build(cls, x: np.ndarray, cfg: IndexConfig, progress: bool | None) -> "LeannIndex":
         n = x.shape[0]
         mmap = _MetricMap.fit(cfg.metric, x)
         flash = cfg.builder == "flash"
@@ -363,11 +389,12 @@ class LeannIndex:
         # Both codecs and the search codes come first, while nothing else is
         # allocated: the training sample never coexists with the graph under
         # construction or with stored vectors (peak memory).
-        rng = np.random.default_rng(cfg.seed)
+        rng = default_rng(cfg.seed)
         rows = np.sort(rng.choice(n, size=min(n, cfg.codec_sample), replace=False))
         sample = np.empty((len(rows), mmap.build_dim), dtype=np.float32)
         _fill(sample, x, mmap, rows)
         pca = fit_pca(sample)  # one decomposition serves both codecs
+        native.release_free_memory()  # its freed blocks, before the codec's projections
         codec = None
         if flash:
             codec = train_codec(sample, num_subspaces=msub, pca_dim=cfg.pca_dim,
@@ -381,8 +408,10 @@ class LeannIndex:
         ncodec = search_codec(scodec, code_distance_bias(scodec, sample, seed=cfg.seed))
         del sample
         codes = np.empty((n, ncodec.code_bytes), dtype=np.uint8)
+        project = _Projector(scodec, x, mmap, min(n, _CHUNK))
         for s in range(0, n, _CHUNK):
-            codes[s:s + _CHUNK] = ncodec.encode(_project_rows(scodec, x, mmap, s, min(n, s + _CHUNK)))
+            codes[s:s + _CHUNK] = ncodec.encode(project(s, min(n, s + _CHUNK)))
+        del project
         # training's freed buffers would otherwise stay resident under the
         # graph's allocations (synthetic 100k x 768: ~40 MiB of the peak)
         native.release_free_memory()
@@ -400,18 +429,14 @@ class LeannIndex:
                              and np.isfinite(codec.quant_error) else 0.0))
         builder = native.NativeBuilder(params, codec.native if codec else None)
         try:
-            feed = None
             if flash:
                 assert codec is not None
-                flash_codec = codec
-
-                def feed(lo: int, hi: int) -> None:
-                    # one chunk of projections at a time: a node's projection
-                    # serves only its own insertion
-                    builder.set_projected(_project_rows(flash_codec, x, mmap, lo, hi), lo)
+                # one chunk of projections at a time: a node's projection
+                # serves only its own insertion (the buffers go with the call)
+                _run_with_progress(builder, n, progress, _Projector(codec, x, mmap, min(n, _BUILD_CHUNK)))
             else:
                 _fill(builder.vectors_view(), x, mmap)
-            _run_with_progress(builder, n, progress, feed)
+                _run_with_progress(builder, n, progress)
             build_stats = builder.stats()
             handle = builder.finish()
         finally:
@@ -771,16 +796,24 @@ def _id_list(ids: np.ndarray, limit: int = 16) -> str:
     return f"[{head}{', ...' if len(ids) > limit else ''}] ({len(ids)} ids)"
 
 
-def _project_rows(codec: Codec, x: np.ndarray, mmap: _MetricMap, lo: int, hi: int) -> np.ndarray:
-    """Codec projections of rows [lo, hi) of x, mapped to build space a block
-    at a time (no full-size temporary)."""
-    if hi - lo <= _CHUNK:  # one block: no copy into a second array
-        return codec.project(mmap.vectors(x[lo:hi]))
-    out = np.empty((hi - lo, codec.pca_dim), dtype=np.float32)
-    for a in range(lo, hi, _CHUNK):
-        b = min(hi, a + _CHUNK)
-        out[a - lo:b - lo] = codec.project(mmap.vectors(x[a:b]))
-    return out
+class _Projector:
+    """Build-space codec projections of row ranges of x, written into buffers
+    that are reused from call to call: a build's feed allocates nothing per
+    chunk, so the allocator's heap does not grow under the graph."""
+
+    def __init__(self, codec: Codec, x: np.ndarray, mmap: _MetricMap, rows: int) -> None:
+        self.codec, self.x, self.mmap = codec, x, mmap
+        self.block = np.empty((min(rows, _CHUNK), mmap.build_dim), dtype=np.float32)
+        self.out = np.empty((rows, codec.pca_dim), dtype=np.float32)
+
+    def __call__(self, lo: int, hi: int) -> np.ndarray:
+        """Projections of rows [lo, hi) (at most ``rows``), valid until the next call."""
+        out = self.out[:hi - lo]
+        for a in range(lo, hi, _CHUNK):
+            b = min(hi, a + _CHUNK)
+            block = self.mmap.vectors(self.x[a:b], out=self.block[:b - a])
+            self.codec.project_into(block, out[a - lo:b - lo])
+        return out
 
 
 def _fill(view: np.ndarray | None, x: np.ndarray, mmap: _MetricMap, rows: np.ndarray | None = None) -> None:
@@ -794,33 +827,45 @@ def _fill(view: np.ndarray | None, x: np.ndarray, mmap: _MetricMap, rows: np.nda
 
 
 def _run_with_progress(builder: native.NativeBuilder, n: int, progress: bool | None,
-                       feed: Callable[[int, int], None] | None = None) -> None:
+                       project: _Projector | None = None) -> None:
     """Run the native build in a worker thread (the GIL is released in C) while
     this thread shows progress and turns Ctrl-C into a clean cancellation.
-    With ``feed(lo, hi)`` (flash), nodes go in chunks of ``_BUILD_CHUNK``, each
-    fed its projected rows first."""
+    With ``project`` (flash), nodes go in chunks of ``_BUILD_CHUNK``, each fed
+    its projected rows first, here: numpy's temporaries then come from the
+    main thread's heap, which ``release_free_memory`` returns in full (a
+    thread's own arena keeps its free top resident)."""
     if progress is None:
         progress = n >= 20000 and sys.stderr.isatty()
-    failure: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            if feed is None:
-                builder.run()
-                return
-            for lo in range(0, n, _BUILD_CHUNK):
-                hi = min(n, lo + _BUILD_CHUNK)
-                feed(lo, hi)
-                builder.run(hi)
-        except BaseException as exc:  # re-raised in the caller's thread
-            failure.append(exc)
-
-    t = threading.Thread(target=work, name="leann-build", daemon=True)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc="building graph", unit="vec", leave=False)
+    try:
+        if project is None:
+            _run_in_worker(builder, None, bar)
+        else:
+            for lo in range(0, n, _BUILD_CHUNK):
+                hi = min(n, lo + _BUILD_CHUNK)
+                builder.set_projected(project(lo, hi), lo)
+                _run_in_worker(builder, hi, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _run_in_worker(builder: native.NativeBuilder, upto: int | None, bar: Any) -> None:
+    """``builder.run(upto)`` in a worker thread; this one updates ``bar`` and
+    cancels the build on Ctrl-C (re-raised once the worker has stopped)."""
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            builder.run(upto)
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+
+    t = threading.Thread(target=work, name="leann-build", daemon=True)
     try:
         t.start()
         while t.is_alive():
@@ -832,9 +877,6 @@ def _run_with_progress(builder: native.NativeBuilder, n: int, progress: bool | N
         builder.cancel()
         t.join()
         raise
-    finally:
-        if bar is not None:
-            bar.close()
     if failure:
         raise failure[0]
 

@@ -80,6 +80,22 @@ def test_build_non_finite_mentions_row(x, builder, value, metric):
         LeannIndex.build(bad, IndexConfig(metric=metric, builder=builder))
 
 
+@pytest.mark.parametrize("value", [1e16, -1e16])
+@pytest.mark.parametrize("row", [3, 4096 + 37])  # in the first block and in a later one
+def test_build_overflowing_component_mentions_row(value, row):
+    bad = clustered(4200, 8, seed=2)
+    bad[row, 5] = value
+    with pytest.raises(InvalidInputError, match=rf"row {row} has a component beyond"):
+        LeannIndex.build(bad, IndexConfig(metric="l2"))
+
+
+def test_build_non_finite_in_a_later_block_mentions_row():
+    bad = clustered(4200, 8, seed=2)
+    bad[4100, 0] = np.nan
+    with pytest.raises(InvalidInputError, match=r"row 4100 contains NaN"):
+        LeannIndex.build(bad, IndexConfig(metric="l2"))
+
+
 @pytest.mark.parametrize("shape", [(16,), (4, 4, 4), (1, 2, 3, 4), ()])
 def test_build_wrong_ndim(shape):
     with pytest.raises(InvalidInputError):

@@ -404,3 +404,47 @@ def test_many_chunks_two_threads(graph_data, monkeypatch, chunk):
     r_one = recall_at_k(one.search(q, k=10, ef=32).ids, truth)
     r_many = recall_at_k(many.search(q, k=10, ef=32).ids, truth)
     assert r_many >= r_one - 0.03, (r_one, r_many)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_projector_equals_mapped_projection(metric, monkeypatch):
+    """The build feed's projections (reused buffers, centred in place) are the
+    codec projections of the metric-mapped rows, for any row range."""
+    import leann_store.index as index_mod
+    from leann_store import train_codec
+
+    monkeypatch.setattr(index_mod, "_CHUNK", 64)  # several blocks per call
+    x = clustered(300, 24, seed=4)
+    mmap = index_mod._MetricMap.fit(metric, x)
+    codec = train_codec(mmap.vectors(x), num_subspaces=8, seed=0)
+    project = index_mod._Projector(codec, x, mmap, 150)
+    for lo, hi in ((0, 150), (150, 300), (10, 11), (0, 150)):
+        want = codec.project(mmap.vectors(x[lo:hi]))
+        np.testing.assert_allclose(project(lo, hi), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(x, clustered(300, 24, seed=4))  # the input is untouched
+
+
+def test_build_runs_blas_on_one_thread_and_restores_it(monkeypatch):
+    """numpy's BLAS runs single-threaded during a build (the build's own
+    threads do the parallel work) and gets its thread count back after."""
+    from threadpoolctl import threadpool_info
+
+    import leann_store.index as index_mod
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("numpy's BLAS is not visible to threadpoolctl")
+    seen: list[list[int]] = []
+    real = index_mod.fit_pca
+
+    def spy(*args, **kwargs):
+        seen.append(blas_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(index_mod, "fit_pca", spy)
+    LeannIndex.build(clustered(300, 16, seed=1), IndexConfig(metric="l2", M=8))
+    assert seen == [[1] * len(before)]
+    assert blas_threads() == before
