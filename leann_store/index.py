@@ -371,6 +371,9 @@ class LeannIndex:
 
         ``progress`` shows a progress bar (default: when stderr is a terminal
         and n >= 20000).  Ctrl-C cancels the build cleanly.
+
+        The build's ``threads`` do the parallel work; numpy's BLAS runs on one
+        thread while it lasts (a process-wide setting, restored afterwards).
         """
         cfg = config if config is not None else IndexConfig()
         if not isinstance(cfg, IndexConfig):
