@@ -16,6 +16,7 @@ metrics are mapped onto it here, and only here:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -331,11 +332,18 @@ class _MetricMap:
         return d
 
 
-def _blas_single_thread() -> threadpool_limits:
-    """numpy's BLAS on one thread for the length of a build.  The build's own
-    threads do the parallel work; BLAS workers would spin after each of the
-    feed's products (about 5% of a 2-core build) and commit a few MB of
-    buffers each, for products that take milliseconds."""
+def _blas_single_thread() -> contextlib.AbstractContextManager[Any]:
+    """numpy's BLAS on one thread for the length of a build on the main thread.
+
+    The build's own threads do the parallel work; BLAS workers would spin
+    after each of the feed's products (about 5% of a 2-core build) and commit
+    a few MB of buffers each, for products that take milliseconds.  The
+    setting is process-wide, and OpenBLAS (0.3.31, measured) applies a
+    decrease made from any thread but ignores an increase made from a thread
+    other than the main one: a build on a worker thread could not restore
+    the thread count it lowered, so it leaves the setting alone."""
+    if threading.current_thread() is not threading.main_thread():
+        return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
 
 
@@ -372,8 +380,9 @@ class LeannIndex:
         ``progress`` shows a progress bar (default: when stderr is a terminal
         and n >= 20000).  Ctrl-C cancels the build cleanly.
 
-        The build's ``threads`` do the parallel work; numpy's BLAS runs on one
-        thread while it lasts (a process-wide setting, restored afterwards).
+        The build's ``threads`` do the parallel work; called from the main
+        thread, numpy's BLAS runs on one thread while it lasts (a process-wide
+        setting, restored afterwards).
         """
         cfg = config if config is not None else IndexConfig()
         if not isinstance(cfg, IndexConfig):

@@ -448,3 +448,38 @@ def test_build_runs_blas_on_one_thread_and_restores_it(monkeypatch):
     LeannIndex.build(clustered(300, 16, seed=1), IndexConfig(metric="l2", M=8))
     assert seen == [[1] * len(before)]
     assert blas_threads() == before
+
+
+
+def test_build_on_a_worker_thread_leaves_blas_alone(monkeypatch):
+    """OpenBLAS ignores a thread-count increase made from a thread other than
+    the main one, so a build there must not lower it: it could not restore
+    it.  The main thread's builds do limit it."""
+    import threading
+
+    import leann_store.index as index_mod
+
+    calls: list[str] = []
+    real = index_mod.threadpool_limits
+
+    def recording(*args, **kwargs):
+        calls.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(index_mod, "threadpool_limits", recording)
+    x = clustered(300, 16, seed=1)
+    failures: list[BaseException] = []
+
+    def build_in_worker() -> None:
+        try:
+            LeannIndex.build(x, IndexConfig(metric="l2", M=8))
+        except BaseException as exc:
+            failures.append(exc)
+
+    t = threading.Thread(target=build_in_worker, name="worker")
+    t.start()
+    t.join(120)
+    assert not failures, failures
+    assert calls == []
+    LeannIndex.build(x, IndexConfig(metric="l2", M=8))
+    assert calls == [threading.main_thread().name]
