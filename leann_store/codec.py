@@ -36,12 +36,11 @@ _BLOCK = 4096  # rows per block in the covariance and projection products
 _SCALE_SAMPLE = 1024  # rows x msub x 16 table entries: plenty for a percentile
 
 
-def _project(x: np.ndarray, mean: np.ndarray, components: np.ndarray, chunk: int = _BLOCK) -> np.ndarray:
+def _project(x: np.ndarray, mean32: np.ndarray, comp_t: np.ndarray, chunk: int = _BLOCK) -> np.ndarray:
     """``(x - mean) @ components.T`` as float32, ``chunk`` rows at a time
-    (the centred block is the only temporary)."""
-    out = np.empty((x.shape[0], components.shape[0]), dtype=np.float32)
-    comp_t = np.ascontiguousarray(components.T, dtype=np.float32)
-    mean32 = np.asarray(mean, dtype=np.float32)
+    (the centred block is the only temporary); ``mean32`` and ``comp_t``
+    (the transposed components) are float32 already."""
+    out = np.empty((x.shape[0], comp_t.shape[1]), dtype=np.float32)
     for s in range(0, x.shape[0], chunk):
         np.matmul(x[s:s + chunk] - mean32, comp_t, out=out[s:s + chunk])
     return out
@@ -97,7 +96,7 @@ class Codec:
             x = x[None, :]
         if x.shape[1] != self.dim:
             raise errors.DimensionMismatchError(f"codec expects dimension {self.dim}, got {x.shape[1]}")
-        return _project(x, self.mean, self.components, chunk)
+        return _project(x, self._mean32, self._components_t, chunk)
 
     def project_into(self, block: np.ndarray, out: np.ndarray) -> np.ndarray:
         """``project(block)`` written into ``out`` (float32, (rows, pca_dim)),
@@ -288,10 +287,13 @@ def train_codec(
     comps, vals = comps[perm], vals[perm]
     explained = float(vals.sum() / eigvals.sum()) if eigvals.sum() > 0 else 1.0
 
+    comps32 = comps.astype(np.float32)
+    comps32_t = np.ascontiguousarray(comps32.T)  # once: project() below runs per block
+
     def project(rows: np.ndarray | slice) -> np.ndarray:
         # rows of the sample, projected when needed: the whole projected
         # sample never exists at once (peak memory)
-        return _project(s[rows], mean32, comps)
+        return _project(s[rows], mean32, comps32_t)
 
     dsub = dp // msub
     ns = len(s)
@@ -311,7 +313,7 @@ def train_codec(
     quant_error = sq / ns
     return Codec(
         mean=mean.astype(np.float32),
-        components=comps.astype(np.float32),
+        components=comps32,
         centroids=centroids.astype(np.float32),
         scale=scale,
         accumulate=accumulate,
