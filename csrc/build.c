@@ -329,29 +329,33 @@ static void set_own_list(leann_builder *b, uint32_t q, int l, const leann_cand *
     leann_lock_release(lock);
 }
 
-static int insert(leann_builder *b, scratch *s, uint32_t q) {
-    leann_qctx *qc = &s->qc;
-    int level = b->g.levels[q];
-    if (b->flash) {
-        leann_codec_adt_raw(b->codec, b->proj + ((size_t)q - b->proj_first) * b->codec->dp, s->adt);
-        leann_permute_table(s->adt, b->codec->msub, s->ptab);
-    } else {
-        qc->q = b->vectors + (size_t)q * b->p.dim;
-    }
-    pthread_mutex_lock(&b->global);
-    int maxl = b->g.maxlevel;
-    uint32_t ep = b->g.entry;
-    int hold = level > maxl;
-    if (!hold) pthread_mutex_unlock(&b->global);
-    float epd = leann_qdist(qc, ep, b->codes);
-    for (int l = maxl; l > level; l--) leann_greedy(&b->g, qc, l, &ep, &epd);
-    for (int l = level < maxl ? level : maxl; l >= 0; l--) {
-        int len = leann_search_layer(&b->g, qc, l, (leann_cand){epd, ep}, b->p.ef_construction,
-                                     &s->vis, s->beam);
-        int nc = 0; /* ascending already; drop q itself */
-        for (int i = 0; i < len; i++)
-            if (s->beam[i].id != q) s->sorted[nc++] = (leann_cand){s->beam[i].d, s->beam[i].id};
-        if (nc == 0) continue;
+/* One insertion in flight.  A build thread keeps LEANN_BUILD_WALKS of them
+ * and advances each by one expansion in turn: a walk's next list is
+ * prefetched when its step ends and read when its turn comes back, after
+ * the other walks' steps, so the misses of one overlap the work of the
+ * others (a single walk stalls on nearly every expansion). */
+#define LEANN_BUILD_WALKS 4
+typedef struct {
+    scratch s;
+    leann_walk w;
+    uint32_t q;
+    int l;      /* level being searched */
+    leann_cand ep; /* where the walk at level l started */
+    int hold;   /* q raises the top level: holds b->global until it is done */
+    int active;
+} slot;
+
+/* Link q at level l from the finished walk; start the walk one level down,
+ * or finish q.  Returns whether q is still in flight. */
+static int link_level(leann_builder *b, slot *sl) {
+    scratch *s = &sl->s;
+    uint32_t q = sl->q;
+    int l = sl->l, len = sl->w.len;
+    int nc = 0; /* ascending already; drop q itself */
+    for (int i = 0; i < len; i++)
+        if (s->beam[i].id != q) s->sorted[nc++] = (leann_cand){s->beam[i].d, s->beam[i].id};
+    leann_cand ep = sl->ep;
+    if (nc > 0) {
         /* The heuristic compares a candidate's asymmetric distance to q
          * (exact q against the candidate's code: it carries the code's
          * quantisation error, on average the codec's mean squared error)
@@ -363,8 +367,7 @@ static int insert(leann_builder *b, scratch *s, uint32_t q) {
          * symmetric side instead (fewer edges) gave 0.827. */
         int k = select_neighbors(b, s, s->sorted, nc, b->p.M, -b->p.selection_relax, s->selected);
         set_own_list(b, q, l, s->selected, k);
-        ep = s->selected[0].id; /* closest kept neighbour seeds the next level */
-        epd = s->selected[0].d;
+        ep = s->selected[0]; /* closest kept neighbour seeds the next level */
         for (int i = 0; i < k; i++) {
             uint32_t v = s->selected[i].id;
             leann_lock *lock = &b->locks[v & (LEANN_NLOCKS - 1)];
@@ -373,33 +376,90 @@ static int insert(leann_builder *b, scratch *s, uint32_t q) {
             leann_lock_release(lock);
         }
     }
-    if (hold) {
+    if (l > 0) {
+        sl->l = l - 1;
+        sl->ep = ep;
+        leann_walk_start(&sl->w, &b->g, &s->qc, sl->l, ep, b->p.ef_construction, 0, &s->vis, s->beam);
+        return 1;
+    }
+    if (sl->hold) {
         b->g.entry = q;
-        b->g.maxlevel = level;
+        b->g.maxlevel = b->g.levels[q];
         pthread_mutex_unlock(&b->global);
     }
-    return LEANN_OK;
+    atomic_fetch_add_explicit(&b->done, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* One expansion of the slot's walk (linking when the walk ends). */
+static void advance(leann_builder *b, slot *sl) {
+    if (!leann_walk_step(&sl->w, &b->g, &sl->s.qc)) sl->active = link_level(b, sl);
+}
+
+/* Start inserting q: its query table, the descent through the levels above
+ * its own, and the first walk.  A node that raises the top level holds the
+ * global lock throughout, so it runs to completion here. */
+static void begin(leann_builder *b, slot *sl, uint32_t q) {
+    scratch *s = &sl->s;
+    leann_qctx *qc = &s->qc;
+    int level = b->g.levels[q];
+    if (b->flash) {
+        leann_codec_adt_raw(b->codec, b->proj + ((size_t)q - b->proj_first) * b->codec->dp, s->adt);
+        leann_permute_table(s->adt, b->codec->msub, s->ptab);
+    } else {
+        qc->q = b->vectors + (size_t)q * b->p.dim;
+    }
+    pthread_mutex_lock(&b->global);
+    int maxl = b->g.maxlevel;
+    uint32_t ep = b->g.entry;
+    sl->hold = level > maxl;
+    if (!sl->hold) pthread_mutex_unlock(&b->global);
+    float epd = leann_qdist(qc, ep, b->codes);
+    for (int l = maxl; l > level; l--) leann_greedy(&b->g, qc, l, &ep, &epd);
+    sl->q = q;
+    sl->l = level < maxl ? level : maxl;
+    sl->active = 1;
+    sl->ep = (leann_cand){epd, ep};
+    leann_walk_start(&sl->w, &b->g, qc, sl->l, sl->ep, b->p.ef_construction, 0, &s->vis, s->beam);
+    if (sl->hold)
+        while (sl->active) advance(b, sl);
 }
 
 static int build_task(void *ctx, int tid, int nt) {
     (void)tid;
     (void)nt;
     leann_builder *b = ctx;
-    scratch s;
-    int st = scratch_init(&s, b);
-    while (st == LEANN_OK) {
-        if (atomic_load_explicit(&b->cancel, memory_order_relaxed)) {
-            st = leann_fail(LEANN_ERR_CANCELLED, "build cancelled");
-            break;
-        }
-        size_t i = atomic_fetch_add(&b->next, 1);
-        if (i >= b->upto) break;
-        st = insert(b, &s, (uint32_t)i);
-        atomic_fetch_add_explicit(&b->done, 1, memory_order_relaxed);
+    slot slots[LEANN_BUILD_WALKS];
+    int nslots = 0, st = LEANN_OK;
+    for (; nslots < LEANN_BUILD_WALKS && st == LEANN_OK; nslots++) {
+        st = scratch_init(&slots[nslots].s, b);
+        slots[nslots].active = 0;
     }
-    atomic_fetch_add(&b->evals, s.qc.evals);
-    atomic_fetch_add(&b->hops, s.qc.hops);
-    scratch_free(&s);
+    int drawing = st == LEANN_OK, active = 0;
+    while (st == LEANN_OK && (drawing || active)) {
+        active = 0;
+        for (int i = 0; i < nslots; i++) {
+            slot *sl = &slots[i];
+            if (!sl->active && drawing) {
+                if (atomic_load_explicit(&b->cancel, memory_order_relaxed)) {
+                    st = leann_fail(LEANN_ERR_CANCELLED, "build cancelled");
+                    drawing = 0;
+                    break;
+                }
+                size_t q = atomic_fetch_add(&b->next, 1);
+                if (q >= b->upto) drawing = 0;
+                else begin(b, sl, (uint32_t)q);
+            } else if (sl->active) {
+                advance(b, sl);
+            }
+            active |= sl->active;
+        }
+    }
+    for (int i = 0; i < nslots; i++) {
+        atomic_fetch_add(&b->evals, slots[i].s.qc.evals);
+        atomic_fetch_add(&b->hops, slots[i].s.qc.hops);
+        scratch_free(&slots[i].s);
+    }
     return st;
 }
 

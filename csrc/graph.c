@@ -307,7 +307,7 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
         /* the ids are read after the scan: start their misses now, so that
          * they overlap the code blocks' */
         for (size_t off = 0; off < (size_t)deg * sizeof(uint32_t); off += 64)
-            __builtin_prefetch((const char *)list + off);
+            LEANN_PREFETCH((const char *)list + off);
         const uint8_t *blocks = l == 0 ? qc->codes0 + (size_t)v * qc->bb0
                                        : qc->codesU + ((size_t)g->ubase[v] + l - 1) * qc->bbU;
         qc->scan(blocks, (size_t)(deg + 15) / 16, qc->cb, qc->table, qc->d16_tmp);
@@ -345,7 +345,7 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
             ids[out++] = id;
         }
         for (int i = 0; i < out; i++) {
-            if (i + 1 < out) __builtin_prefetch(qc->vectors + (size_t)ids[i + 1] * qc->dim);
+            if (i + 1 < out) LEANN_PREFETCH(qc->vectors + (size_t)ids[i + 1] * qc->dim);
             ds[i] = qc->dist(qc->q, qc->vectors + (size_t)ids[i] * qc->dim, qc->dim);
         }
     }
@@ -378,12 +378,43 @@ static inline void prefetch_list(const leann_graph *g, const leann_qctx *qc, uin
     int deg;
     const uint32_t *ids = leann_graph_list(g, v, l, &deg);
     for (size_t off = 0; off < (size_t)deg * sizeof(uint32_t); off += 64)
-        __builtin_prefetch((const char *)ids + off);
+        LEANN_PREFETCH((const char *)ids + off);
     if (qc->flash) {
         const char *p = (const char *)(l == 0 ? qc->codes0 + (size_t)v * qc->bb0
                                               : qc->codesU + ((size_t)g->ubase[v] + l - 1) * qc->bbU);
         size_t bytes = (size_t)((deg + 15) / 16) * 16 * (size_t)qc->cb;
-        for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
+        for (size_t off = 0; off < bytes; off += 64) LEANN_PREFETCH(p + off);
+    }
+}
+
+/* The same without reading the degree (a load that would wait for its
+ * miss): the list's degree, its lock, all its id slots and the first
+ * WALK_PREFETCH_LINES lines of its code blocks.  More lines than that in
+ * flight at once make the prefetches themselves wait for fill buffers
+ * (50k MiniLM: 12-16 lines are best; 100k x 768 with 32 B codes: 16). */
+#define WALK_PREFETCH_LINES 16
+static inline void prefetch_list_whole(const leann_graph *g, const leann_qctx *qc, uint32_t v, int l) {
+    if (g->packed || g->off0) return;
+    if (qc->locks) LEANN_PREFETCHW(&qc->locks[v & (LEANN_NLOCKS - 1)]);
+    const char *ids;
+    size_t nid, bytes;
+    if (l == 0) {
+        LEANN_PREFETCH(g->deg0 + v);
+        ids = (const char *)(g->ids0 + (size_t)v * g->cap0);
+        nid = (size_t)g->cap0;
+    } else {
+        size_t slot = (size_t)g->ubase[v] + (size_t)l - 1;
+        LEANN_PREFETCH(g->degU + slot);
+        ids = (const char *)(g->idsU + slot * g->capU);
+        nid = (size_t)g->capU;
+    }
+    for (size_t off = 0; off < nid * sizeof(uint32_t); off += 64) LEANN_PREFETCH(ids + off);
+    if (qc->flash) {
+        const char *p = (const char *)(l == 0 ? qc->codes0 + (size_t)v * qc->bb0
+                                              : qc->codesU + ((size_t)g->ubase[v] + l - 1) * qc->bbU);
+        bytes = l == 0 ? qc->bb0 : qc->bbU;
+        if (bytes > WALK_PREFETCH_LINES * 64) bytes = WALK_PREFETCH_LINES * 64;
+        for (size_t off = 0; off < bytes; off += 64) LEANN_PREFETCH(p + off);
     }
 }
 
@@ -391,42 +422,66 @@ static inline int beam_less(float d, uint32_t id, const leann_beam_entry *e) {
     return d < e->d || (d == e->d && id < e->id);
 }
 
-int leann_search_layer(const leann_graph *g, leann_qctx *qc, int l, leann_cand ep, int ef,
-                       leann_visited *vis, leann_beam_entry *beam) {
-    uint32_t *ids = qc->nbr_ids;
-    float *ds = qc->nbr_ds;
+void leann_walk_start(leann_walk *w, const leann_graph *g, const leann_qctx *qc, int l, leann_cand ep, int ef,
+                      int lookahead, leann_visited *vis, leann_beam_entry *beam) {
+    w->beam = beam;
+    w->lookahead = lookahead;
+    w->vis = vis;
+    w->l = l;
+    w->ef = ef;
+    w->len = 1;
+    w->cur = 0;
     leann_visited_next(vis);
     leann_visit(vis, ep.id);
-    int len = 1, cur = 0;
     beam[0] = (leann_beam_entry){ep.d, ep.id, 0};
-    while (cur < len) {
-        beam[cur].expanded = 1;
-        for (int nx = cur + 1, got = 0; nx < len && got < 2; nx++) {
-            if (!beam[nx].expanded) {
-                prefetch_list(g, qc, beam[nx].id, l);
-                got++;
-            }
+    prefetch_list(g, qc, ep.id, l);
+}
+
+int leann_walk_step(leann_walk *w, const leann_graph *g, leann_qctx *qc) {
+    leann_beam_entry *beam = w->beam;
+    uint32_t *ids = qc->nbr_ids;
+    float *ds = qc->nbr_ds;
+    int len = w->len, cur = w->cur, ef = w->ef;
+    if (cur >= len) return 0;
+    beam[cur].expanded = 1;
+    for (int nx = cur + 1, got = 0; nx < len && got < w->lookahead; nx++) {
+        if (!beam[nx].expanded) {
+            prefetch_list(g, qc, beam[nx].id, w->l);
+            got++;
         }
-        int cnt = leann_expand(g, qc, beam[cur].id, l, vis, len == ef ? beam[len - 1].d : INFINITY, ids, ds);
-        int lowest = len;
-        for (int i = 0; i < cnt; i++) {
-            float d = ds[i];
-            uint32_t id = ids[i];
-            if (len == ef && !beam_less(d, id, &beam[len - 1])) continue;
-            int lo = 0, hi = len; /* first entry not less than (d, id) */
-            while (lo < hi) {
-                int mid = (lo + hi) >> 1;
-                if (beam_less(d, id, &beam[mid])) hi = mid;
-                else lo = mid + 1;
-            }
-            int keep = len < ef ? len : ef - 1;
-            memmove(beam + lo + 1, beam + lo, (size_t)(keep - lo) * sizeof *beam);
-            beam[lo] = (leann_beam_entry){d, id, 0};
-            if (len < ef) len++;
-            if (lo < lowest) lowest = lo;
-        }
-        cur = lowest <= cur ? lowest : cur + 1;
-        while (cur < len && beam[cur].expanded) cur++;
     }
-    return len;
+    int cnt = leann_expand(g, qc, beam[cur].id, w->l, w->vis, len == ef ? beam[len - 1].d : INFINITY, ids, ds);
+    int lowest = len;
+    for (int i = 0; i < cnt; i++) {
+        float d = ds[i];
+        uint32_t id = ids[i];
+        if (len == ef && !beam_less(d, id, &beam[len - 1])) continue;
+        int lo = 0, hi = len; /* first entry not less than (d, id) */
+        while (lo < hi) {
+            int mid = (lo + hi) >> 1;
+            if (beam_less(d, id, &beam[mid])) hi = mid;
+            else lo = mid + 1;
+        }
+        int keep = len < ef ? len : ef - 1;
+        memmove(beam + lo + 1, beam + lo, (size_t)(keep - lo) * sizeof *beam);
+        beam[lo] = (leann_beam_entry){d, id, 0};
+        if (len < ef) len++;
+        if (lo < lowest) lowest = lo;
+    }
+    cur = lowest <= cur ? lowest : cur + 1;
+    while (cur < len && beam[cur].expanded) cur++;
+    w->len = len;
+    w->cur = cur;
+    if (cur >= len) return 0;
+    prefetch_list_whole(g, qc, beam[cur].id, w->l);
+    return 1;
+}
+
+int leann_search_layer(const leann_graph *g, leann_qctx *qc, int l, leann_cand ep, int ef,
+                       leann_visited *vis, leann_beam_entry *beam) {
+    leann_walk w;
+    leann_walk_start(&w, g, qc, l, ep, ef, 2, vis, beam);
+    while (leann_walk_step(&w, g, qc)) {
+    }
+    return w.len;
 }

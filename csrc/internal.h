@@ -16,6 +16,23 @@
 #define LEANN_NEON 1
 #endif
 
+/* Prefetch for reading (LEANN_PREFETCH) or writing (LEANN_PREFETCHW).  As
+ * volatile asm: GCC 12 at -O3 deleted every __builtin_prefetch of the
+ * layer walk as dead code, which left its misses exposed. */
+#if defined(__GNUC__) && defined(LEANN_X86)
+#define LEANN_PREFETCH(p) __asm__ volatile("prefetcht0 %0" : : "m"(*(const char *)(p)))
+#define LEANN_PREFETCHW(p) __asm__ volatile("prefetchw %0" : : "m"(*(const char *)(p)))
+#elif defined(__GNUC__) && defined(__aarch64__)
+#define LEANN_PREFETCH(p) __asm__ volatile("prfm pldl1keep, %0" : : "Q"(*(const char *)(p)))
+#define LEANN_PREFETCHW(p) __asm__ volatile("prfm pstl1keep, %0" : : "Q"(*(const char *)(p)))
+#elif defined(__GNUC__)
+#define LEANN_PREFETCH(p) __builtin_prefetch((p))
+#define LEANN_PREFETCHW(p) __builtin_prefetch((p), 1)
+#else
+#define LEANN_PREFETCH(p) ((void)(p))
+#define LEANN_PREFETCHW(p) ((void)(p))
+#endif
+
 /* ---- errors (common.c) ---- */
 int leann_fail(int status, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -310,6 +327,21 @@ void leann_greedy(const leann_graph *g, leann_qctx *qc, int l, uint32_t *cur, fl
  * ef nodes found, ascending; returns how many. */
 int leann_search_layer(const leann_graph *g, leann_qctx *qc, int l, leann_cand ep, int ef,
                        leann_visited *vis, leann_beam_entry *beam);
+/* The same search one expansion at a time, so that a thread can interleave
+ * several (the builder does): each step ends by prefetching the list it will
+ * expand next, whose misses then overlap the other walks' steps.  lookahead:
+ * how many later beam entries each step also prefetches (a guess at what
+ * comes next; a lone walk has nothing else to overlap). */
+typedef struct {
+    leann_beam_entry *beam;
+    leann_visited *vis;
+    int len, cur, ef, l, lookahead;
+} leann_walk;
+void leann_walk_start(leann_walk *w, const leann_graph *g, const leann_qctx *qc, int l, leann_cand ep, int ef,
+                      int lookahead, leann_visited *vis, leann_beam_entry *beam);
+/* One expansion; returns 0 once the beam holds nothing left to expand
+ * (w->beam[0 .. w->len) is then the result, ascending). */
+int leann_walk_step(leann_walk *w, const leann_graph *g, leann_qctx *qc);
 
 /* ---- the index (search.c, prune.c, index_io.c) ---- */
 typedef struct leann_lru leann_lru;
