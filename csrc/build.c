@@ -26,6 +26,7 @@ struct leann_builder {
     float *vectors;          /* n * dim (exact builder or stored vectors) */
     leann_dist_fn l2;
     leann_scan_fn scan;
+    leann_vadt_fn vadt;
     leann_lock *locks;
     pthread_mutex_t global;
     int global_ok, ran, failed; /* failed: a run stopped part-way; the graph is incomplete */
@@ -160,13 +161,14 @@ int leann_builder_new(const leann_build_params *p, const leann_codec *codec, lea
     if (b->flash) {
         b->cb = codec->code_bytes;
         b->scan = leann_get_scan(LEANN_KERNEL_AUTO, codec->accumulate);
+        b->vadt = leann_get_vadt(LEANN_KERNEL_AUTO);
         b->bb0 = (size_t)((b->g.cap0 + 15) / 16) * 16 * b->cb;
         b->bbU = (size_t)((b->g.capU + 15) / 16) * 16 * b->cb;
         b->codes = leann_calloc(p->n, (size_t)b->cb, "codes");
         b->codes0 = leann_calloc_big(p->n, b->bb0, "level-0 neighbour codes");
         b->codesU = leann_calloc(b->g.nslots ? b->g.nslots : 1, b->bbU, "upper neighbour codes");
-        if (!b->scan || !b->codes || !b->codes0 || !b->codesU) {
-            st = b->scan ? LEANN_ERR_NOMEM : leann_fail(LEANN_ERR_INTERNAL, "no scan kernel");
+        if (!b->scan || !b->vadt || !b->codes || !b->codes0 || !b->codesU) {
+            st = b->scan && b->vadt ? LEANN_ERR_NOMEM : leann_fail(LEANN_ERR_INTERNAL, "no scan kernel");
             goto fail;
         }
     } else {
@@ -245,7 +247,7 @@ static int select_neighbors(const leann_builder *b, scratch *s, const leann_cand
         int good = 1;
         float di = cands[i].d + bias;
         if (b->flash && k >= SIMD_SELECT_MIN) {
-            leann_codec_vadt_permuted(b->codec, b->codes + (size_t)cands[i].id * b->cb, s->vtab);
+            b->vadt(b->codec, b->codes + (size_t)cands[i].id * b->cb, s->vtab);
             b->scan(s->selblocks, (size_t)(k + 15) / 16, b->cb, s->vtab, s->seld);
             for (int j = 0; j < k; j++) good &= !((float)s->seld[j] < di);
         } else {
@@ -294,7 +296,7 @@ static void add_reverse(leann_builder *b, scratch *s, uint32_t v, int l, uint32_
     /* full: re-select among the current neighbours and q, seen from v */
     leann_cand *pool = s->pool;
     if (b->flash) {
-        leann_codec_vadt_permuted(b->codec, b->codes + (size_t)v * b->cb, s->vtab);
+        b->vadt(b->codec, b->codes + (size_t)v * b->cb, s->vtab);
         b->scan(list_blocks(b, v, l), (size_t)(deg + 15) / 16, b->cb, s->vtab, s->qc.d16_tmp);
         for (int i = 0; i < deg; i++) pool[i] = (leann_cand){(float)s->qc.d16_tmp[i], ids[i]};
     } else {

@@ -101,8 +101,9 @@ void leann_permute_table(const uint8_t *canonical, int msub, uint8_t *permuted);
 /* Float ADT of a projected vector, then quantised (canonical order). */
 void leann_codec_adt_raw(const leann_codec *c, const float *proj1, uint8_t *table);
 /* Virtual ADT of an encoded vector (its SDT rows), written straight into the
- * kernel's permuted layout. */
-void leann_codec_vadt_permuted(const leann_codec *c, const uint8_t *code, uint8_t *permuted);
+ * kernels' permuted layout, with stores that suit `kernel`'s scan. */
+typedef void (*leann_vadt_fn)(const leann_codec *c, const uint8_t *code, uint8_t *permuted);
+leann_vadt_fn leann_get_vadt(int kernel);
 /* Symmetric distance between two codes (sum of SDT entries). */
 static inline uint32_t leann_sdt_dist(const leann_codec *c, const uint8_t *a,
                                       const uint8_t *b) {

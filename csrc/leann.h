@@ -88,6 +88,10 @@ int leann_codec_encode_kernel(const leann_codec *codec, const float *proj, size_
 int leann_codec_adt(const leann_codec *codec, const float *proj1, uint8_t *table);
 /* Canonical symmetric table: msub*16*16 bytes, [i][a][b]. */
 int leann_codec_sdt(const leann_codec *codec, uint8_t *sdt);
+/* Virtual ADT of one code (row code_i of each subspace i's SDT), in the
+ * kernels' permuted layout, as `kernel`'s variant writes it: msub*16 bytes
+ * (for the tests; the builder scores candidates with it). */
+int leann_codec_vadt_kernel(const leann_codec *codec, const uint8_t *code, int kernel, uint8_t *permuted);
 
 /* Score n codes against a canonical table with one kernel.  The codes are
  * transposed into blocks of 16 and the table permuted as the hot loops do, so

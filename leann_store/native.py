@@ -200,6 +200,17 @@ class NativeCodec:
         check(lib.leann_codec_sdt(self._ptr, _ptr("uint8_t[]", out)))
         return out
 
+    def vadt(self, code: np.ndarray, kernel: str = "auto") -> np.ndarray:
+        """Virtual ADT of one code (its SDT rows) in the kernels' permuted
+        layout, as ``kernel`` builds it: (msub * 16,) bytes."""
+        code = np.ascontiguousarray(code, dtype=np.uint8)
+        if code.shape != (self.code_bytes,):
+            raise errors.InvalidInputError(f"code must be ({self.code_bytes},) bytes, got shape {code.shape}")
+        out = np.empty(self.msub * 16, dtype=np.uint8)
+        check(lib.leann_codec_vadt_kernel(self._ptr, _ptr("uint8_t[]", code), _kernel_id(kernel),
+                                          _ptr("uint8_t[]", out)))
+        return out
+
 
 # ---- build -----------------------------------------------------------------
 @dataclass(frozen=True)

@@ -263,3 +263,38 @@ def test_encode_kernel_equals_scalar_and_reference(kernel, data):
     got = codec.encode(proj, threads=1, kernel=kernel)
     np.testing.assert_array_equal(got, codec.encode(proj, threads=1, kernel="scalar"))
     np.testing.assert_array_equal(got, reference_encode(cent, proj))
+
+
+def reference_vadt(sdt: np.ndarray, code: np.ndarray) -> np.ndarray:
+    """Row nibble_i(code) of each subspace i's symmetric table, permuted as
+    the scan kernels read tables: per group of 4 code bytes, the 4 low-nibble
+    rows then the 4 high-nibble rows."""
+    cb = len(code)
+    out = np.empty((cb // 4, 2, 4, 16), dtype=np.uint8)
+    for r in range(cb):
+        out[r // 4, 0, r % 4] = sdt[2 * r, code[r] & 15]
+        out[r // 4, 1, r % 4] = sdt[2 * r + 1, code[r] >> 4]
+    return out.reshape(-1)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=codec_and_points(), codes=hnp.arrays(np.uint8, (3, 32)))
+def test_vadt_kernel_equals_scalar_and_reference(kernel, data, codes):
+    """The builder's virtual ADT (a code's SDT rows, permuted) is the same
+    table whichever kernel's variant writes it."""
+    cent, _ = data
+    codec = native.NativeCodec(cent, 0.05, 16)
+    sdt = codec.sdt()
+    for code in codes[:, :codec.code_bytes]:
+        got = codec.vadt(code, kernel)
+        np.testing.assert_array_equal(got, codec.vadt(code, "scalar"))
+        np.testing.assert_array_equal(got, reference_vadt(sdt, code))
+
+
+def test_vadt_bad_arguments():
+    codec = native.NativeCodec(np.zeros((8, 16, 2), np.float32), 1.0, 16)
+    with pytest.raises(leann_store.InvalidInputError):
+        codec.vadt(np.zeros(3, np.uint8))
+    with pytest.raises(leann_store.InvalidInputError):
+        codec.vadt(np.zeros(4, np.uint8), "no-such-kernel")
