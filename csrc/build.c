@@ -240,11 +240,16 @@ static inline float pair_dist(const leann_builder *b, uint32_t x, uint32_t y) {
  * neighbours are kept, the candidate's virtual ADT scores all of them at
  * once with the lookup kernel over the kept neighbours' code blocks. */
 #define SIMD_SELECT_MIN 4
+#define SELECT_PREFETCH 8
 static int select_neighbors(const leann_builder *b, scratch *s, const leann_cand *cands, int nc,
                             int m, float bias, leann_cand *out) {
     int k = 0;
+    if (b->flash) /* candidates' own codes: scattered over all n; start the first misses */
+        for (int i = 0; i < nc && i < SELECT_PREFETCH; i++) LEANN_PREFETCH(b->codes + (size_t)cands[i].id * b->cb);
     for (int i = 0; i < nc && k < m; i++) {
         int good = 1;
+        if (b->flash && i + SELECT_PREFETCH < nc)
+            LEANN_PREFETCH(b->codes + (size_t)cands[i + SELECT_PREFETCH].id * b->cb);
         float di = cands[i].d + bias;
         if (b->flash && k >= SIMD_SELECT_MIN) {
             b->vadt(b->codec, b->codes + (size_t)cands[i].id * b->cb, s->vtab);
