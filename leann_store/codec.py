@@ -108,6 +108,22 @@ class Codec:
         np.subtract(block, self._mean32, out=block)
         return np.matmul(block, self._components_t, out=out)
 
+    def projection_columns(self, other: "Codec") -> np.ndarray | None:
+        """Columns of this codec's projection that make up ``other``'s, or
+        None when there are none: the same mean, and each of ``other``'s
+        components among this codec's (two codecs trained on one PCA fit,
+        ``other`` keeping no more dimensions).  ``other.project(x)`` then
+        equals ``self.project(x)[:, cols]``, so one projection serves both."""
+        if other is self:
+            return np.arange(self.pca_dim)
+        if other.dim != self.dim or not np.array_equal(other._mean32, self._mean32):
+            return None
+        mine = {row.tobytes(): i for i, row in enumerate(np.asarray(self.components, dtype=np.float32))}
+        cols = [mine.get(row.tobytes()) for row in np.asarray(other.components, dtype=np.float32)]
+        if any(c is None for c in cols) or len(set(cols)) != len(cols):
+            return None
+        return np.asarray(cols, dtype=np.intp)
+
     @cached_property
     def _mean32(self) -> np.ndarray:
         return np.asarray(self.mean, dtype=np.float32)

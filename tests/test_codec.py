@@ -337,3 +337,30 @@ def test_shared_pca_gives_the_same_codec(data):
         assert a.scale == b.scale
     with pytest.raises(InvalidInputError, match="other rows"):
         train_codec(data[:500], num_subspaces=16, pca=pca)
+
+
+# ---- one projection for two codecs ---------------------------------------------
+def test_projection_columns_of_codecs_on_one_pca(data):
+    """Two codecs trained on one PCA fit: the larger projection holds the
+    smaller one's columns, and those columns are its projection."""
+    from leann_store.codec import fit_pca
+
+    pca = fit_pca(data)
+    big = train_codec(data, num_subspaces=32, pca_dim=64, seed=0, pca=pca)
+    small = train_codec(data, num_subspaces=16, pca_dim=32, seed=0, pca=pca)
+    cols = big.projection_columns(small)
+    assert cols is not None and len(set(cols.tolist())) == small.pca_dim
+    np.testing.assert_array_equal(big.project(data[:200])[:, cols], small.project(data[:200]))
+    np.testing.assert_array_equal(big.projection_columns(big), np.arange(big.pca_dim))
+    # the smaller projection cannot give the larger one's extra dimensions
+    assert small.projection_columns(big) is None
+
+
+def test_projection_columns_none_across_fits(data):
+    """A codec fit on other rows (another mean, other components) shares no
+    projection."""
+    a = train_codec(data, num_subspaces=16, seed=0)
+    b = train_codec(data[:700], num_subspaces=16, seed=0)
+    assert a.projection_columns(b) is None
+    shifted = Codec(mean=a.mean + 1.0, components=a.components, centroids=a.centroids, scale=a.scale)
+    assert a.projection_columns(shifted) is None

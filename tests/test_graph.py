@@ -487,3 +487,36 @@ def test_build_on_a_worker_thread_leaves_blas_alone(monkeypatch):
     assert calls == []
     LeannIndex.build(x, IndexConfig(metric="l2", M=8))
     assert calls == [threading.main_thread().name]
+
+
+@pytest.mark.parametrize("search_subspaces", [16, 32])
+@pytest.mark.parametrize("metric", METRICS)
+def test_search_codes_from_the_feed_equal_a_separate_pass(graph_data, metric, search_subspaces, monkeypatch):
+    """The search codes a flash build takes from its feed's projections (the
+    build codec's projection holds the search codec's: the same codec, or
+    some of its columns) are those a separate projection pass gives."""
+    import leann_store.index as index_mod
+    from leann_store.codec import Codec
+
+    got, cols = [], []
+    finish, columns = index_mod.LeannIndex._finish_build, Codec.projection_columns
+
+    def capture(self, x, scodec, ncodec, codes):
+        got.append(codes.copy())
+        return finish(self, x, scodec, ncodec, codes)
+
+    def spy(self, other):
+        cols.append(columns(self, other))
+        return cols[-1]
+
+    monkeypatch.setattr(index_mod.LeannIndex, "_finish_build", capture)
+    monkeypatch.setattr(Codec, "projection_columns", spy)
+    cfg = dict(builder="flash", metric=metric, M=8, threads=1, seed=0, search_subspaces=search_subspaces)
+    build(graph_data, **cfg)
+    assert cols[0] is not None
+    identity = len(cols[0]) == 32 and (cols[0] == np.arange(32)).all()  # 32 subspaces at 16-d: pca_dim 32
+    assert identity == (search_subspaces == 32)
+    monkeypatch.setattr(Codec, "projection_columns", lambda self, other: None)
+    build(graph_data, **cfg)
+    assert got[0].shape[0] == len(graph_data)
+    np.testing.assert_array_equal(got[0], got[1])
