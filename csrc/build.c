@@ -7,6 +7,10 @@
  * uses symmetric code distances (SDT); when a list is re-pruned the owner's
  * distances to its neighbours come from its virtual ADT run over its own
  * blocks.  Codes travel with ids whenever a list changes.
+ *
+ * Each thread keeps LEANN_BUILD_WALKS insertions in flight and advances them
+ * one expansion at a time in turn, so that the memory latency of one walk's
+ * next list overlaps the other walks' work.
  */
 #include "internal.h"
 

@@ -454,6 +454,7 @@ class LeannIndex:
                 if search_cols is not None:
                     feed = _encoding_feed(feed, ncodec, search_cols, codes)
                 _run_with_progress(builder, n, progress, feed)
+                del feed  # its buffers, before the stored vectors come (peak memory)
             else:
                 _fill(builder.vectors_view(), x, mmap)
                 _run_with_progress(builder, n, progress)
