@@ -297,6 +297,11 @@ float leann_qdist(const leann_qctx *qc, uint32_t id, const uint8_t *codes_all) {
     return qc->dist(qc->q, qc->vectors + (size_t)id * qc->dim, qc->dim);
 }
 
+/* Flash: the neighbour code blocks of v's list at level l. */
+static inline const uint8_t *list_blocks(const leann_graph *g, const leann_qctx *qc, uint32_t v, int l) {
+    return l == 0 ? qc->codes0 + (size_t)v * qc->bb0 : qc->codesU + ((size_t)g->ubase[v] + l - 1) * qc->bbU;
+}
+
 int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_visited *vis,
                  float bound, uint32_t *ids, float *ds) {
     int deg, out = 0;
@@ -308,8 +313,7 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
          * they overlap the code blocks' */
         for (size_t off = 0; off < (size_t)deg * sizeof(uint32_t); off += 64)
             LEANN_PREFETCH((const char *)list + off);
-        const uint8_t *blocks = l == 0 ? qc->codes0 + (size_t)v * qc->bb0
-                                       : qc->codesU + ((size_t)g->ubase[v] + l - 1) * qc->bbU;
+        const uint8_t *blocks = list_blocks(g, qc, v, l);
         qc->scan(blocks, (size_t)(deg + 15) / 16, qc->cb, qc->table, qc->d16_tmp);
         /* A whole list's code distances come at once, so the bound filters
          * before the visited set: a neighbour beyond it would be dropped
@@ -380,8 +384,7 @@ static inline void prefetch_list(const leann_graph *g, const leann_qctx *qc, uin
     for (size_t off = 0; off < (size_t)deg * sizeof(uint32_t); off += 64)
         LEANN_PREFETCH((const char *)ids + off);
     if (qc->flash) {
-        const char *p = (const char *)(l == 0 ? qc->codes0 + (size_t)v * qc->bb0
-                                              : qc->codesU + ((size_t)g->ubase[v] + l - 1) * qc->bbU);
+        const char *p = (const char *)list_blocks(g, qc, v, l);
         size_t bytes = (size_t)((deg + 15) / 16) * 16 * (size_t)qc->cb;
         for (size_t off = 0; off < bytes; off += 64) LEANN_PREFETCH(p + off);
     }
@@ -410,8 +413,7 @@ static inline void prefetch_list_whole(const leann_graph *g, const leann_qctx *q
     }
     for (size_t off = 0; off < nid * sizeof(uint32_t); off += 64) LEANN_PREFETCH(ids + off);
     if (qc->flash) {
-        const char *p = (const char *)(l == 0 ? qc->codes0 + (size_t)v * qc->bb0
-                                              : qc->codesU + ((size_t)g->ubase[v] + l - 1) * qc->bbU);
+        const char *p = (const char *)list_blocks(g, qc, v, l);
         bytes = l == 0 ? qc->bb0 : qc->bbU;
         if (bytes > WALK_PREFETCH_LINES * 64) bytes = WALK_PREFETCH_LINES * 64;
         for (size_t off = 0; off < bytes; off += 64) LEANN_PREFETCH(p + off);
