@@ -31,6 +31,7 @@ struct leann_builder {
     leann_dist_fn l2;
     leann_scan_fn scan;
     leann_vadt_fn vadt;
+    leann_mask_le_fn mask_le;
     leann_lock *locks;
     pthread_mutex_t global;
     int global_ok, ran, failed; /* failed: a run stopped part-way; the graph is incomplete */
@@ -101,6 +102,7 @@ static int scratch_init(scratch *s, leann_builder *b) {
     qc->flash = b->flash;
     qc->table = s->ptab;
     qc->scan = b->scan;
+    qc->mask_le = b->mask_le;
     qc->cb = b->cb;
     qc->codes0 = b->codes0;
     qc->codesU = b->codesU;
@@ -166,13 +168,14 @@ int leann_builder_new(const leann_build_params *p, const leann_codec *codec, lea
         b->cb = codec->code_bytes;
         b->scan = leann_get_scan(LEANN_KERNEL_AUTO, codec->accumulate);
         b->vadt = leann_get_vadt(LEANN_KERNEL_AUTO);
+        b->mask_le = leann_get_mask_le(LEANN_KERNEL_AUTO);
         b->bb0 = (size_t)((b->g.cap0 + 15) / 16) * 16 * b->cb;
         b->bbU = (size_t)((b->g.capU + 15) / 16) * 16 * b->cb;
         b->codes = leann_calloc(p->n, (size_t)b->cb, "codes");
         b->codes0 = leann_calloc_big(p->n, b->bb0, "level-0 neighbour codes");
         b->codesU = leann_calloc(b->g.nslots ? b->g.nslots : 1, b->bbU, "upper neighbour codes");
-        if (!b->scan || !b->vadt || !b->codes || !b->codes0 || !b->codesU) {
-            st = b->scan && b->vadt ? LEANN_ERR_NOMEM : leann_fail(LEANN_ERR_INTERNAL, "no scan kernel");
+        if (!b->scan || !b->vadt || !b->mask_le || !b->codes || !b->codes0 || !b->codesU) {
+            st = b->scan && b->vadt && b->mask_le ? LEANN_ERR_NOMEM : leann_fail(LEANN_ERR_INTERNAL, "no scan kernel");
             goto fail;
         }
     } else {

@@ -632,6 +632,67 @@ leann_vadt_fn leann_get_vadt(int kernel) {
     }
 }
 
+/* ---- bound masks over code totals ---- */
+static uint64_t mask_le_scalar(const uint16_t *d, int n, uint16_t lim) {
+    uint64_t m = 0;
+    for (int i = 0; i < n; i++) m |= (uint64_t)(d[i] <= lim) << i;
+    return m;
+}
+
+static inline uint64_t mask_low(int n) { return n >= 64 ? ~0ull : (1ull << n) - 1; }
+
+#ifdef LEANN_X86
+/* SSE2 (every x86-64): d <= lim iff the saturating d - lim is 0; the two
+ * halves' 16-bit compares pack into one byte mask of 16 entries. */
+static uint64_t mask_le_sse2(const uint16_t *d, int n, uint16_t lim) {
+    const __m128i l = _mm_set1_epi16((short)lim), z = _mm_setzero_si128();
+    uint64_t m = 0;
+    for (int i = 0; i < n; i += 16) {
+        __m128i a = _mm_cmpeq_epi16(_mm_subs_epu16(_mm_loadu_si128((const __m128i *)(d + i)), l), z);
+        __m128i b = _mm_cmpeq_epi16(_mm_subs_epu16(_mm_loadu_si128((const __m128i *)(d + i + 8)), l), z);
+        m |= (uint64_t)(uint32_t)_mm_movemask_epi8(_mm_packs_epi16(a, b)) << i;
+    }
+    return m & mask_low(n);
+}
+
+/* AVX-512BW: one compare per 32 entries; masked loads read only d[0, n). */
+__attribute__((target("avx512f,avx512bw"))) static uint64_t mask_le_avx512(const uint16_t *d, int n, uint16_t lim) {
+    const __m512i l = _mm512_set1_epi16((short)lim);
+    __mmask32 k0 = (__mmask32)mask_low(n < 32 ? n : 32);
+    uint64_t m = _mm512_mask_cmple_epu16_mask(k0, _mm512_maskz_loadu_epi16(k0, d), l);
+    if (n > 32) {
+        __mmask32 k1 = (__mmask32)mask_low(n - 32);
+        m |= (uint64_t)_mm512_mask_cmple_epu16_mask(k1, _mm512_maskz_loadu_epi16(k1, d + 32), l) << 32;
+    }
+    return m;
+}
+#endif
+
+leann_mask_le_fn leann_get_mask_le(int kernel) {
+    if (kernel == LEANN_KERNEL_AUTO) kernel = leann_kernel_best();
+    if (!leann_kernel_available(kernel)) return NULL;
+    switch (kernel) {
+#ifdef LEANN_X86
+    case LEANN_KERNEL_SSSE3:
+    case LEANN_KERNEL_AVX2:
+        return mask_le_sse2;
+    case LEANN_KERNEL_AVX512:
+        return mask_le_avx512;
+#endif
+    default: /* scalar; NEON: the compiler's loop */
+        return mask_le_scalar;
+    }
+}
+
+int leann_mask_le_kernel(const uint16_t *d, int n, uint16_t lim, int kernel, uint64_t *mask) {
+    if (!d || !mask) return leann_fail(LEANN_ERR_INVALID, "leann_mask_le_kernel: NULL argument");
+    if (n < 0 || n > 64) return leann_fail(LEANN_ERR_INVALID, "n must be in [0, 64], got %d", n);
+    leann_mask_le_fn fn = leann_get_mask_le(kernel);
+    if (!fn) return leann_fail(LEANN_ERR_INVALID, "kernel %d is not available on this CPU/build", kernel);
+    *mask = fn(d, n, lim);
+    return LEANN_OK;
+}
+
 int leann_codec_vadt_kernel(const leann_codec *c, const uint8_t *code, int kernel, uint8_t *permuted) {
     if (!c || !code || !permuted) return leann_fail(LEANN_ERR_INVALID, "leann_codec_vadt_kernel: NULL argument");
     leann_vadt_fn fn = leann_get_vadt(kernel);

@@ -324,8 +324,7 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
         for (int base = 0; bound >= 0.0f && base < deg; base += 64) {
             uint32_t lim = bound >= 65535.0f ? 65535u : (uint32_t)bound;
             int cnt = deg - base < 64 ? deg - base : 64;
-            uint64_t m = 0;
-            for (int i = 0; i < cnt; i++) m |= (uint64_t)(qc->d16_tmp[base + i] <= lim) << i;
+            uint64_t m = qc->mask_le(qc->d16_tmp + base, cnt, (uint16_t)lim);
             while (m) {
                 int i = base + __builtin_ctzll(m);
                 m &= m - 1;

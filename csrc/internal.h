@@ -95,6 +95,10 @@ static inline float leann_code_dist_float(const float *t, const uint8_t *code, i
 typedef void (*leann_scan_fn)(const uint8_t *blocks, size_t nblocks, int code_bytes,
                               const uint8_t *table, uint16_t *out);
 leann_scan_fn leann_get_scan(int kernel, int accumulate);
+/* Which of n (<= 64) code totals are <= lim, as bits of a mask (bit i:
+ * d[i]).  d must hold n rounded up to 16 entries (a scan's output does). */
+typedef uint64_t (*leann_mask_le_fn)(const uint16_t *d, int n, uint16_t lim);
+leann_mask_le_fn leann_get_mask_le(int kernel);
 /* Canonical (msub*16) -> kernel layout (same size): for each group of 4 code
  * bytes, the 4 low-nibble tables then the 4 high-nibble tables. */
 void leann_permute_table(const uint8_t *canonical, int msub, uint8_t *permuted);
@@ -299,6 +303,7 @@ typedef struct {
     int flash;                 /* 1: code distances from neighbour blocks */
     const uint8_t *table;      /* flash: permuted query table */
     leann_scan_fn scan;
+    leann_mask_le_fn mask_le;  /* flash: the scan kernel's companion */
     int cb;                    /* code bytes */
     const uint8_t *codes0;     /* flash: level-0 neighbour blocks, stride bb0 */
     const uint8_t *codesU;     /* flash: upper neighbour blocks, stride bbU */

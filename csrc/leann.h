@@ -101,6 +101,10 @@ int leann_scan_codes(const uint8_t *codes, size_t n, int code_bytes,
                      const uint8_t *table, int accumulate, int kernel,
                      uint16_t *out);
 
+/* Which of n (<= 64) totals d[i] are <= lim, as mask bits, with one kernel
+ * (the walk's bound filter).  d must hold n rounded up to 16 entries. */
+int leann_mask_le_kernel(const uint16_t *d, int n, uint16_t lim, int kernel, uint64_t *mask);
+
 enum { LEANN_METRIC_L2 = 0, LEANN_METRIC_IP = 1 };
 
 /* One float distance with one kernel (tests compare SIMD with scalar). */

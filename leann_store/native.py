@@ -108,6 +108,21 @@ def scan_codes(codes: np.ndarray, table: np.ndarray, accumulate: int = 16,
     return out
 
 
+def mask_le(d: np.ndarray, lim: int, kernel: str = "auto") -> int:
+    """Bit mask of the entries of ``d`` (uint16, at most 64) that are <= ``lim``,
+    computed by one kernel's bound filter (bit i: ``d[i]``)."""
+    d = np.asarray(d)
+    if d.ndim != 1 or d.shape[0] > 64 or d.dtype != np.uint16:
+        raise errors.InvalidInputError("d must be a 1-D uint16 array of at most 64 entries")
+    if not 0 <= int(lim) <= 65535:
+        raise errors.InvalidInputError(f"lim must be in [0, 65535], got {lim}")
+    padded = np.zeros(-(-max(d.shape[0], 1) // 16) * 16, dtype=np.uint16)  # the kernels read blocks of 16
+    padded[:d.shape[0]] = d
+    out = ffi.new("uint64_t *")
+    check(lib.leann_mask_le_kernel(_ptr("uint16_t[]", padded), d.shape[0], int(lim), _kernel_id(kernel), out))
+    return int(out[0])
+
+
 def float_distance(a: np.ndarray, b: np.ndarray, metric: int = METRIC_L2,
                    kernel: str = "auto") -> float:
     """One squared-L2 or negative-inner-product distance with one kernel."""

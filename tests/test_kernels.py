@@ -298,3 +298,38 @@ def test_vadt_bad_arguments():
         codec.vadt(np.zeros(3, np.uint8))
     with pytest.raises(leann_store.InvalidInputError):
         codec.vadt(np.zeros(4, np.uint8), "no-such-kernel")
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@settings(max_examples=60, deadline=None)
+@given(d=hnp.arrays(np.uint16, st.integers(0, 64),
+                    elements=st.one_of(st.integers(0, 65535), st.integers(0, 40), st.sampled_from([65534, 65535]))),
+       lim=st.one_of(st.integers(0, 65535), st.integers(0, 40), st.sampled_from([0, 65535])))
+def test_mask_le_kernel_equals_scalar_and_reference(kernel, d, lim):
+    """The walk's bound filter: bit i set iff d[i] <= lim, nothing past n."""
+    want = sum(1 << i for i, v in enumerate(d.tolist()) if v <= lim)
+    assert native.mask_le(d, lim, kernel) == want
+    assert native.mask_le(d, lim, "scalar") == want
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_mask_le_every_length_ignores_the_padding(kernel):
+    """Every n from 0 to 64 on totals at, just above and just below the bound;
+    the kernels read whole blocks of 16, and the entries past n (here all
+    passing the bound) must stay out of the mask."""
+    rng = np.random.default_rng(3)
+    for n in range(65):
+        d = rng.choice(np.array([99, 100, 101, 0, 65535], np.uint16), size=n)
+        want = sum(1 << i for i, v in enumerate(d.tolist()) if v <= 100)
+        assert native.mask_le(d, 100, kernel) == want, n
+
+
+def test_mask_le_bad_arguments():
+    with pytest.raises(leann_store.InvalidInputError):
+        native.mask_le(np.zeros(65, np.uint16), 1)
+    with pytest.raises(leann_store.InvalidInputError):
+        native.mask_le(np.zeros(4, np.int32), 1)
+    with pytest.raises(leann_store.InvalidInputError):
+        native.mask_le(np.zeros(4, np.uint16), 70000)
+    with pytest.raises(leann_store.InvalidInputError):
+        native.mask_le(np.zeros(4, np.uint16), 1, "no-such-kernel")
