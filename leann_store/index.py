@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -337,7 +338,9 @@ def _blas_single_thread() -> contextlib.AbstractContextManager[Any]:
 
     The build's own threads do the parallel work; BLAS workers would spin
     after each of the feed's products (about 5% of a 2-core build) and commit
-    a few MB of buffers each, for products that take milliseconds.  The
+    a few MB of buffers each, for products that take milliseconds.  (Two
+    BLAS threads for the codec training alone would save 0.1 s at 100k x
+    768 but keep 6 MB more resident to the end of the build: measured.)  The
     setting is process-wide, and OpenBLAS (0.3.31, measured) applies a
     decrease made from any thread but ignores an increase made from a thread
     other than the main one: a build on a worker thread could not restore
@@ -403,7 +406,10 @@ class LeannIndex:
         # construction or with stored vectors (peak memory).
         rng = default_rng(cfg.seed)
         rows = np.sort(rng.choice(n, size=min(n, cfg.codec_sample), replace=False))
+        workers = _threads(cfg.threads) or native.cpu_count()  # the build's threads
         sample = np.empty((len(rows), mmap.build_dim), dtype=np.float32)
+        # on this thread: worker threads' gathered blocks would stay resident
+        # in their malloc arenas to the end (12 MiB at 768-d, measured)
         _fill(sample, x, mmap, rows)
         pca = fit_pca(sample)  # one decomposition serves both codecs
         native.release_free_memory()  # its freed blocks, before the codec's projections
@@ -425,7 +431,7 @@ class LeannIndex:
         # over the vectors (100k x 768: 0.3-0.4 s)
         search_cols = codec.projection_columns(scodec) if codec is not None else None
         if search_cols is None:
-            project = _Projector(scodec, x, mmap, min(n, _CHUNK))
+            project = _Projector(scodec, x, mmap, min(n, _CHUNK), workers)
             for s in range(0, n, _CHUNK):
                 codes[s:s + _CHUNK] = ncodec.encode(project(s, min(n, s + _CHUNK)))
             del project
@@ -450,13 +456,13 @@ class LeannIndex:
                 assert codec is not None
                 # one chunk of projections at a time: a node's projection
                 # serves only its own insertion (the buffers go with the call)
-                feed = _Projector(codec, x, mmap, min(n, _BUILD_CHUNK))
+                feed = _Projector(codec, x, mmap, min(n, _BUILD_CHUNK), workers)
                 if search_cols is not None:
                     feed = _encoding_feed(feed, ncodec, search_cols, codes)
                 _run_with_progress(builder, n, progress, feed)
                 del feed  # its buffers, before the stored vectors come (peak memory)
             else:
-                _fill(builder.vectors_view(), x, mmap)
+                _fill(builder.vectors_view(), x, mmap, workers=workers)
                 _run_with_progress(builder, n, progress)
             build_stats = builder.stats()
             handle = builder.finish()
@@ -471,7 +477,7 @@ class LeannIndex:
             # build's neighbour code blocks or the unpacked graph
             native.release_free_memory()
             handle.alloc_vectors()
-            _fill(handle.vectors_view(), x, mmap)
+            _fill(handle.vectors_view(), x, mmap, workers=workers)
         return index
 
     def _finish_build(self, x: np.ndarray, scodec: Codec, ncodec: native.NativeCodec,
@@ -817,23 +823,44 @@ def _id_list(ids: np.ndarray, limit: int = 16) -> str:
     return f"[{head}{', ...' if len(ids) > limit else ''}] ({len(ids)} ids)"
 
 
-class _Projector:
-    """Build-space codec projections of row ranges of x, written into buffers
-    that are reused from call to call: a build's feed allocates nothing per
-    chunk, so the allocator's heap does not grow under the graph."""
+def _in_parallel(part: Callable[[int, int, int], None], lo: int, hi: int, workers: int) -> None:
+    """``part(i, a, b)`` over ``workers`` contiguous shares ``[a, b)`` of
+    ``[lo, hi)``, share i on thread i (numpy's copies and products and the
+    native calls release the GIL); the first exception is re-raised."""
+    shares = min(workers, hi - lo)
+    if shares <= 1:
+        part(0, lo, hi)
+        return
+    cuts = [lo + (hi - lo) * i // shares for i in range(shares + 1)]
+    with ThreadPoolExecutor(max_workers=shares, thread_name_prefix="leann-rows") as pool:
+        for f in [pool.submit(part, i, cuts[i], cuts[i + 1]) for i in range(shares)]:
+            f.result()
 
-    def __init__(self, codec: Codec, x: np.ndarray, mmap: _MetricMap, rows: int) -> None:
-        self.codec, self.x, self.mmap = codec, x, mmap
-        self.block = np.empty((min(rows, _CHUNK), mmap.build_dim), dtype=np.float32)
+
+class _Projector:
+    """Build-space codec projections of row ranges of x, on ``workers``
+    threads, written into buffers that are reused from call to call: a
+    build's feed allocates nothing per chunk, so the allocator's heap does
+    not grow under the graph.  The workers' blocks hold ``_CHUNK`` rows
+    together, as one block would."""
+
+    def __init__(self, codec: Codec, x: np.ndarray, mmap: _MetricMap, rows: int, workers: int = 1) -> None:
+        self.codec, self.x, self.mmap, self.workers = codec, x, mmap, max(1, workers)
+        self.rows = max(1, -(-min(rows, _CHUNK) // self.workers))
+        self.blocks = [np.empty((self.rows, mmap.build_dim), dtype=np.float32) for _ in range(self.workers)]
         self.out = np.empty((rows, codec.pca_dim), dtype=np.float32)
 
     def __call__(self, lo: int, hi: int) -> np.ndarray:
         """Projections of rows [lo, hi) (at most ``rows``), valid until the next call."""
         out = self.out[:hi - lo]
-        for a in range(lo, hi, _CHUNK):
-            b = min(hi, a + _CHUNK)
-            block = self.mmap.vectors(self.x[a:b], out=self.block[:b - a])
-            self.codec.project_into(block, out[a - lo:b - lo])
+
+        def part(i: int, a: int, b: int) -> None:
+            for c in range(a, b, self.rows):
+                d = min(b, c + self.rows)
+                block = self.mmap.vectors(self.x[c:d], out=self.blocks[i][:d - c])
+                self.codec.project_into(block, out[c - lo:d - lo])
+
+        _in_parallel(part, lo, hi, self.workers)
         return out
 
 
@@ -851,14 +878,21 @@ def _encoding_feed(project: _Projector, ncodec: native.NativeCodec, cols: np.nda
     return feed
 
 
-def _fill(view: np.ndarray | None, x: np.ndarray, mmap: _MetricMap, rows: np.ndarray | None = None) -> None:
+def _fill(view: np.ndarray | None, x: np.ndarray, mmap: _MetricMap, rows: np.ndarray | None = None,
+          workers: int = 1) -> None:
     """Write the build-space form of x (or of its ``rows``) into view, a block
-    at a time, so no full-size temporary exists."""
+    at a time on each of ``workers`` threads, so no full-size temporary
+    exists."""
     if view is None:
         raise errors.NativeError("internal: the native builder has no vector storage")
-    for s in range(0, view.shape[0], _CHUNK):
-        block = x[s:s + _CHUNK] if rows is None else x[rows[s:s + _CHUNK]]
-        mmap.vectors(block, out=view[s:s + _CHUNK])
+
+    def part(_: int, a: int, b: int) -> None:
+        step = -(-_CHUNK // max(1, workers))
+        for s in range(a, b, step):
+            e = min(b, s + step)
+            mmap.vectors(x[s:e] if rows is None else x[rows[s:e]], out=view[s:e])
+
+    _in_parallel(part, 0, view.shape[0], workers)
 
 
 def _run_with_progress(builder: native.NativeBuilder, n: int, progress: bool | None,

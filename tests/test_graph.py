@@ -410,10 +410,12 @@ def test_many_chunks_two_threads(graph_data, monkeypatch, chunk):
     assert r_many >= r_one - 0.03, (r_one, r_many)
 
 
+@pytest.mark.parametrize("workers", [1, 3])
 @pytest.mark.parametrize("metric", METRICS)
-def test_projector_equals_mapped_projection(metric, monkeypatch):
-    """The build feed's projections (reused buffers, centred in place) are the
-    codec projections of the metric-mapped rows, for any row range."""
+def test_projector_equals_mapped_projection(metric, workers, monkeypatch):
+    """The build feed's projections (reused buffers, centred in place, on one
+    or several threads) are the codec projections of the metric-mapped rows,
+    for any row range."""
     import leann_store.index as index_mod
     from leann_store import train_codec
 
@@ -421,11 +423,35 @@ def test_projector_equals_mapped_projection(metric, monkeypatch):
     x = clustered(300, 24, seed=4)
     mmap = index_mod._MetricMap.fit(metric, x)
     codec = train_codec(mmap.vectors(x), num_subspaces=8, seed=0)
-    project = index_mod._Projector(codec, x, mmap, 150)
-    for lo, hi in ((0, 150), (150, 300), (10, 11), (0, 150)):
+    project = index_mod._Projector(codec, x, mmap, 150, workers)
+    for lo, hi in ((0, 150), (150, 300), (10, 11), (0, 150), (7, 9)):
         want = codec.project(mmap.vectors(x[lo:hi]))
         np.testing.assert_allclose(project(lo, hi), want, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(x, clustered(300, 24, seed=4))  # the input is untouched
+
+
+@pytest.mark.parametrize("workers", [1, 2, 5])
+@pytest.mark.parametrize("metric", METRICS)
+def test_fill_on_several_threads_equals_the_mapped_rows(metric, workers, monkeypatch):
+    """_fill writes the metric-mapped rows (all, or chosen ones) whatever the
+    number of threads sharing it, and a bad row fails the whole fill."""
+    import leann_store.index as index_mod
+
+    monkeypatch.setattr(index_mod, "_CHUNK", 32)  # several blocks per thread
+    x = clustered(301, 12, seed=5)
+    mmap = index_mod._MetricMap.fit(metric, x)
+    view = np.full((301, mmap.build_dim), np.nan, dtype=np.float32)
+    index_mod._fill(view, x, mmap, workers=workers)
+    np.testing.assert_array_equal(view, mmap.vectors(x))
+    rows = np.array([300, 0, 17, 17, 150])
+    part = np.empty((5, mmap.build_dim), dtype=np.float32)
+    index_mod._fill(part, x, mmap, rows, workers)
+    np.testing.assert_array_equal(part, mmap.vectors(x[rows]))
+    if metric == "cosine":
+        bad = x.copy()
+        bad[250] = 0.0
+        with pytest.raises(InvalidInputError, match="zero norm"):
+            index_mod._fill(view, bad, mmap, workers=workers)
 
 
 def test_build_runs_blas_on_one_thread_and_restores_it(monkeypatch):
