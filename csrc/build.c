@@ -117,7 +117,7 @@ static int scratch_init(scratch *s, leann_builder *b) {
 
 static int alloc_vectors(leann_builder *b) {
     if (b->vectors) return LEANN_OK;
-    b->vectors = leann_calloc_big(b->p.n, (size_t)b->p.dim * sizeof(float), "stored vectors");
+    b->vectors = leann_calloc_big(b->p.n, (size_t)b->p.dim * sizeof(float), "stored vectors", b->p.threads);
     return b->vectors ? LEANN_OK : LEANN_ERR_NOMEM;
 }
 
@@ -154,7 +154,7 @@ int leann_builder_new(const leann_build_params *p, const leann_codec *codec, lea
     atomic_init(&b->cancel, 0);
     int st = leann_graph_alloc_levels(&b->g, p->n, p->M, p->seed);
     if (st != LEANN_OK) goto fail;
-    b->g.ids0 = leann_calloc_big(p->n, (size_t)b->g.cap0 * sizeof(uint32_t), "level-0 links");
+    b->g.ids0 = leann_calloc_big(p->n, (size_t)b->g.cap0 * sizeof(uint32_t), "level-0 links", p->threads);
     b->g.deg0 = leann_calloc(p->n, sizeof(uint16_t), "level-0 degrees");
     b->locks = leann_calloc(LEANN_NLOCKS, sizeof(leann_lock), "node locks");
     if (!b->g.ids0 || !b->g.deg0 || !b->locks) {
@@ -172,7 +172,7 @@ int leann_builder_new(const leann_build_params *p, const leann_codec *codec, lea
         b->bb0 = (size_t)((b->g.cap0 + 15) / 16) * 16 * b->cb;
         b->bbU = (size_t)((b->g.capU + 15) / 16) * 16 * b->cb;
         b->codes = leann_calloc(p->n, (size_t)b->cb, "codes");
-        b->codes0 = leann_calloc_big(p->n, b->bb0, "level-0 neighbour codes");
+        b->codes0 = leann_calloc_big(p->n, b->bb0, "level-0 neighbour codes", p->threads);
         b->codesU = leann_calloc(b->g.nslots ? b->g.nslots : 1, b->bbU, "upper neighbour codes");
         if (!b->scan || !b->vadt || !b->mask_le || !b->codes || !b->codes0 || !b->codesU) {
             st = b->scan && b->vadt && b->mask_le ? LEANN_ERR_NOMEM : leann_fail(LEANN_ERR_INTERNAL, "no scan kernel");

@@ -51,23 +51,44 @@ void *leann_calloc(size_t count, size_t size, const char *what) {
     return p;
 }
 
-void *leann_calloc_big(size_t count, size_t size, const char *what) {
+typedef struct {
+    char *p;
+    size_t bytes, grain;
+} zero_job;
+
+/* thread t zeroes every nthreads-th grain, so the shares stay balanced */
+static int zero_task(void *ctx, int t, int nthreads) {
+    const zero_job *z = ctx;
+    for (size_t off = (size_t)t * z->grain; off < z->bytes; off += (size_t)nthreads * z->grain)
+        memset(z->p + off, 0, z->bytes - off < z->grain ? z->bytes - off : z->grain);
+    return LEANN_OK;
+}
+
+void *leann_calloc_big(size_t count, size_t size, const char *what, int threads) {
     size_t bytes;
     if (!leann_mul_ok(count, size, &bytes)) return NULL;
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     /* Arrays read at random (a node's list, its neighbours' codes) miss
      * the TLB on every access with 4 KiB pages; ask for huge pages.  They
      * are written across their whole extent anyway, so committing them
-     * up front (the memset) costs no memory that use would not. */
+     * up front (the memset) costs no memory that use would not.  The
+     * commit is mostly the kernel clearing pages as they fault in, which
+     * the threads do side by side (100k x 768: 0.27 -> 0.15 s on 2). */
     const size_t huge = (size_t)2 << 20;
     if (bytes >= 2 * huge) {
         void *p = NULL;
         if (posix_memalign(&p, huge, bytes) == 0) {
             madvise(p, bytes, MADV_HUGEPAGE);
-            memset(p, 0, bytes);
+            zero_job z = {p, bytes, huge};
+            size_t grains = (bytes + huge - 1) / huge;
+            int nt = leann_resolve_threads(threads);
+            if ((size_t)nt > grains) nt = (int)grains;
+            if (leann_parallel(nt, zero_task, &z) != LEANN_OK) zero_task(&z, 0, 1); /* no thread table: alone */
             return p;
         }
     }
+#else
+    (void)threads;
 #endif
     return leann_calloc(count, size, what);
 }

@@ -322,7 +322,7 @@ static int load_file(const leann_file *f, leann_index *idx) {
     }
     if (m[10]) {
         if ((st = get(f, "VECTORS", &d, &len, n * m[2] * 4)) != LEANN_OK) return st;
-        idx->vectors = leann_calloc_big((size_t)len, 1, "stored vectors");
+        idx->vectors = leann_calloc_big((size_t)len, 1, "stored vectors", 0);
         if (!idx->vectors) return LEANN_ERR_NOMEM;
         memcpy(idx->vectors, d, (size_t)len);
         for (size_t i = 0; i < n * m[2]; i++)

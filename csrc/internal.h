@@ -43,8 +43,9 @@ void leann_clear_error(void);
 void *leann_malloc(size_t bytes, const char *what);
 void *leann_calloc(size_t count, size_t size, const char *what);
 /* calloc for large arrays read at random: huge pages where the system
- * offers them (Linux THP), committed up front; free() releases it. */
-void *leann_calloc_big(size_t count, size_t size, const char *what);
+ * offers them (Linux THP), committed up front by `threads` threads (<= 0:
+ * every core); free() releases it. */
+void *leann_calloc_big(size_t count, size_t size, const char *what, int threads);
 /* count * size with overflow check; returns 0 and sets an error on overflow */
 int leann_mul_ok(size_t count, size_t size, size_t *out);
 

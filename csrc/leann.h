@@ -172,11 +172,11 @@ void leann_builder_free(leann_builder *b);
 
 /* ---- Index ------------------------------------------------------------- */
 void leann_index_free(leann_index *idx);
-/* Flash + stored vectors: the float storage (n * dim, zeroed) is attached to
- * the finished, packed index, so that it never coexists with the build's
- * neighbour code blocks or the graph's unpacked form; the caller fills it
- * through leann_index_vectors. */
-int leann_index_alloc_vectors(leann_index *idx);
+/* Flash + stored vectors: the float storage (n * dim, zeroed by `threads`
+ * threads, <= 0: every core) is attached to the finished, packed index, so
+ * that it never coexists with the build's neighbour code blocks or the
+ * graph's unpacked form; the caller fills it through leann_index_vectors. */
+int leann_index_alloc_vectors(leann_index *idx, int threads);
 float *leann_index_vectors(leann_index *idx);
 size_t leann_index_size(const leann_index *idx);
 int leann_index_dim(const leann_index *idx);

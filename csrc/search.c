@@ -33,10 +33,10 @@ void leann_index_free(leann_index *idx) {
     free(idx);
 }
 
-int leann_index_alloc_vectors(leann_index *idx) {
+int leann_index_alloc_vectors(leann_index *idx, int threads) {
     if (!idx) return leann_fail(LEANN_ERR_INVALID, "index is NULL");
     if (idx->vectors) return leann_fail(LEANN_ERR_INVALID, "the index already stores vectors");
-    idx->vectors = leann_calloc_big(idx->g.n, (size_t)idx->dim * sizeof(float), "stored vectors");
+    idx->vectors = leann_calloc_big(idx->g.n, (size_t)idx->dim * sizeof(float), "stored vectors", threads);
     return idx->vectors ? LEANN_OK : LEANN_ERR_NOMEM;
 }
 

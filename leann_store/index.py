@@ -476,7 +476,7 @@ class LeannIndex:
             # the float storage comes last: it never coexists with the
             # build's neighbour code blocks or the unpacked graph
             native.release_free_memory()
-            handle.alloc_vectors()
+            handle.alloc_vectors(workers)
             _fill(handle.vectors_view(), x, mmap, workers=workers)
         return index
 

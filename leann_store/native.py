@@ -321,8 +321,10 @@ class NativeIndex:
     def size(self) -> int:
         return int(lib.leann_index_size(self._ptr))
 
-    def alloc_vectors(self) -> None:
-        check(lib.leann_index_alloc_vectors(self._ptr))
+    def alloc_vectors(self, threads: int = 0) -> None:
+        """Attach zeroed float storage (n, dim), committed by ``threads``
+        threads (0: every core)."""
+        check(lib.leann_index_alloc_vectors(self._ptr, int(threads)))
 
     def vectors_view(self) -> np.ndarray:
         """Writable numpy view of the index's float storage (lives as long as it)."""
