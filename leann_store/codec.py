@@ -170,17 +170,21 @@ def _kmeans16(proj: np.ndarray, msub: int, rng: Generator, iterations: int) -> n
     seeds = np.stack([rng.choice(n, size=k, replace=n < k) for _ in range(msub)])  # (msub, k)
     cent = np.ascontiguousarray(data[seeds, np.arange(msub)[:, None], :])  # (msub, k, dsub)
     base = (np.arange(msub) * k)[None, :]
+    # each coordinate's values in (point, subspace) order, as the float64
+    # weights bincount sums: converted once, not in every iteration
+    weights = np.ascontiguousarray(np.moveaxis(data, 2, 0), dtype=np.float64).reshape(dsub, n * msub)
     prev = None
     for _ in range(iterations):
-        assign = _unpack(native.NativeCodec(cent, 1.0, 16).encode(proj))  # (n, msub)
-        if prev is not None and np.array_equal(assign, prev):
+        codes = native.NativeCodec(cent, 1.0, 16).encode(proj)
+        if prev is not None and np.array_equal(codes, prev):
             break
-        prev = assign
+        prev = codes
+        assign = _unpack(codes)  # (n, msub)
         flat = (assign + base).ravel()
         counts = np.bincount(flat, minlength=msub * k).reshape(msub, k)
         new = cent.copy()
         for c in range(dsub):
-            sums = np.bincount(flat, weights=data[:, :, c].ravel(), minlength=msub * k).reshape(msub, k)
+            sums = np.bincount(flat, weights=weights[c], minlength=msub * k).reshape(msub, k)
             np.divide(sums, counts, out=new[:, :, c], where=counts > 0)
         for m, j in zip(*np.nonzero(counts == 0)):
             own = ((data[:, m, :] - cent[m][assign[:, m]]) ** 2).sum(1)
@@ -257,7 +261,7 @@ def train_codec(
     sample: int = 32768,
     seed: int = 0,
     iterations: int = 25,
-    kmeans_sample: int = 8192,
+    kmeans_sample: int = 4096,
     accumulate: int = 16,
     *,
     pca: PcaFit | None = None,
@@ -314,7 +318,10 @@ def train_codec(
 
     dsub = dp // msub
     ns = len(s)
-    # 16 centroids need few points: k-means runs on a sub-sample (512 per centroid)
+    # 16 centroids need few points: k-means runs on a sub-sample of 256 per
+    # centroid (faiss's default cap).  Against 512: coding error +0.6% (MiniLM)
+    # and +1.3% (768-d synthetic), graph recall@10 at ef 64 unchanged (0.975
+    # -> 0.978, 0.982 -> 0.983), half the training time (0.1-0.25 s a codec)
     km = project(np.sort(rng.choice(ns, size=min(ns, kmeans_sample), replace=False)))
     centroids = _kmeans16(km, msub, rng, iterations)
     del km
