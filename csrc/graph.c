@@ -389,31 +389,30 @@ static inline void prefetch_list(const leann_graph *g, const leann_qctx *qc, uin
     }
 }
 
-/* The same without reading the degree (a load that would wait for its
- * miss): the list's degree, its lock, all its id slots and the first
- * WALK_PREFETCH_LINES lines of its code blocks.  More lines than that in
- * flight at once make the prefetches themselves wait for fill buffers
- * (50k MiniLM: 12-16 lines are best; 100k x 768 with 32 B codes: 16). */
+/* The list's degree (a relaxed read: a hint, the expansion reads it again
+ * under the lock), its lock, the id slots in use and the first
+ * WALK_PREFETCH_LINES lines of the code blocks in use.  More lines than
+ * that in flight at once make the prefetches themselves wait for fill
+ * buffers (50k MiniLM: 12-16 lines are best; 100k x 768 with 32 B codes:
+ * 16). */
 #define WALK_PREFETCH_LINES 16
 static inline void prefetch_list_whole(const leann_graph *g, const leann_qctx *qc, uint32_t v, int l) {
     if (g->packed || g->off0) return;
     if (qc->locks) LEANN_PREFETCHW(&qc->locks[v & (LEANN_NLOCKS - 1)]);
     const char *ids;
-    size_t nid, bytes;
+    size_t deg;
     if (l == 0) {
-        LEANN_PREFETCH(g->deg0 + v);
+        deg = __atomic_load_n(g->deg0 + v, __ATOMIC_RELAXED);
         ids = (const char *)(g->ids0 + (size_t)v * g->cap0);
-        nid = (size_t)g->cap0;
     } else {
         size_t slot = (size_t)g->ubase[v] + (size_t)l - 1;
-        LEANN_PREFETCH(g->degU + slot);
+        deg = __atomic_load_n(g->degU + slot, __ATOMIC_RELAXED);
         ids = (const char *)(g->idsU + slot * g->capU);
-        nid = (size_t)g->capU;
     }
-    for (size_t off = 0; off < nid * sizeof(uint32_t); off += 64) LEANN_PREFETCH(ids + off);
+    for (size_t off = 0; off < deg * sizeof(uint32_t); off += 64) LEANN_PREFETCH(ids + off);
     if (qc->flash) {
         const char *p = (const char *)list_blocks(g, qc, v, l);
-        bytes = l == 0 ? qc->bb0 : qc->bbU;
+        size_t bytes = (deg + 15) / 16 * 16 * (size_t)qc->cb;
         if (bytes > WALK_PREFETCH_LINES * 64) bytes = WALK_PREFETCH_LINES * 64;
         for (size_t off = 0; off < bytes; off += 64) LEANN_PREFETCH(p + off);
     }
