@@ -43,7 +43,7 @@ struct leann_builder {
 typedef struct {
     leann_qctx qc;
     leann_visited vis;
-    leann_beam_entry *beam;
+    leann_beam beam;
     leann_cand *sorted, *selected, *pool, *reselected;
     uint8_t *adt;        /* canonical ADT of the node being inserted */
     uint8_t *ptab;       /* its permuted form: the query table of the walks */
@@ -54,7 +54,7 @@ typedef struct {
 
 static void scratch_free(scratch *s) {
     leann_visited_free(&s->vis);
-    free(s->beam);
+    leann_beam_free(&s->beam);
     free(s->vtab);
     free(s->selblocks);
     free(s->seld);
@@ -76,9 +76,9 @@ static int scratch_init(scratch *s, leann_builder *b) {
     size_t ef = (size_t)b->p.ef_construction + (size_t)cap + 1;
     int st = leann_visited_init(&s->vis, b->p.n);
     if (st != LEANN_OK) return st;
-    s->beam = leann_calloc(ef, sizeof(leann_beam_entry), "search beam");
+    if (leann_beam_init(&s->beam, ef) != LEANN_OK) return LEANN_ERR_NOMEM;
     s->seld = leann_calloc((size_t)cap, sizeof(uint16_t), "build scratch");
-    if (!s->beam || !s->seld) return LEANN_ERR_NOMEM;
+    if (!s->seld) return LEANN_ERR_NOMEM;
     s->sorted = leann_calloc(ef, sizeof(leann_cand), "build scratch");
     s->selected = leann_calloc((size_t)cap, sizeof(leann_cand), "build scratch");
     s->pool = leann_calloc((size_t)cap + 1, sizeof(leann_cand), "build scratch");
@@ -366,8 +366,10 @@ static int link_level(leann_builder *b, slot *sl) {
     uint32_t q = sl->q;
     int l = sl->l, len = sl->w.len;
     int nc = 0; /* ascending already; drop q itself */
-    for (int i = 0; i < len; i++)
-        if (s->beam[i].id != q) s->sorted[nc++] = (leann_cand){s->beam[i].d, s->beam[i].id};
+    for (int i = 0; i < len; i++) {
+        uint64_t key = s->beam.keys[i];
+        if (leann_beam_id(key) != q) s->sorted[nc++] = (leann_cand){leann_beam_dist(key), leann_beam_id(key)};
+    }
     leann_cand ep = sl->ep;
     if (nc > 0) {
         /* The heuristic compares a candidate's asymmetric distance to q

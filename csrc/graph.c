@@ -418,23 +418,23 @@ static inline void prefetch_list_whole(const leann_graph *g, const leann_qctx *q
     }
 }
 
-/* (d, id) as one integer that orders like leann_cand_less: the float's bits
- * made monotonic (negative values flipped), the id below them.  One integer
- * compare lets the beam's binary search run without branches (a branchy
- * search mispredicted half its steps: 17% of a 50k MiniLM build). */
-static inline uint64_t beam_key(float d, uint32_t id) {
-    uint32_t u;
-    memcpy(&u, &d, sizeof u);
-    u ^= (uint32_t)((int32_t)u >> 31) | 0x80000000u;
-    return (uint64_t)u << 32 | id;
+int leann_beam_init(leann_beam *b, size_t cap) {
+    b->keys = leann_calloc(cap ? cap : 1, sizeof *b->keys, "search beam");
+    b->done = leann_calloc(cap ? cap : 1, 1, "search beam");
+    if (b->keys && b->done) return LEANN_OK;
+    leann_beam_free(b);
+    return LEANN_ERR_NOMEM;
 }
 
-static inline int beam_less(float d, uint32_t id, const leann_beam_entry *e) {
-    return beam_key(d, id) < beam_key(e->d, e->id);
+void leann_beam_free(leann_beam *b) {
+    free(b->keys);
+    free(b->done);
+    b->keys = NULL;
+    b->done = NULL;
 }
 
 void leann_walk_start(leann_walk *w, const leann_graph *g, const leann_qctx *qc, int l, leann_cand ep, int ef,
-                      int lookahead, leann_visited *vis, leann_beam_entry *beam) {
+                      int lookahead, leann_visited *vis, leann_beam beam) {
     w->beam = beam;
     w->lookahead = lookahead;
     w->vis = vis;
@@ -444,57 +444,61 @@ void leann_walk_start(leann_walk *w, const leann_graph *g, const leann_qctx *qc,
     w->cur = 0;
     leann_visited_next(vis);
     leann_visit(vis, ep.id);
-    beam[0] = (leann_beam_entry){ep.d, ep.id, 0};
+    beam.keys[0] = leann_beam_key(ep.d, ep.id);
+    beam.done[0] = 0;
     prefetch_list(g, qc, ep.id, l);
 }
 
 int leann_walk_step(leann_walk *w, const leann_graph *g, leann_qctx *qc) {
-    leann_beam_entry *beam = w->beam;
+    uint64_t *keys = w->beam.keys;
+    uint8_t *done = w->beam.done;
     uint32_t *ids = qc->nbr_ids;
     float *ds = qc->nbr_ds;
     int len = w->len, cur = w->cur, ef = w->ef;
     if (cur >= len) return 0;
-    beam[cur].expanded = 1;
+    done[cur] = 1;
     for (int nx = cur + 1, got = 0; nx < len && got < w->lookahead; nx++) {
-        if (!beam[nx].expanded) {
-            prefetch_list(g, qc, beam[nx].id, w->l);
+        if (!done[nx]) {
+            prefetch_list(g, qc, leann_beam_id(keys[nx]), w->l);
             got++;
         }
     }
-    int cnt = leann_expand(g, qc, beam[cur].id, w->l, w->vis, len == ef ? beam[len - 1].d : INFINITY, ids, ds);
+    int cnt = leann_expand(g, qc, leann_beam_id(keys[cur]), w->l, w->vis,
+                           len == ef ? leann_beam_dist(keys[len - 1]) : INFINITY, ids, ds);
     int lowest = len;
     for (int i = 0; i < cnt; i++) {
-        float d = ds[i];
-        uint32_t id = ids[i];
-        if (len == ef && !beam_less(d, id, &beam[len - 1])) continue;
-        /* the first entry that (d, id) is less than, branch-free: the
-         * answer stays in [b, b + n] */
-        uint64_t key = beam_key(d, id);
-        const leann_beam_entry *b = beam;
+        uint64_t key = leann_beam_key(ds[i], ids[i]);
+        if (len == ef && key >= keys[len - 1]) continue;
+        /* the first key above it, branch-free (a branchy search
+         * mispredicted half its steps: 17% of a 50k MiniLM build); the
+         * answer stays in [k, k + n] */
+        const uint64_t *k = keys;
         int n = len;
         while (n > 1) {
             int half = n >> 1;
-            b += key < beam_key(b[half].d, b[half].id) ? 0 : half;
+            k += key < k[half] ? 0 : half;
             n -= half;
         }
-        int lo = (int)(b - beam) + (n == 1 && !(key < beam_key(b->d, b->id)));
+        int lo = (int)(k - keys) + (n == 1 && key >= *k);
         int keep = len < ef ? len : ef - 1;
-        memmove(beam + lo + 1, beam + lo, (size_t)(keep - lo) * sizeof *beam);
-        beam[lo] = (leann_beam_entry){d, id, 0};
+        memmove(keys + lo + 1, keys + lo, (size_t)(keep - lo) * sizeof *keys);
+        memmove(done + lo + 1, done + lo, (size_t)(keep - lo));
+        keys[lo] = key;
+        done[lo] = 0;
         if (len < ef) len++;
         if (lo < lowest) lowest = lo;
     }
     cur = lowest <= cur ? lowest : cur + 1;
-    while (cur < len && beam[cur].expanded) cur++;
+    while (cur < len && done[cur]) cur++;
     w->len = len;
     w->cur = cur;
     if (cur >= len) return 0;
-    prefetch_list_whole(g, qc, beam[cur].id, w->l);
+    prefetch_list_whole(g, qc, leann_beam_id(keys[cur]), w->l);
     return 1;
 }
 
 int leann_search_layer(const leann_graph *g, leann_qctx *qc, int l, leann_cand ep, int ef,
-                       leann_visited *vis, leann_beam_entry *beam) {
+                       leann_visited *vis, leann_beam beam) {
     leann_walk w;
     leann_walk_start(&w, g, qc, l, ep, ef, 2, vis, beam);
     while (leann_walk_step(&w, g, qc)) {

@@ -111,8 +111,8 @@ static int search_task(void *p, int tid, int nt) {
     memset(&qc, 0, sizeof qc);
     leann_visited vis = {0};
     int st = leann_visited_init(&vis, g->n);
-    leann_beam_entry *beam = leann_calloc((size_t)ef + 1, sizeof *beam, "search beam");
-    if (!beam) st = LEANN_ERR_NOMEM;
+    leann_beam beam = {0};
+    if (st == LEANN_OK) st = leann_beam_init(&beam, (size_t)ef + 1);
     qc.ids_tmp = leann_calloc((size_t)g->cap0 + 16, sizeof(uint32_t), "search scratch");
     qc.nbr_ids = leann_calloc((size_t)g->cap0 + 16, sizeof(uint32_t), "search scratch");
     qc.nbr_ds = leann_calloc((size_t)g->cap0 + 16, sizeof(float), "search scratch");
@@ -133,8 +133,8 @@ static int search_task(void *p, int tid, int nt) {
         int64_t *oid = job->ids + qi * (size_t)job->k;
         float *od = job->dist + qi * (size_t)job->k;
         for (int i = 0; i < job->k; i++) {
-            oid[i] = i < len ? (int64_t)beam[i].id : -1;
-            od[i] = i < len ? beam[i].d : INFINITY;
+            oid[i] = i < len ? (int64_t)leann_beam_id(beam.keys[i]) : -1;
+            od[i] = i < len ? leann_beam_dist(beam.keys[i]) : INFINITY;
         }
         if (job->stats) {
             job->stats[qi].distance_evals = qc.evals;
@@ -142,7 +142,7 @@ static int search_task(void *p, int tid, int nt) {
         }
     }
     leann_visited_free(&vis);
-    free(beam);
+    leann_beam_free(&beam);
     free(qc.ids_tmp);
     free(qc.nbr_ids);
     free(qc.nbr_ds);
