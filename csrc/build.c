@@ -446,9 +446,11 @@ static int build_task(void *ctx, int tid, int nt) {
     (void)nt;
     leann_builder *b = ctx;
     slot slots[LEANN_BUILD_WALKS];
+    leann_deferred defer = {NULL, 0};
     int nslots = 0, st = LEANN_OK;
     for (; nslots < LEANN_BUILD_WALKS && st == LEANN_OK; nslots++) {
         st = scratch_init(&slots[nslots].s, b);
+        slots[nslots].s.qc.defer = &defer;
         slots[nslots].active = 0;
     }
     int drawing = st == LEANN_OK, active = 0;

@@ -320,6 +320,13 @@ static inline float leann_beam_dist(uint64_t key) {
     return d;
 }
 
+/* Prefetches one walk's step leaves for the next expansion (of another
+ * walk) to issue. */
+typedef struct {
+    const char *p;
+    size_t bytes;
+} leann_deferred;
+
 /* How one query measures distances while walking a graph. */
 typedef struct {
     int flash;                 /* 1: code distances from neighbour blocks */
@@ -335,6 +342,7 @@ typedef struct {
     int dim;
     leann_dist_fn dist;
     leann_lock *locks;         /* builder: striped node locks, else NULL */
+    leann_deferred *defer;     /* builder: shared by a thread's walks, else NULL */
     uint32_t *ids_tmp;         /* scratch, >= cap0 */
     uint16_t *d16_tmp;         /* scratch, >= cap0 rounded up to 16 */
     uint32_t *nbr_ids;         /* scratch, >= cap0: expanded neighbours */
