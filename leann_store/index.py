@@ -36,6 +36,7 @@ METRICS = ("l2", "cosine", "ip")
 BUILDERS = ("flash", "exact")
 _CHUNK = 4096  # rows per block of the chunked transforms (a few MB at 768-d)
 _BUILD_CHUNK = 8192  # nodes per flash build step (their projections exist together)
+_BUILD_KMEANS_SAMPLE = 4096  # k-means rows of a build-only codec (faiss's cap: 256 per centroid)
 _FILE_KIND = "leann-store/index"
 _FILE_VERSION = 1
 #: default byte budget of the cross-query LRU of recomputed embeddings
@@ -415,9 +416,15 @@ class LeannIndex:
         native.release_free_memory()  # its freed blocks, before the codec's projections
         codec = None
         if flash:
+            # A codec that only steers the build trains k-means on 256 points
+            # a centroid, half the default: 100k x 768, 64 subspaces, 0.24 s
+            # less, graph recall@10 at ef 64 unchanged (0.9816 -> 0.9825).  A
+            # codec that also ranks search candidates keeps the default: on
+            # MiniLM its two-level recall@10 at ratio 0.15 fell 0.911 -> 0.907.
+            build_only = {} if msub == cfg.search_subspaces else {"kmeans_sample": _BUILD_KMEANS_SAMPLE}
             codec = train_codec(sample, num_subspaces=msub, pca_dim=cfg.pca_dim,
                                 pca_variance=cfg.pca_variance, sample=cfg.codec_sample, seed=cfg.seed,
-                                accumulate=cfg.accumulate, pca=pca)
+                                accumulate=cfg.accumulate, pca=pca, **build_only)
         if codec is not None and codec.num_subspaces == cfg.search_subspaces:
             scodec = codec
         else:
