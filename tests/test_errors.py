@@ -317,13 +317,17 @@ def test_huge_finite_values_flash(x):
         pass  # a clear input error is an acceptable outcome
 
 
-def test_build_subspaces_default_follows_dimension():
-    cfg = IndexConfig()
+def test_build_subspaces_default_follows_dimension_and_pruning():
+    cfg = IndexConfig(store_vectors=True)  # no pruning
     assert cfg.num_subspaces is None
     assert cfg.build_subspaces(384) == 32 and cfg.build_subspaces(512) == 32
     assert cfg.build_subspaces(513) == 64 and cfg.build_subspaces(768) == 64
     assert IndexConfig(num_subspaces=16).build_subspaces(768) == 16
-    assert IndexConfig(pca_dim=128).build_subspaces(384) == 32
+    assert IndexConfig(pca_dim=128, store_vectors=True).build_subspaces(384) == 32
+    # a pruned build picks its edges by the build codes: the finer ones
+    assert IndexConfig().build_subspaces(384) == 64
+    assert IndexConfig(store_vectors=True, prune=True).build_subspaces(384) == 64
+    assert IndexConfig(prune=False).build_subspaces(384) == 32
     with pytest.raises(InvalidInputError, match="multiple of 64"):
         IndexConfig(pca_dim=96)
     IndexConfig(pca_dim=96, num_subspaces=32)  # explicit: no error
