@@ -261,7 +261,7 @@ def main(argv=None) -> int:
     p.add_argument("--latency-queries", type=int, default=21,
                    help="queries timed with the real model (0: skip); 21 = the LEANN peer's real-model run")
     p.add_argument("--efs", default="1024", help="beam widths of the walk on codes")
-    p.add_argument("--ratios", default="0.1,0.15,0.2,0.3",
+    p.add_argument("--ratios", default="0.1,0.15,0.2,0.3,0.4",
                    help="rerank ratios: max(10, ceil(ratio * ef)) passages recomputed per query")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
