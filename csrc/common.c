@@ -83,7 +83,10 @@ void *leann_calloc_big(size_t count, size_t size, const char *what, int threads)
             size_t grains = (bytes + huge - 1) / huge;
             int nt = leann_resolve_threads(threads);
             if ((size_t)nt > grains) nt = (int)grains;
-            if (leann_parallel(nt, zero_task, &z) != LEANN_OK) zero_task(&z, 0, 1); /* no thread table: alone */
+            if (leann_parallel(nt, zero_task, &z) != LEANN_OK) { /* no thread table: alone */
+                leann_clear_error();
+                zero_task(&z, 0, 1);
+            }
             return p;
         }
     }

@@ -302,10 +302,20 @@ static inline const uint8_t *list_blocks(const leann_graph *g, const leann_qctx 
     return l == 0 ? qc->codes0 + (size_t)v * qc->bb0 : qc->codesU + ((size_t)g->ubase[v] + l - 1) * qc->bbU;
 }
 
-/* The code lines a walk's step left for later (see prefetch_list_whole). */
+/* Bytes of v's code blocks that hold its first deg neighbours. */
+static inline size_t blocks_in_use(const leann_qctx *qc, size_t deg) {
+    return (deg + 15) / 16 * 16 * (size_t)qc->cb;
+}
+
+/* Ask for every cache line of [p, p + bytes). */
+static inline void prefetch_lines(const void *p, size_t bytes) {
+    for (size_t off = 0; off < bytes; off += 64) LEANN_PREFETCH((const char *)p + off);
+}
+
+/* The code lines a walk's step left for later (see prefetch_next_list). */
 static inline void issue_deferred(const leann_qctx *qc) {
     if (!qc->defer || !qc->defer->bytes) return;
-    for (size_t off = 0; off < qc->defer->bytes; off += 64) LEANN_PREFETCH(qc->defer->p + off);
+    prefetch_lines(qc->defer->p, qc->defer->bytes);
     qc->defer->bytes = 0;
 }
 
@@ -318,8 +328,7 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
     if (qc->flash) {
         /* the ids are read after the scan: start their misses now, so that
          * they overlap the code blocks' */
-        for (size_t off = 0; off < (size_t)deg * sizeof(uint32_t); off += 64)
-            LEANN_PREFETCH((const char *)list + off);
+        prefetch_lines(list, (size_t)deg * sizeof(uint32_t));
         const uint8_t *blocks = list_blocks(g, qc, v, l);
         qc->scan(blocks, (size_t)(deg + 15) / 16, qc->cb, qc->table, qc->d16_tmp);
         issue_deferred(qc); /* another walk's, now that the scan's loads are done */
@@ -388,17 +397,14 @@ static inline void prefetch_list(const leann_graph *g, const leann_qctx *qc, uin
     if (g->packed) return;
     int deg;
     const uint32_t *ids = leann_graph_list(g, v, l, &deg);
-    for (size_t off = 0; off < (size_t)deg * sizeof(uint32_t); off += 64)
-        LEANN_PREFETCH((const char *)ids + off);
-    if (qc->flash) {
-        const char *p = (const char *)list_blocks(g, qc, v, l);
-        size_t bytes = (size_t)((deg + 15) / 16) * 16 * (size_t)qc->cb;
-        for (size_t off = 0; off < bytes; off += 64) LEANN_PREFETCH(p + off);
-    }
+    prefetch_lines(ids, (size_t)deg * sizeof(uint32_t));
+    if (qc->flash) prefetch_lines(list_blocks(g, qc, v, l), blocks_in_use(qc, (size_t)deg));
 }
 
-/* The list's degree (a relaxed read: a hint, the expansion re-reads it
- * under the lock), its lock, the id slots in use and the first
+/* What a walk's step asks for of the list it expands next, with no load
+ * that would wait for a miss: the list's degree (a relaxed read of a small,
+ * cached array: a hint, the expansion re-reads it under the lock), its
+ * lock, the id slots in use and the first
  * WALK_PREFETCH_LINES lines of the code blocks in use.  More lines than
  * that in flight at once make the prefetches themselves wait for fill
  * buffers (50k MiniLM: 12-16 lines are best; 100k x 768 with 32 B codes:
@@ -409,7 +415,7 @@ static inline void prefetch_list(const leann_graph *g, const leann_qctx *qc, uin
  * 50k MiniLM unchanged). */
 #define WALK_PREFETCH_LINES 16
 #define WALK_PREFETCH_NOW 8
-static inline void prefetch_list_whole(const leann_graph *g, const leann_qctx *qc, uint32_t v, int l) {
+static inline void prefetch_next_list(const leann_graph *g, const leann_qctx *qc, uint32_t v, int l) {
     if (g->packed || g->off0) return;
     if (qc->locks) LEANN_PREFETCHW(&qc->locks[v & (LEANN_NLOCKS - 1)]);
     const char *ids;
@@ -422,10 +428,10 @@ static inline void prefetch_list_whole(const leann_graph *g, const leann_qctx *q
         deg = __atomic_load_n(g->degU + slot, __ATOMIC_RELAXED);
         ids = (const char *)(g->idsU + slot * g->capU);
     }
-    for (size_t off = 0; off < deg * sizeof(uint32_t); off += 64) LEANN_PREFETCH(ids + off);
+    prefetch_lines(ids, deg * sizeof(uint32_t));
     if (qc->flash) {
         const char *p = (const char *)list_blocks(g, qc, v, l);
-        size_t bytes = (deg + 15) / 16 * 16 * (size_t)qc->cb;
+        size_t bytes = blocks_in_use(qc, deg);
         if (bytes > WALK_PREFETCH_LINES * 64) bytes = WALK_PREFETCH_LINES * 64;
         size_t now = bytes;
         if (qc->defer) {
@@ -434,7 +440,7 @@ static inline void prefetch_list_whole(const leann_graph *g, const leann_qctx *q
             qc->defer->p = p + now;
             qc->defer->bytes = bytes - now;
         }
-        for (size_t off = 0; off < now; off += 64) LEANN_PREFETCH(p + off);
+        prefetch_lines(p, now);
     }
 }
 
@@ -513,7 +519,7 @@ int leann_walk_step(leann_walk *w, const leann_graph *g, leann_qctx *qc) {
     w->len = len;
     w->cur = cur;
     if (cur >= len) return 0;
-    prefetch_list_whole(g, qc, leann_beam_id(keys[cur]), w->l);
+    prefetch_next_list(g, qc, leann_beam_id(keys[cur]), w->l);
     return 1;
 }
 
