@@ -80,8 +80,12 @@ def exact_topk(emb: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def per_query_recall(found: np.ndarray, truth: np.ndarray, k: int) -> list[float]:
+    return [len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth)]
+
+
 def recall(found: np.ndarray, truth: np.ndarray, k: int) -> float:
-    return float(np.mean([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth)]))
+    return float(np.mean(per_query_recall(found, truth, k)))
 
 
 def pct(values, q) -> float:
@@ -123,7 +127,7 @@ def run_ours(args, emb, qemb, texts, queries, gt) -> dict:
     for ef in args.efs:
         for ratio in args.ratios:
             res = index.search(qemb, k=10, ef=ef, embed=lookup, rerank_ratio=ratio, batch_size=args.batch)
-            per_query = [len(set(f[:10].tolist()) & set(t[:10].tolist())) / 10 for f, t in zip(res.ids, gt)]
+            per_query = per_query_recall(res.ids, gt, 10)
             row = {"ef": ef, "rerank_ratio": ratio, "recall@3": recall(res.ids, gt, 3),
                    "recall@10": float(np.mean(per_query)), "recall@10_per_query": per_query,
                    "recomputed_mean": float(res.stats["recomputed"].mean()),
