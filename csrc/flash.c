@@ -639,9 +639,9 @@ static uint64_t mask_le_scalar(const uint16_t *d, int n, uint16_t lim) {
     return m;
 }
 
+#ifdef LEANN_X86
 static inline uint64_t mask_low(int n) { return n >= 64 ? ~0ull : (1ull << n) - 1; }
 
-#ifdef LEANN_X86
 /* SSE2 (every x86-64): d <= lim iff the saturating d - lim is 0; the two
  * halves' 16-bit compares pack into one byte mask of 16 entries. */
 static uint64_t mask_le_sse2(const uint16_t *d, int n, uint16_t lim) {
