@@ -51,6 +51,7 @@ void *leann_calloc(size_t count, size_t size, const char *what) {
     return p;
 }
 
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
 typedef struct {
     char *p;
     size_t bytes, grain;
@@ -63,6 +64,7 @@ static int zero_task(void *ctx, int t, int nthreads) {
         memset(z->p + off, 0, z->bytes - off < z->grain ? z->bytes - off : z->grain);
     return LEANN_OK;
 }
+#endif
 
 void *leann_calloc_big(size_t count, size_t size, const char *what, int threads) {
     size_t bytes;
