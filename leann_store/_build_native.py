@@ -28,7 +28,10 @@ def _cdef() -> str:
 
 def _compile_args() -> list[str]:
     if sys.platform == "win32":
-        return ["/O2"]
+        # pthreads, per-function target attributes and __builtin_cpu_supports:
+        # say so here rather than in a page of MSVC errors
+        raise RuntimeError("leann-store's C library builds with GCC or Clang on Linux and macOS; "
+                           "on Windows, install it under WSL")
     # No -march=native: SIMD kernels carry per-function target attributes and
     # are chosen at run time, so one wheel serves every CPU of its architecture.
     args = ["-std=c11", "-O3", "-pthread", "-fno-strict-aliasing", "-Wall", "-Wextra",
@@ -49,7 +52,7 @@ ffibuilder.set_source(
     include_dirs=["csrc"],
     extra_compile_args=_compile_args(),
     extra_link_args=["-pthread"] + (["-fsanitize=address,undefined"] if os.environ.get("LEANN_SANITIZE") else []),
-    libraries=["m"] if sys.platform != "win32" else [],
+    libraries=["m"],
 )
 
 if __name__ == "__main__":
