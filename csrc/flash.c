@@ -268,20 +268,29 @@ leann_scan_fn leann_get_scan(int kernel, int accumulate) {
 }
 
 /* ---- codec ---- */
-static uint8_t quantize(const leann_codec *c, float d) {
+static inline uint8_t quantize(const leann_codec *c, float d) {
     float q = d / c->scale + 0.5f;
-    if (!(q < 255.0f)) return 255; /* also NaN */
-    if (q < 0.0f) return 0;
+    q = q < 255.0f ? q : 255.0f; /* also NaN */
+    q = q < 0.0f ? 0.0f : q;     /* branch-free: a table's 16 vectorise */
     return (uint8_t)q;
 }
 
-/* Squared distance of sub-vector i of a projection y to centroid j. */
-static inline float centroid_dist(const leann_codec *c, const float *y, int i, int j) {
+/* Squared distances of sub-vector i of a projection y to the 16 centroids
+ * of subspace i.  They are summed dimension by dimension over the transposed
+ * centroids, so the inner loop runs across the 16 centroids and vectorises;
+ * each distance still adds its terms in dimension order, as a
+ * one-centroid-at-a-time loop would. */
+static inline void subspace_dists(const leann_codec *c, const float *y, int i, float d[16]) {
     const float *ys = y + (size_t)i * c->dsub;
-    const float *cc = c->centroids + ((size_t)i * 16 + j) * c->dsub;
-    float d = 0;
-    for (int k = 0; k < c->dsub; k++) d += (ys[k] - cc[k]) * (ys[k] - cc[k]);
-    return d;
+    const float *ct = c->cent_t + (size_t)i * c->dsub * 16;
+    for (int j = 0; j < 16; j++) d[j] = 0.0f;
+    for (int k = 0; k < c->dsub; k++) {
+        float yk = ys[k];
+        for (int j = 0; j < 16; j++) {
+            float t = yk - ct[k * 16 + j];
+            d[j] += t * t;
+        }
+    }
 }
 
 int leann_codec_new(int dp, int msub, const float *centroids, float scale, int accumulate,
@@ -424,29 +433,17 @@ void leann_codec_project1(const leann_codec *c, const float *x, float *proj, flo
 }
 
 void leann_codec_adt_float(const leann_codec *c, const float *y, float *table) {
-    for (int i = 0; i < c->msub; i++)
-        for (int j = 0; j < 16; j++) table[i * 16 + j] = centroid_dist(c, y, i, j);
+    for (int i = 0; i < c->msub; i++) subspace_dists(c, y, i, table + i * 16);
 }
 
 int leann_codec_code_bytes(const leann_codec *c) { return c ? c->code_bytes : 0; }
 
-/* Nearest centroid per subspace.  The 16 distances of a subspace are summed
- * dimension by dimension over the transposed centroids, so the inner loop
- * runs across the 16 centroids and vectorises; each distance still adds its
- * terms in dimension order, as a one-centroid-at-a-time loop would. */
+/* Nearest centroid per subspace. */
 static void encode_one(const leann_codec *c, const float *y, uint8_t *code) {
     memset(code, 0, (size_t)c->code_bytes);
     for (int i = 0; i < c->msub; i++) {
-        const float *ys = y + (size_t)i * c->dsub;
-        const float *ct = c->cent_t + (size_t)i * c->dsub * 16;
-        float d[16] = {0};
-        for (int k = 0; k < c->dsub; k++) {
-            float yk = ys[k];
-            for (int j = 0; j < 16; j++) {
-                float t = yk - ct[k * 16 + j];
-                d[j] += t * t;
-            }
-        }
+        float d[16];
+        subspace_dists(c, y, i, d);
         /* branch-free argmin (the winner's position is unpredictable);
          * strict: ties go to the lowest centroid id */
         int best = 0;
@@ -558,8 +555,11 @@ int leann_codec_encode_kernel(const leann_codec *c, const float *proj, size_t n,
 }
 
 void leann_codec_adt_raw(const leann_codec *c, const float *y, uint8_t *table) {
-    for (int i = 0; i < c->msub; i++)
-        for (int j = 0; j < 16; j++) table[i * 16 + j] = quantize(c, centroid_dist(c, y, i, j));
+    float d[16];
+    for (int i = 0; i < c->msub; i++) {
+        subspace_dists(c, y, i, d);
+        for (int j = 0; j < 16; j++) table[i * 16 + j] = quantize(c, d[j]);
+    }
 }
 
 int leann_codec_adt(const leann_codec *c, const float *y, uint8_t *table) {
