@@ -54,13 +54,24 @@ def test_neon_scan_matches_reference(neon_check, seed):
     assert module.run(exe, seed, 1500) == 0
 
 
-def test_emulated_check_catches_a_wrong_total(neon_check, tmp_path):
-    """The harness is not vacuous: a kernel that drops the high nibbles' sums fails."""
+MUTANTS = {
+    "scan drops the high nibbles": ("flash.c", "h = vaddw_high_u8(vaddw_high_u8(h, vl), vh);",
+                                    "h = vaddw_high_u8(h, vl);"),
+    "l2 squares the wrong difference": ("distance.c", "s3 = vfmaq_f32(s3, t3, t3);", "s3 = vfmaq_f32(s3, t3, t2);"),
+    "ip pairs the wrong lanes": ("distance.c", "s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 8));",
+                                 "s2 = vfmaq_f32(s2, vld1q_f32(a + i + 8), vld1q_f32(b + i + 4));"),
+}
+
+
+@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+def test_emulated_check_catches_a_wrong_kernel(neon_check, tmp_path, mutant):
+    """The harness is not vacuous: each deliberately broken NEON kernel fails it."""
     module, _ = neon_check
-    src = (module.CSRC / "flash.c").read_text()
-    bad = src.replace("h = vaddw_high_u8(vaddw_high_u8(h, vl), vh);", "h = vaddw_high_u8(h, vl);")
-    assert bad != src, "the NEON kernel's accumulation line moved: update this test"
-    (tmp_path / "flash.c").write_text(bad)
+    name, old, new = MUTANTS[mutant]
+    src = (module.CSRC / name).read_text()
+    assert src.count(old) == 1, f"the NEON kernel's line moved: update MUTANTS[{mutant!r}]"
+    (tmp_path / name).write_text(src.replace(old, new))
+    sources = [tmp_path / name if p.name == name else p for p in module.SOURCES]
     exe = tmp_path / "neon_check_bad"
-    module.build(exe, sources=[module.SOURCES[0], tmp_path / "flash.c", module.CSRC / "common.c"])
+    module.build(exe, sources=sources)
     assert module.run(exe, 1, 300) > 0

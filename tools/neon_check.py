@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Check the NEON code-lookup kernel on a machine without aarch64 hardware.
+"""Check the NEON kernels (code lookup, float distances) without aarch64 hardware.
 
 Builds ``tools/neon_check.c`` with the library's codec sources into a static
 aarch64 executable (zig's clang, from the ``ziglang`` package) and runs its
 ``neon_check`` function in an aarch64 emulator (``unicorn``).  The function
-scores random codes with the NEON and scalar kernels and counts the totals
-that differ from a plain reference.  Both packages come with the ``test``
+scores random codes with the NEON and scalar kernels, and random float
+vectors with the NEON L2 and inner-product kernels, and counts the results
+that differ from plain references.  Both packages come with the ``test``
 extra on x86-64; on aarch64 the ordinary kernel tests run NEON natively.
 
     python tools/neon_check.py [--seed S] [--cases N]
@@ -24,8 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
-# the scan kernels, the table permutation and the kernel dispatch
-SOURCES = [ROOT / "tools" / "neon_check.c", CSRC / "flash.c", CSRC / "common.c"]
+# the scan and float kernels, the table permutation and the kernel dispatch
+SOURCES = [ROOT / "tools" / "neon_check.c", CSRC / "flash.c", CSRC / "distance.c", CSRC / "common.c"]
 PAGE = 4096
 STACK_TOP, STACK_SIZE = 0x7F00_0000_0000, 1 << 20
 RETURN_TRAP = 0x7E00_0000_0000  # a mapped page the function returns into
@@ -37,7 +38,9 @@ def build(out: Path, sources: list[Path] | None = None) -> None:
     cmd = [sys.executable, "-m", "ziglang", "cc", "-target", "aarch64-linux-musl", "-std=c11", "-O3",
            "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror", "-static",
            "-no-pie", "-Wl,-e,neon_check", f"-I{CSRC}", *map(str, sources or SOURCES), "-o", str(out)]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(f"aarch64 build failed:\n{res.stderr}")
 
 
 def _load_segments(image: bytes) -> tuple[int, list[tuple[int, int, bytes]]]:
@@ -59,7 +62,7 @@ def _load_segments(image: bytes) -> tuple[int, list[tuple[int, int, bytes]]]:
 
 
 def run(executable: Path, seed: int, cases: int) -> int:
-    """Emulate neon_check(seed, cases); returns its count of wrong totals (-1: no NEON kernel)."""
+    """Emulate neon_check(seed, cases); returns its count of wrong results (-1: no NEON kernel)."""
     from unicorn import UC_ARCH_ARM64, UC_MODE_ARM, Uc
     from unicorn.arm64_const import (UC_ARM64_REG_CPACR_EL1, UC_ARM64_REG_LR, UC_ARM64_REG_SP,
                                      UC_ARM64_REG_X0, UC_ARM64_REG_X1)
@@ -96,7 +99,7 @@ def main() -> int:
     if bad < 0:
         print("the aarch64 build has no NEON kernel")
         return 1
-    print(f"{args.cases} cases (NEON and scalar kernels): {bad} wrong totals")
+    print(f"{args.cases} cases (NEON code and float kernels, scalar code kernel): {bad} wrong results")
     return 1 if bad else 0
 
 
