@@ -6,4 +6,7 @@ out-of-line API mode plugs into setuptools through ``cffi_modules``.
 
 from setuptools import setup
 
-setup(cffi_modules=["leann_store/_build_native.py:ffibuilder"])
+# cffi compiles against the limited API (the module is _native.abi3.so):
+# tag the wheel so that one wheel serves every CPython >= 3.10
+setup(cffi_modules=["leann_store/_build_native.py:ffibuilder"],
+      options={"bdist_wheel": {"py_limited_api": "cp310"}})
