@@ -30,6 +30,7 @@ import numpy as np
 from numpy.random import Generator, default_rng
 
 from . import errors, native
+from ._checks import check_finite
 
 _VALID_SUBSPACES = (8, 16, 32, 64)
 _BLOCK = 4096  # rows per block in the covariance and projection products
@@ -97,6 +98,7 @@ class Codec:
             x = x[None, :]
         if x.shape[1] != self.dim:
             raise errors.DimensionMismatchError(f"codec expects dimension {self.dim}, got {x.shape[1]}")
+        check_finite(x, "vectors")  # before the matmul, which would only warn
         return _project(x, self._mean32, self._components_t, chunk)
 
     def project_into(self, block: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from numpy.random import default_rng
 from threadpoolctl import threadpool_limits
 
 from . import errors, native
+from ._checks import check_finite as _check_finite
 from .codec import Codec, code_distance_bias, codec_from_native, fit_pca, search_codec, train_codec
 
 METRICS = ("l2", "cosine", "ip")
@@ -253,29 +254,6 @@ def _as_matrix(x: Any, name: str) -> np.ndarray:
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise errors.InvalidInputError(f"{name} is empty (shape {x.shape})")
     return x
-
-
-# Squared distances are float32: components beyond this overflow them.
-_MAX_ABS = 1e15
-
-
-def _check_finite(x: np.ndarray, name: str) -> None:
-    """NaN, infinities and overflowing components are errors.  The common
-    case reads each block twice (min, max) and allocates nothing; only a
-    failing block is looked at row by row."""
-    for s in range(0, x.shape[0], _CHUNK):
-        block = x[s:s + _CHUNK]
-        lo, hi = float(block.min()), float(block.max())  # NaN propagates
-        if np.isfinite(lo) and np.isfinite(hi) and max(-lo, hi) <= _MAX_ABS:
-            continue
-        finite = np.isfinite(block).all(axis=1)
-        if not finite.all():
-            row = s + int(np.flatnonzero(~finite)[0])
-            raise errors.InvalidInputError(f"{name} row {row} contains NaN or infinity")
-        row = s + int(np.flatnonzero((np.abs(block) > _MAX_ABS).any(axis=1))[0])
-        raise errors.InvalidInputError(
-            f"{name} row {row} has a component beyond +-{_MAX_ABS:g}, which overflows "
-            "float32 distances; rescale the vectors")
 
 
 def _sq_norms(block: np.ndarray) -> np.ndarray:
