@@ -345,7 +345,14 @@ def _threads(threads: int | None) -> int:
 
 
 class LeannIndex:
-    """An HNSW index over ids 0..n-1.  Create it with :meth:`build`."""
+    """An HNSW index over ids 0..n-1.  Create it with :meth:`build`.
+
+    Thread-safe: searches from several threads run side by side (the GIL is
+    released in C); :meth:`delete`, :attr:`cache_bytes` and :meth:`save`
+    wait for the searches in flight.  A search's ``embed`` callback may
+    search the index again but not change it (that is refused with
+    :class:`~leann_store.errors.InvalidInputError`).
+    """
 
     def __init__(self, handle: native.NativeIndex, config: IndexConfig, metric_map: _MetricMap,
                  codec: Codec | None) -> None:

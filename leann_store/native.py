@@ -8,8 +8,10 @@ arrays silently.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -311,11 +313,88 @@ class NativeBuilder:
 
 
 # ---- index -----------------------------------------------------------------
+class _SharedLock:
+    """Many readers at once, or one writer.
+
+    Readers enter whenever no writer is inside, so a search's embed callback
+    may search the same index again (a nested read never waits on a writer
+    that waits on it).  A writer from inside a read on the same thread would
+    wait for itself forever: it is refused instead.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+        self._mine = threading.local()  # reads this thread holds
+        self._reader = _ReadHold(self)
+
+    def read(self) -> "_ReadHold":
+        """``with lock.read():`` (one shared object, not a generator: 1.4 us
+        a search, measured, against 2.1 us with contextlib)."""
+        return self._reader
+
+    def _enter_read(self) -> None:
+        with self._cond:
+            while self._writer:
+                self._cond.wait()
+            self._readers += 1
+        self._mine.reads = getattr(self._mine, "reads", 0) + 1
+
+    def _exit_read(self) -> None:
+        self._mine.reads -= 1
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self, what: str) -> Iterator[None]:
+        if getattr(self._mine, "reads", 0):
+            raise errors.InvalidInputError(
+                f"cannot {what} from inside a search of the same index (its embed callback): "
+                "do it after the search returns")
+        with self._cond:
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class _ReadHold:
+    """The context manager of :meth:`_SharedLock.read`."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: _SharedLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock._enter_read()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock._exit_read()
+
+
 class NativeIndex:
-    """Owns a ``leann_index``."""
+    """Owns a ``leann_index``.
+
+    Searches release the GIL, so several threads may search at once; calls
+    that change the index (deletions, the row cache's size, metadata, the
+    build's finishing steps) wait until no search is running, and searches
+    wait for them: a search never sees a cache freed under it.  Searches do
+    not queue behind a waiting writer, so a steady stream of overlapping
+    searches can hold a writer back.
+    """
 
     def __init__(self, ptr: Any) -> None:
         self._ptr = ptr
+        self._lock = _SharedLock()
 
     @property
     def size(self) -> int:
@@ -324,7 +403,8 @@ class NativeIndex:
     def alloc_vectors(self, threads: int = 0) -> None:
         """Attach zeroed float storage (n, dim), committed by ``threads``
         threads (0: every core)."""
-        check(lib.leann_index_alloc_vectors(self._ptr, int(threads)))
+        with self._lock.write('attach vector storage'):
+            check(lib.leann_index_alloc_vectors(self._ptr, int(threads)))
 
     def vectors_view(self) -> np.ndarray:
         """Writable numpy view of the index's float storage (lives as long as it)."""
@@ -369,30 +449,34 @@ class NativeIndex:
 
     def search(self, queries: np.ndarray, k: int, ef: int,
                threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        nq = queries.shape[0]
-        ids = np.empty((nq, k), dtype=np.int64)
-        dist = np.empty((nq, k), dtype=np.float32)
-        stats = ffi.new("leann_search_stats[]", max(nq, 1))
-        check(lib.leann_index_search(self._ptr, _ptr("float[]", queries), nq, k, ef, threads,
-                                     _ptr("int64_t[]", ids), _ptr("float[]", dist), stats))
-        st = np.frombuffer(ffi.buffer(stats, max(nq, 1) * ffi.sizeof("leann_search_stats")),
-                           dtype=np.uint64).reshape(max(nq, 1), 2)[:nq].copy()
-        return ids, dist, st
+        with self._lock.read():
+            nq = queries.shape[0]
+            ids = np.empty((nq, k), dtype=np.int64)
+            dist = np.empty((nq, k), dtype=np.float32)
+            stats = ffi.new("leann_search_stats[]", max(nq, 1))
+            check(lib.leann_index_search(self._ptr, _ptr("float[]", queries), nq, k, ef, threads,
+                                         _ptr("int64_t[]", ids), _ptr("float[]", dist), stats))
+            st = np.frombuffer(ffi.buffer(stats, max(nq, 1) * ffi.sizeof("leann_search_stats")),
+                               dtype=np.uint64).reshape(max(nq, 1), 2)[:nq].copy()
+            return ids, dist, st
 
     # ---- finishing ---------------------------------------------------------
     def prune(self, codec: NativeCodec, codes: np.ndarray | None, hub_fraction: float,
               hub_degree: int, degree: int, threads: int) -> None:
-        cptr = ffi.NULL if codes is None else _ptr("uint8_t[]", codes)
-        check(lib.leann_index_prune(self._ptr, codec.handle, cptr, float(hub_fraction), int(hub_degree),
-                                    int(degree), int(threads)))
+        with self._lock.write('prune the graph'):
+            cptr = ffi.NULL if codes is None else _ptr("uint8_t[]", codes)
+            check(lib.leann_index_prune(self._ptr, codec.handle, cptr, float(hub_fraction), int(hub_degree),
+                                        int(degree), int(threads)))
 
     def pack(self) -> None:
-        check(lib.leann_index_pack(self._ptr))
+        with self._lock.write('pack the graph'):
+            check(lib.leann_index_pack(self._ptr))
 
     def set_codes(self, codec: NativeCodec, codes: np.ndarray) -> None:
-        if codes.shape != (self.size, codec.code_bytes) or codes.dtype != np.uint8:
-            raise errors.InvalidInputError("internal: codes do not match the index")
-        check(lib.leann_index_set_codes(self._ptr, codec.handle, _ptr("uint8_t[]", codes)))
+        with self._lock.write('replace the codes'):
+            if codes.shape != (self.size, codec.code_bytes) or codes.dtype != np.uint8:
+                raise errors.InvalidInputError("internal: codes do not match the index")
+            check(lib.leann_index_set_codes(self._ptr, codec.handle, _ptr("uint8_t[]", codes)))
 
     def search_codec(self) -> NativeCodec | None:
         ptr = lib.leann_index_codec(self._ptr)
@@ -404,11 +488,13 @@ class NativeIndex:
 
     # ---- caches, tombstones, metadata -----------------------------------------
     def set_cache(self, nbytes: int) -> None:
-        check(lib.leann_index_set_cache(self._ptr, int(nbytes)))
+        with self._lock.write('resize the row cache'):
+            check(lib.leann_index_set_cache(self._ptr, int(nbytes)))
 
     @property
     def cache_entries(self) -> int:
-        return int(lib.leann_index_cache_entries(self._ptr))
+        with self._lock.read():
+            return int(lib.leann_index_cache_entries(self._ptr))
 
     def hub_candidates(self, count: int) -> np.ndarray:
         out = np.empty(max(count, 1), dtype=np.uint32)
@@ -416,20 +502,22 @@ class NativeIndex:
         return out[:count]
 
     def set_hub_cache(self, ids: np.ndarray, rows: np.ndarray) -> None:
-        ids = np.ascontiguousarray(ids, dtype=np.uint32)
-        rows = np.ascontiguousarray(rows, dtype=np.float32)
-        if rows.shape != (ids.shape[0], self.dim):
-            raise errors.InvalidInputError("internal: hub rows do not match the index")
-        check(lib.leann_index_set_hub_cache(self._ptr, _ptr("uint32_t[]", ids) if len(ids) else ffi.NULL,
-                                            _ptr("float[]", rows) if len(ids) else ffi.NULL, len(ids)))
+        with self._lock.write('replace the hub cache'):
+            ids = np.ascontiguousarray(ids, dtype=np.uint32)
+            rows = np.ascontiguousarray(rows, dtype=np.float32)
+            if rows.shape != (ids.shape[0], self.dim):
+                raise errors.InvalidInputError("internal: hub rows do not match the index")
+            check(lib.leann_index_set_hub_cache(self._ptr, _ptr("uint32_t[]", ids) if len(ids) else ffi.NULL,
+                                                _ptr("float[]", rows) if len(ids) else ffi.NULL, len(ids)))
 
     @property
     def hub_count(self) -> int:
         return int(lib.leann_index_hub_count(self._ptr))
 
     def delete(self, ids: np.ndarray) -> None:
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        check(lib.leann_index_delete(self._ptr, _ptr("int64_t[]", ids) if len(ids) else ffi.NULL, len(ids)))
+        with self._lock.write('delete ids'):
+            ids = np.ascontiguousarray(ids, dtype=np.int64)
+            check(lib.leann_index_delete(self._ptr, _ptr("int64_t[]", ids) if len(ids) else ffi.NULL, len(ids)))
 
     @property
     def deleted_count(self) -> int:
@@ -439,12 +527,14 @@ class NativeIndex:
         return bool(lib.leann_index_is_deleted(self._ptr, node))
 
     def set_meta(self, blob: bytes) -> None:
-        check(lib.leann_index_set_meta(self._ptr, blob, len(blob)))
+        with self._lock.write('change the metadata'):
+            check(lib.leann_index_set_meta(self._ptr, blob, len(blob)))
 
     def meta(self) -> bytes:
-        out = ffi.new("char **")
-        n = int(lib.leann_index_meta(self._ptr, out))
-        return ffi.unpack(out[0], n)
+        with self._lock.read():
+            out = ffi.new("char **")
+            n = int(lib.leann_index_meta(self._ptr, out))
+            return ffi.unpack(out[0], n)
 
     # ---- two-level search -------------------------------------------------------
     def search_recompute(self, query: np.ndarray, k: int, ef: int, rerank_ratio: float, batch_size: int,
@@ -453,48 +543,51 @@ class NativeIndex:
         """One query.  ``fetch(ids) -> float32 (len(ids), dim)`` supplies rows
         the index cannot find itself; an exception from it propagates and the
         half-done search is freed (the index is untouched)."""
-        p = ffi.new("leann_search_params *")
-        p.k, p.ef, p.rerank_ratio, p.batch_size = k, ef, float(rerank_ratio), batch_size
-        p.max_recompute = max_recompute
-        if allowed is not None:
-            p.allowed = _ptr("uint64_t[]", allowed)
-            p.allowed_words = allowed.shape[0]
-        out = ffi.new("leann_search **")
-        check(lib.leann_search_begin(self._ptr, _ptr("float[]", query), p, out))
-        s = ffi.gc(out[0], lib.leann_search_free)
-        need = np.empty(batch_size, dtype=np.int64)
-        need_ptr = _ptr("int64_t[]", need)
-        nneed = ffi.new("int *")
-        rows_ptr, nrows = ffi.NULL, 0
-        keep: np.ndarray | None = None
-        try:
-            while True:
-                check(lib.leann_search_next(s, rows_ptr, nrows, need_ptr, nneed))
-                if nneed[0] == 0:
-                    break
-                keep = fetch(need[:nneed[0]].copy())
-                rows_ptr, nrows = _ptr("float[]", keep), keep.shape[0]
-            ids = np.empty(k, dtype=np.int64)
-            dist = np.empty(k, dtype=np.float32)
-            st = ffi.new("leann_recompute_stats *")
-            check(lib.leann_search_result(s, _ptr("int64_t[]", ids), _ptr("float[]", dist), st))
-        finally:
-            ffi.release(s)
-        stats = {"recomputed": st.recomputed, "embed_calls": st.embed_calls, "cache_hits": st.cache_hits,
-                 "exact": st.exact, "code_evals": st.code_evals, "hops": st.hops}
-        return ids, dist, {key: int(v) for key, v in stats.items()}
+        with self._lock.read():
+            p = ffi.new("leann_search_params *")
+            p.k, p.ef, p.rerank_ratio, p.batch_size = k, ef, float(rerank_ratio), batch_size
+            p.max_recompute = max_recompute
+            if allowed is not None:
+                p.allowed = _ptr("uint64_t[]", allowed)
+                p.allowed_words = allowed.shape[0]
+            out = ffi.new("leann_search **")
+            check(lib.leann_search_begin(self._ptr, _ptr("float[]", query), p, out))
+            s = ffi.gc(out[0], lib.leann_search_free)
+            need = np.empty(batch_size, dtype=np.int64)
+            need_ptr = _ptr("int64_t[]", need)
+            nneed = ffi.new("int *")
+            rows_ptr, nrows = ffi.NULL, 0
+            keep: np.ndarray | None = None
+            try:
+                while True:
+                    check(lib.leann_search_next(s, rows_ptr, nrows, need_ptr, nneed))
+                    if nneed[0] == 0:
+                        break
+                    keep = fetch(need[:nneed[0]].copy())
+                    rows_ptr, nrows = _ptr("float[]", keep), keep.shape[0]
+                ids = np.empty(k, dtype=np.int64)
+                dist = np.empty(k, dtype=np.float32)
+                st = ffi.new("leann_recompute_stats *")
+                check(lib.leann_search_result(s, _ptr("int64_t[]", ids), _ptr("float[]", dist), st))
+            finally:
+                ffi.release(s)
+            stats = {"recomputed": st.recomputed, "embed_calls": st.embed_calls, "cache_hits": st.cache_hits,
+                     "exact": st.exact, "code_evals": st.code_evals, "hops": st.hops}
+            return ids, dist, {key: int(v) for key, v in stats.items()}
 
     # ---- file --------------------------------------------------------------
     @property
     def saved_size(self) -> int:
-        out = ffi.new("uint64_t *")
-        check(lib.leann_index_saved_size(self._ptr, out))
-        return int(out[0])
+        with self._lock.read():
+            out = ffi.new("uint64_t *")
+            check(lib.leann_index_saved_size(self._ptr, out))
+            return int(out[0])
 
     def save(self, path: str) -> int:
-        out = ffi.new("uint64_t *")
-        check(lib.leann_index_save(self._ptr, path.encode(), out))
-        return int(out[0])
+        with self._lock.read():
+            out = ffi.new("uint64_t *")
+            check(lib.leann_index_save(self._ptr, path.encode(), out))
+            return int(out[0])
 
     @classmethod
     def load(cls, path: str) -> "NativeIndex":
