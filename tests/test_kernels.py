@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import leann_store
-from leann_store import native
+from conftest import clustered
+from leann_store import IndexConfig, LeannIndex, native
 
 KERNELS = native.available_kernels()
 ACCUMULATE = (8, 16)
@@ -333,3 +334,19 @@ def test_mask_le_bad_arguments():
         native.mask_le(np.zeros(4, np.uint16), 70000)
     with pytest.raises(leann_store.InvalidInputError):
         native.mask_le(np.zeros(4, np.uint16), 1, "no-such-kernel")
+
+
+@pytest.mark.parametrize("store_vectors", [False, True], ids=["vector-free", "stored"])
+def test_flash_builds_are_identical_on_every_kernel(monkeypatch, tmp_path, store_vectors):
+    """Code distances are integers and the encoders round as the scalar one
+    does, so a Flash build (one thread) writes the same file whichever kernel
+    LEANN_KERNEL forces: an index does not depend on the CPU it was built on."""
+    x = clustered(1500, 48, seed=3)
+    files = {}
+    for kernel in KERNELS:
+        monkeypatch.setenv("LEANN_KERNEL", kernel)
+        index = LeannIndex.build(x, IndexConfig(metric="l2", M=16, seed=0, threads=1, store_vectors=store_vectors))
+        path = tmp_path / f"{kernel}.leann"
+        index.save(path)
+        files[kernel] = path.read_bytes()
+    assert all(b == files["scalar"] for b in files.values()), [k for k, b in files.items() if b != files["scalar"]]
