@@ -30,6 +30,7 @@ SOURCES = [ROOT / "tools" / "neon_check.c", CSRC / "flash.c", CSRC / "distance.c
 PAGE = 4096
 STACK_TOP, STACK_SIZE = 0x7F00_0000_0000, 1 << 20
 RETURN_TRAP = 0x7E00_0000_0000  # a mapped page the function returns into
+TIMEOUT_S = 120  # emulated run; a few thousand cases take about a second
 
 
 def build(out: Path, sources: list[Path] | None = None) -> None:
@@ -64,8 +65,8 @@ def _load_segments(image: bytes) -> tuple[int, list[tuple[int, int, bytes]]]:
 def run(executable: Path, seed: int, cases: int) -> int:
     """Emulate neon_check(seed, cases); returns its count of wrong results (-1: no NEON kernel)."""
     from unicorn import UC_ARCH_ARM64, UC_MODE_ARM, Uc
-    from unicorn.arm64_const import (UC_ARM64_REG_CPACR_EL1, UC_ARM64_REG_LR, UC_ARM64_REG_SP,
-                                     UC_ARM64_REG_X0, UC_ARM64_REG_X1)
+    from unicorn.arm64_const import (UC_ARM64_REG_CPACR_EL1, UC_ARM64_REG_LR, UC_ARM64_REG_PC,
+                                     UC_ARM64_REG_SP, UC_ARM64_REG_X0, UC_ARM64_REG_X1)
 
     entry, segments = _load_segments(executable.read_bytes())
     uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
@@ -83,7 +84,9 @@ def run(executable: Path, seed: int, cases: int) -> int:
     uc.reg_write(UC_ARM64_REG_LR, RETURN_TRAP)
     uc.reg_write(UC_ARM64_REG_X0, seed)
     uc.reg_write(UC_ARM64_REG_X1, cases)
-    uc.emu_start(entry, RETURN_TRAP)
+    uc.emu_start(entry, RETURN_TRAP, timeout=TIMEOUT_S * 1_000_000)
+    if uc.reg_read(UC_ARM64_REG_PC) != RETURN_TRAP:  # the timeout stops it silently
+        raise RuntimeError(f"neon_check did not return within {TIMEOUT_S} s (pc {uc.reg_read(UC_ARM64_REG_PC):#x})")
     return struct.unpack("<q", struct.pack("<Q", uc.reg_read(UC_ARM64_REG_X0)))[0]
 
 
