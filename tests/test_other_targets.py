@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import platform
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,17 +18,19 @@ TOOL = ROOT / "tools" / "neon_check.py"
 ON_ARM = platform.machine().lower() in ("aarch64", "arm64")
 
 
+def _tool():
+    spec = importlib.util.spec_from_file_location("neon_check", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.parametrize("target", ["x86_64-linux-gnu", "aarch64-linux-gnu", "x86_64-macos", "aarch64-macos"])
 def test_sources_compile_warning_free(target, tmp_path):
     pytest.importorskip("ziglang", reason="the test extra installs ziglang on x86-64")
-    sys.path.insert(0, str(ROOT / "leann_store"))
-    try:
-        from _build_native import SOURCES  # the list pip compiles
-    finally:
-        sys.path.pop(0)
-    cmd = [sys.executable, "-m", "ziglang", "cc", "-target", target, "-std=c11", "-pthread",
-           "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror", "-O2", "-c",
-           *(str(ROOT / "csrc" / s) for s in SOURCES)]
+    tool = _tool()
+    _, sources = tool.library_build()  # the flags and files pip compiles
+    cmd = [*tool.zig_cc(target), "-c", *(str(ROOT / "csrc" / s) for s in sources)]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)  # objects land there
     assert res.returncode == 0, res.stderr
 
@@ -40,9 +41,7 @@ def neon_check(tmp_path_factory):
         pytest.skip("aarch64 runs the NEON kernel natively in test_kernels.py")
     pytest.importorskip("unicorn", reason="the test extra installs unicorn on x86-64")
     pytest.importorskip("ziglang", reason="the test extra installs ziglang on x86-64")
-    spec = importlib.util.spec_from_file_location("neon_check", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _tool()
     exe = tmp_path_factory.mktemp("aarch64") / "neon_check"
     module.build(exe)
     return module, exe

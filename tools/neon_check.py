@@ -17,6 +17,7 @@ exits 0 when every total matches.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import struct
 import subprocess
 import sys
@@ -33,12 +34,27 @@ RETURN_TRAP = 0x7E00_0000_0000  # a mapped page the function returns into
 TIMEOUT_S = 120  # emulated run; a few thousand cases take about a second
 
 
+def library_build() -> tuple[list[str], list[str]]:
+    """The compiler flags and the source files pip builds the library with
+    (leann_store/_build_native.py, read without importing the package)."""
+    spec = importlib.util.spec_from_file_location("_leann_build_native", ROOT / "leann_store" / "_build_native.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.BASE_ARGS), list(module.SOURCES)
+
+
+def zig_cc(target: str) -> list[str]:
+    """zig's clang for a target triple, with the library's flags and -Werror."""
+    flags, _ = library_build()
+    return [sys.executable, "-m", "ziglang", "cc", "-target", target, *flags, "-Werror"]
+
+
 def build(out: Path, sources: list[Path] | None = None) -> None:
     """Compile the harness and the library's sources (default SOURCES) for
     aarch64: a static executable, not PIE, entry point neon_check."""
-    cmd = [sys.executable, "-m", "ziglang", "cc", "-target", "aarch64-linux-musl", "-std=c11", "-O3",
-           "-fno-strict-aliasing", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror", "-static",
-           "-no-pie", "-Wl,-e,neon_check", f"-I{CSRC}", *map(str, sources or SOURCES), "-o", str(out)]
+    cmd = [*zig_cc("aarch64-linux-musl"), "-static", "-no-pie", "-Wl,-e,neon_check", f"-I{CSRC}",
+           *map(str, sources or SOURCES), "-o", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode:
         raise RuntimeError(f"aarch64 build failed:\n{res.stderr}")
