@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -711,6 +712,18 @@ class LeannIndex:
         self._h.set_meta(json.dumps(meta, sort_keys=True).encode())
         return self._h.save(os.fspath(path))
 
+    def __reduce__(self) -> tuple[Callable[[bytes, int], "LeannIndex"], tuple[bytes, int]]:
+        """Pickling (``copy.deepcopy``, multiprocessing) goes through the
+        index file: the copy holds what :meth:`save` keeps, as one from
+        :meth:`load` does (deletions included, the build codec not), and the
+        same :attr:`cache_bytes`."""
+        with tempfile.TemporaryDirectory(prefix="leann-pickle-") as tmp:
+            path = os.path.join(tmp, "index.leann")
+            self.save(path)
+            with open(path, "rb") as f:
+                data = f.read()
+        return _index_from_bytes, (data, self._cache_bytes)
+
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "LeannIndex":
         """Read an index written by :meth:`save`; every section is validated
@@ -807,6 +820,17 @@ class LeannIndex:
 
     def config_dict(self) -> dict[str, Any]:
         return asdict(self._config)
+
+
+def _index_from_bytes(data: bytes, cache_bytes: int) -> LeannIndex:
+    """Unpickle a :class:`LeannIndex` (see ``LeannIndex.__reduce__``)."""
+    with tempfile.TemporaryDirectory(prefix="leann-pickle-") as tmp:
+        path = os.path.join(tmp, "index.leann")
+        with open(path, "wb") as f:
+            f.write(data)
+        index = LeannIndex.load(path)
+    index.cache_bytes = cache_bytes
+    return index
 
 
 def _add_note(exc: BaseException, note: str) -> None:

@@ -3,7 +3,9 @@ rejected cleanly (never a crash)."""
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 import struct
 
 import numpy as np
@@ -75,6 +77,29 @@ def test_stored_vector_index_round_trip(data, tmp_path):
     a, b = index.search(q, k=5), back.search(q, k=5)
     np.testing.assert_array_equal(a.ids, b.ids)
     np.testing.assert_array_equal(a.distances, b.distances)
+
+
+def test_pickle_and_deepcopy_round_trip(saved, data):
+    """Pickling goes through the index file: the copy searches alike, keeps
+    the deletions and cache budget, and is independent of the original."""
+    index, path, _ = saved
+    x, q = data
+    index.cache_bytes = 12345 * 1024
+    try:
+        back = pickle.loads(pickle.dumps(index))
+        twin = copy.deepcopy(index)
+    finally:
+        index.cache_bytes = 0
+    assert back.cache_bytes == twin.cache_bytes == 12345 * 1024
+    for ix in (back, twin):
+        ix.cache_bytes = 0
+        assert ix.config == index.config and ix.deleted_count == index.deleted_count == 3
+        a = index.search(q, k=10, ef=48, embed=embed_of(x))
+        b = ix.search(q, k=10, ef=48, embed=embed_of(x))
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.distances, b.distances)
+    twin.delete([0, 1])
+    assert twin.deleted_count == 5 and index.deleted_count == 3 and not index.is_deleted(0)
 
 
 def test_sections_are_the_documented_ones(saved):
