@@ -455,9 +455,11 @@ class LeannIndex:
                 assert codec is not None
                 # one chunk of projections at a time: a node's projection
                 # serves only its own insertion (the buffers go with the call)
-                feed = _Projector(codec, x, mmap, min(n, _BUILD_CHUNK), workers)
+                project = _Projector(codec, x, mmap, min(n, _BUILD_CHUNK), workers)
+                feed: Callable[[int, int], np.ndarray] = project
                 if search_cols is not None:
-                    feed = _encoding_feed(feed, ncodec, search_cols, codes)
+                    feed = _encoding_feed(project, ncodec, search_cols, codes)
+                del project
                 _run_with_progress(builder, n, progress, feed)
                 del feed  # its buffers, before the stored vectors come (peak memory)
             else:

@@ -142,6 +142,16 @@ def float_distance(a: np.ndarray, b: np.ndarray, metric: int = METRIC_L2,
 class NativeCodec:
     """Owns a ``leann_codec``: encoding and distance tables in projected space."""
 
+    dim: int          # input dimension of its PCA (0 until set_pca)
+    dp: int           # projected dimension
+    msub: int
+    dsub: int
+    accumulate: int
+    scale: float
+    bias: float
+    code_bytes: int
+    _owner: Any       # what keeps a borrowed codec alive (None: owned)
+
     def __init__(self, centroids: np.ndarray, scale: float, accumulate: int) -> None:
         centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         if centroids.ndim != 3 or centroids.shape[1] != 16:
@@ -150,23 +160,26 @@ class NativeCodec:
         out = ffi.new("leann_codec **")
         check(lib.leann_codec_new(msub * dsub, msub, _ptr("float[]", centroids), float(scale),
                                   int(accumulate), out))
-        self._ptr = ffi.gc(out[0], lib.leann_codec_free)
-        self.msub, self.dsub, self.dp = msub, dsub, msub * dsub
-        self.code_bytes = int(lib.leann_codec_code_bytes(self._ptr))
+        self._ptr, self._owner = ffi.gc(out[0], lib.leann_codec_free), None
+        self._read_info()
 
     @classmethod
     def from_borrowed(cls, ptr: Any, owner: Any) -> "NativeCodec":
         """Wrap a codec owned by something else (kept alive through ``owner``)."""
         self = cls.__new__(cls)
         self._ptr, self._owner = ptr, owner
+        self._read_info()
+        return self
+
+    def _read_info(self) -> None:
+        """The codec's sizes and scales, as C holds them."""
         ints = ffi.new("int[4]")
         fl = ffi.new("float[2]")
-        check(lib.leann_codec_info(ptr, ints + 0, ints + 1, ints + 2, ints + 3, fl + 0, fl + 1))
+        check(lib.leann_codec_info(self._ptr, ints + 0, ints + 1, ints + 2, ints + 3, fl + 0, fl + 1))
         self.dim, self.dp, self.msub = int(ints[0]), int(ints[1]), int(ints[2])
         self.accumulate, self.scale, self.bias = int(ints[3]), float(fl[0]), float(fl[1])
         self.dsub = self.dp // self.msub
-        self.code_bytes = int(lib.leann_codec_code_bytes(ptr))
-        return self
+        self.code_bytes = int(lib.leann_codec_code_bytes(self._ptr))
 
     def export(self) -> dict[str, Any]:
         """centroids (msub, 16, dsub), and mean/components when a PCA is set."""
@@ -189,6 +202,7 @@ class NativeCodec:
             raise errors.InvalidInputError("PCA components must have shape (pca_dim, dim)")
         check(lib.leann_codec_set_pca(self._ptr, mean.shape[0], _ptr("float[]", mean),
                                       _ptr("float[]", components), float(bias)))
+        self._read_info()  # dim and bias changed
 
     @property
     def handle(self) -> Any:

@@ -37,3 +37,12 @@ def test_sdist_carries_every_source_and_header(tmp_path):
     needed = [n for n in tracked if n.startswith(("csrc/", "leann_store/"))]
     assert any(n.endswith(".h") for n in needed)
     assert not [n for n in needed if n not in shipped]
+
+
+def test_package_type_checks(tmp_path):
+    """The package ships py.typed: its annotations must hold ([tool.mypy] in
+    pyproject.toml)."""
+    pytest.importorskip("mypy", reason="the test extra installs mypy")
+    res = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache")], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
