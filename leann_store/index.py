@@ -688,7 +688,7 @@ class LeannIndex:
     def delete(self, ids: Iterable[int] | np.ndarray) -> None:
         """Tombstone ids: never returned again, still used for navigation.
         Every id is checked before any is deleted."""
-        a = np.asarray(list(ids) if isinstance(ids, (set, frozenset)) else ids)
+        a = ids if isinstance(ids, np.ndarray) else np.asarray(list(ids))  # any iterable, generators too
         if a.size and a.dtype.kind not in "iu":
             raise errors.InvalidInputError(f"ids must be integers, got dtype {a.dtype}")
         self._h.delete(a.astype(np.int64).ravel())

@@ -299,6 +299,19 @@ def test_tombstones_never_returned(data):
     assert (res.ids >= 0).sum() == 20 and not np.isin(res.ids, allowed[:10]).any()
 
 
+def test_delete_takes_any_iterable_of_ints(data):
+    x, _ = data
+    index = LeannIndex.build(x, IndexConfig(metric="l2", M=16, seed=0))
+    index.delete(i for i in (1, 2))  # a generator
+    index.delete({3, 4})
+    index.delete(range(5, 7))
+    index.delete(np.array([7], dtype=np.uint16))
+    index.delete([])
+    assert index.deleted_count == 7 and all(index.is_deleted(i) for i in range(1, 8))
+    with pytest.raises(InvalidInputError, match="integers"):
+        index.delete(["8"])
+
+
 def test_stored_vectors_with_filters_need_no_embed(data):
     x, q = data
     index = LeannIndex.build(x, IndexConfig(metric="l2", M=16, seed=0, store_vectors=True, prune=True))
