@@ -240,6 +240,17 @@ def _as_array(x: Any, name: str) -> np.ndarray:
         raise errors.InvalidInputError(f"{name} must be a float32 array: {exc}") from exc
 
 
+def _listed(x: Any, name: str) -> np.ndarray:
+    """Ids or a mask: an ndarray as is, any other iterable (list, set,
+    range, generator) as the array of its items."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(list(x))
+    except (TypeError, ValueError) as exc:
+        raise errors.InvalidInputError(f"{name} must be an array or an iterable of ids: {exc}") from exc
+
+
 def _as_matrix(x: Any, name: str) -> np.ndarray:
     """Validate a float32, C-contiguous 2-D array (sequences are converted)."""
     x = _as_array(x, name)
@@ -643,12 +654,7 @@ class LeannIndex:
         if allowed is None:
             return None
         n = len(self)
-        if isinstance(allowed, (set, frozenset)):
-            allowed = np.fromiter(allowed, dtype=np.int64, count=len(allowed))
-        try:
-            a = np.asarray(allowed)
-        except Exception as exc:
-            raise errors.InvalidInputError(f"allowed must be a bool mask or a collection of ids: {exc}") from exc
+        a = _listed(allowed, "allowed")
         if a.dtype == bool:
             if a.shape != (n,):
                 raise errors.InvalidInputError(f"an allowed mask must have shape ({n},), got {a.shape}")
@@ -688,7 +694,7 @@ class LeannIndex:
     def delete(self, ids: Iterable[int] | np.ndarray) -> None:
         """Tombstone ids: never returned again, still used for navigation.
         Every id is checked before any is deleted."""
-        a = ids if isinstance(ids, np.ndarray) else np.asarray(list(ids))  # any iterable, generators too
+        a = _listed(ids, "ids")
         if a.size and a.dtype.kind not in "iu":
             raise errors.InvalidInputError(f"ids must be integers, got dtype {a.dtype}")
         self._h.delete(a.astype(np.int64).ravel())

@@ -299,7 +299,7 @@ def test_tombstones_never_returned(data):
     assert (res.ids >= 0).sum() == 20 and not np.isin(res.ids, allowed[:10]).any()
 
 
-def test_delete_takes_any_iterable_of_ints(data):
+def test_delete_and_allowed_take_any_iterable_of_ints(data):
     x, _ = data
     index = LeannIndex.build(x, IndexConfig(metric="l2", M=16, seed=0))
     index.delete(i for i in (1, 2))  # a generator
@@ -310,6 +310,12 @@ def test_delete_takes_any_iterable_of_ints(data):
     assert index.deleted_count == 7 and all(index.is_deleted(i) for i in range(1, 8))
     with pytest.raises(InvalidInputError, match="integers"):
         index.delete(["8"])
+    with pytest.raises(InvalidInputError, match="iterable"):
+        index.delete(8)
+    q = x[:1]
+    for allowed in ((i for i in range(50)), set(range(50)), range(50), list(range(50))):
+        res = index.search(q[0], k=5, embed=lookup(x), allowed=allowed)
+        assert ((res.ids >= 0) & (res.ids < 50)).all() and not np.isin(res.ids, np.arange(1, 8)).any()
 
 
 def test_stored_vectors_with_filters_need_no_embed(data):
