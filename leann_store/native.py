@@ -330,16 +330,20 @@ class NativeBuilder:
 class _SharedLock:
     """Many readers at once, or one writer.
 
-    Readers enter whenever no writer is inside, so a search's embed callback
-    may search the same index again (a nested read never waits on a writer
-    that waits on it).  A writer from inside a read on the same thread would
-    wait for itself forever: it is refused instead.
+    A waiting writer goes before new readers (searches that keep
+    overlapping cannot hold it back), except a read nested in one the
+    thread already holds: a search's embed callback may search the same
+    index again without waiting on a writer that waits on it (a read from
+    another thread that the callback waits for is not nested, and does
+    wait).  A writer from inside a read on the same thread would wait for
+    itself forever: it is refused instead.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._readers = 0
         self._writer = False
+        self._waiting = 0  # writers waiting for the readers to leave
         self._mine = threading.local()  # reads this thread holds
         self._reader = _ReadHold(self)
 
@@ -349,8 +353,9 @@ class _SharedLock:
         return self._reader
 
     def _enter_read(self) -> None:
+        nested = getattr(self._mine, "reads", 0) > 0
         with self._cond:
-            while self._writer:
+            while self._writer or (self._waiting and not nested):
                 self._cond.wait()
             self._readers += 1
         self._mine.reads = getattr(self._mine, "reads", 0) + 1
@@ -369,8 +374,12 @@ class _SharedLock:
                 f"cannot {what} from inside a search of the same index (its embed callback): "
                 "do it after the search returns")
         with self._cond:
-            while self._writer or self._readers:
-                self._cond.wait()
+            self._waiting += 1
+            try:
+                while self._writer or self._readers:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
             self._writer = True
         try:
             yield
@@ -401,9 +410,8 @@ class NativeIndex:
     Searches release the GIL, so several threads may search at once; calls
     that change the index (deletions, the row cache's size, metadata, the
     build's finishing steps) wait until no search is running, and searches
-    wait for them: a search never sees a cache freed under it.  Searches do
-    not queue behind a waiting writer, so a steady stream of overlapping
-    searches can hold a writer back.
+    wait for them: a search never sees a cache freed under it.  New
+    searches queue behind a waiting writer.
     """
 
     def __init__(self, ptr: Any) -> None:
