@@ -525,7 +525,7 @@ class LeannIndex:
         returns), ascending; missing results are id -1, distance +inf.
 
         With stored vectors and no filter or deletion, this is a classic HNSW
-        search (``threads`` parallelises a batch).  Otherwise it is the
+        search (``threads`` parallelises a batch; None: every core).  Otherwise it is the
         two-level search: a beam search of width ``ef`` walks the graph on
         code distances alone, then the best ``max(k, ceil(rerank_ratio *
         ef))`` nodes of the beam are scored exactly, best code distance
@@ -547,6 +547,10 @@ class LeannIndex:
                 recall@10 ~0.91 on 50k MiniLM passages; lower recomputes
                 fewer, with lower recall.
             batch_size: most ids handed to ``embed`` at once.
+            threads: the two-level search runs a batch's queries on this
+                many threads only when it is given (None: one), since
+                ``embed`` is then called from several threads at once (some
+                tokenizers refuse that).  The walks run in C without the GIL.
             max_recompute: cap on exact scores per query (None: no cap).
             allowed: ids that may be returned (bool mask of length n, or an
                 id collection); applied inside the walk, so k results come
@@ -575,15 +579,15 @@ class LeannIndex:
         else:
             ef = DEFAULT_CODE_EF if ef is None else ef
             ids, dist, st = self._search_two_level(q, int(k), int(ef), embed, rerank_ratio, batch_size,
-                                                   max_recompute, bits)
+                                                   max_recompute, bits, nthreads if threads is not None else 1)
         dist = self._map.distances(dist)
         if single:
             return SearchResult(ids[0], dist[0], {key: v[0] for key, v in st.items()})
         return SearchResult(ids, dist, st)
 
     def _search_two_level(self, q: np.ndarray, k: int, ef: int, embed: EmbedFn | None, rerank_ratio: float,
-                          batch_size: int, max_recompute: int | None,
-                          bits: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+                          batch_size: int, max_recompute: int | None, bits: np.ndarray | None,
+                          workers: int = 1) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         if embed is None and not self._h.has_vectors:
             raise errors.InvalidInputError(
                 "this index keeps no vectors: pass embed=fn, where fn(ids) returns the embeddings of "
@@ -607,12 +611,15 @@ class LeannIndex:
         dist = np.empty((nq, k), dtype=np.float32)
         keys = ("recomputed", "embed_calls", "cache_hits", "exact", "code_evals", "hops")
         st = {key: np.zeros(nq, dtype=np.int64) for key in keys}
-        for i in range(nq):
-            ids[i], dist[i], one = self._h.search_recompute(
-                np.ascontiguousarray(qs[i]), k, ef, float(rerank_ratio), int(batch_size),
-                int(max_recompute or 0), bits, fetch)
-            for key in keys:
-                st[key][i] = one[key]
+        def part(_: int, a: int, b: int) -> None:  # queries [a, b), each writing its own rows
+            for i in range(a, b):
+                ids[i], dist[i], one = self._h.search_recompute(
+                    np.ascontiguousarray(qs[i]), k, ef, float(rerank_ratio), int(batch_size),
+                    int(max_recompute or 0), bits, fetch)
+                for key in keys:
+                    st[key][i] = one[key]
+
+        _in_parallel(part, 0, nq, workers)
         return ids, dist, st
 
     def _fetcher(self, embed: EmbedFn | None) -> Callable[[np.ndarray], np.ndarray]:

@@ -137,3 +137,36 @@ def test_embed_may_not_change_the_index_it_serves(data):
     assert "after the search returns" in str(info.value.__cause__ or info.value)
     assert index.deleted_count == 0
     assert len(index.search(q[0], k=5, embed=lambda ids: x[ids]).ids) == 5  # still usable
+
+
+def test_two_level_batch_on_threads_matches_serial(data):
+    """threads=N runs a batch's two-level queries side by side (opt-in: the
+    embed function is then called from several threads)."""
+    x, q = data
+    index = LeannIndex.build(x, IndexConfig(metric="l2", M=16, seed=0, threads=1))
+    index.cache_bytes = 0
+    callers = set()
+
+    def embed(ids):
+        callers.add(threading.get_ident())
+        return x[ids]
+
+    serial = index.search(q, k=10, embed=embed)
+    assert len(callers) == 1  # the default stays on the calling thread
+    callers.clear()
+    par = index.search(q, k=10, embed=embed, threads=3)
+    np.testing.assert_array_equal(par.ids, serial.ids)
+    np.testing.assert_array_equal(par.distances, serial.distances)
+    for key in serial.stats:
+        np.testing.assert_array_equal(par.stats[key], serial.stats[key])
+    assert len(callers) >= 2  # the pool may hand a later share to a thread that is done
+
+    def failing(ids):
+        if 7 in ids:
+            raise KeyError("no passage 7")
+        return x[ids]
+
+    with pytest.raises(KeyError) as info:
+        index.search(q, k=10, embed=failing, threads=3, allowed=np.arange(N))
+    assert any("embed function failed" in n for n in getattr(info.value, "__notes__", []))
+    assert len(index.search(q, k=10, embed=embed, threads=3).ids) == len(q)  # still usable
