@@ -467,9 +467,7 @@ class LeannIndex:
                 # one chunk of projections at a time: a node's projection
                 # serves only its own insertion (the buffers go with the call)
                 project = _Projector(codec, x, mmap, min(n, _BUILD_CHUNK), workers)
-                feed: Callable[[int, int], np.ndarray] = project
-                if search_cols is not None:
-                    feed = _encoding_feed(project, ncodec, search_cols, codes)
+                feed = project if search_cols is None else _encoding_feed(project, ncodec, search_cols, codes)
                 del project
                 _run_with_progress(builder, n, progress, feed)
                 del feed  # its buffers, before the stored vectors come (peak memory)
@@ -525,10 +523,11 @@ class LeannIndex:
         returns), ascending; missing results are id -1, distance +inf.
 
         With stored vectors and no filter or deletion, this is a classic HNSW
-        search (``threads`` parallelises a batch; None: every core).  Otherwise it is the
-        two-level search: a beam search of width ``ef`` walks the graph on
-        code distances alone, then the best ``max(k, ceil(rerank_ratio *
-        ef))`` nodes of the beam are scored exactly, best code distance
+        search (``threads`` parallelises a batch; None: every core).
+        Otherwise it is the two-level search: a beam search of width
+        ``ef`` walks the graph on code distances alone, then the best
+        ``max(k, ceil(rerank_ratio * ef))`` nodes of the beam are scored
+        exactly, best code distance
         first, fetched ``batch_size`` ids at a time from the hub cache, the
         LRU (:attr:`cache_bytes`), stored vectors, or ``embed``.  So a query
         recomputes at most that many passages, however wide the walk.

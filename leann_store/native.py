@@ -183,17 +183,14 @@ class NativeCodec:
 
     def export(self) -> dict[str, Any]:
         """centroids (msub, 16, dsub), and mean/components when a PCA is set."""
-        ints = ffi.new("int[4]")
-        fl = ffi.new("float[2]")
-        check(lib.leann_codec_info(self._ptr, ints + 0, ints + 1, ints + 2, ints + 3, fl + 0, fl + 1))
-        dim = int(ints[0])
+        dim = self.dim  # _read_info keeps it current
         cent = np.empty((self.msub, 16, self.dsub), dtype=np.float32)
         mean = np.empty(max(dim, 1), dtype=np.float32)
         comp = np.empty((self.dp, max(dim, 1)), dtype=np.float32)
         check(lib.leann_codec_export(self._ptr, _ptr("float[]", cent), _ptr("float[]", mean),
                                      _ptr("float[]", comp)))
         return {"centroids": cent, "mean": mean[:dim], "components": comp[:, :dim],
-                "scale": float(fl[0]), "bias": float(fl[1]), "accumulate": int(ints[3])}
+                "scale": self.scale, "bias": self.bias, "accumulate": self.accumulate}
 
     def set_pca(self, mean: np.ndarray, components: np.ndarray, bias: float) -> None:
         mean = np.ascontiguousarray(mean, dtype=np.float32)
@@ -353,12 +350,12 @@ class _SharedLock:
         return self._reader
 
     def _enter_read(self) -> None:
-        nested = getattr(self._mine, "reads", 0) > 0
+        held = getattr(self._mine, "reads", 0)  # > 0: a nested read
         with self._cond:
-            while self._writer or (self._waiting and not nested):
+            while self._writer or (self._waiting and not held):
                 self._cond.wait()
             self._readers += 1
-        self._mine.reads = getattr(self._mine, "reads", 0) + 1
+        self._mine.reads = held + 1
 
     def _exit_read(self) -> None:
         self._mine.reads -= 1
