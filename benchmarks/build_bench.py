@@ -307,13 +307,16 @@ def ground_truth(x, q, metric: str, k: int = K, chunk: int = 8192):
     return best_i
 
 
-def prepare_dataset(name: str, n: int, nq: int, corpus: Path, seed: int) -> dict:
-    """Create (or reuse) cached float32 data, queries and ground truth .npy files."""
+def prepare_dataset(name: str, n: int, nq: int, corpus: Path, seed: int, dim: int | None = None) -> dict:
+    """Create (or reuse) cached float32 data, queries and ground truth .npy files.
+
+    dim: dimension of the synthetic data (None: ``SYNTH_PARAMS``'s 768)."""
     import numpy as np
 
     CACHE.mkdir(parents=True, exist_ok=True)
+    params = dict(SYNTH_PARAMS, **({} if dim is None else {"dim": dim}))
     if name == "synthetic":
-        ptag = hashlib.sha1(json.dumps(SYNTH_PARAMS, sort_keys=True).encode()).hexdigest()[:8]
+        ptag = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
         key = f"synthetic-v{SYNTH_VERSION}-n{n}-q{nq}-p{ptag}-s{seed}"
         metric = "l2"
     else:
@@ -323,7 +326,7 @@ def prepare_dataset(name: str, n: int, nq: int, corpus: Path, seed: int) -> dict
     if not (data_p.exists() and q_p.exists()):
         t0 = time.perf_counter()
         if name == "synthetic":
-            x, q = make_synthetic(n, nq, seed=seed, **SYNTH_PARAMS)
+            x, q = make_synthetic(n, nq, seed=seed, **params)
         else:
             emb = np.load(corpus / "emb_f16.npy", mmap_mode="r")
             qemb = np.load(corpus / "qemb_f16.npy", mmap_mode="r")
@@ -345,7 +348,7 @@ def prepare_dataset(name: str, n: int, nq: int, corpus: Path, seed: int) -> dict
         np.save(gt_p, ground_truth(x, q, metric))
         print(f"  ground truth for {key} in {time.perf_counter() - t0:.1f}s", flush=True)
     shape = np.load(data_p, mmap_mode="r").shape
-    return {"name": name, "key": key, "generator": SYNTH_PARAMS if name == "synthetic" else None,
+    return {"name": name, "key": key, "generator": params if name == "synthetic" else None,
             "source": None if name == "synthetic" else str(corpus), "metric": metric, "n": shape[0], "dim": shape[1],
             "queries_n": nq, "data": str(data_p), "queries": str(q_p), "gt": str(gt_p)}
 
@@ -465,6 +468,23 @@ def print_table(ds: dict, summary: dict[str, dict], threads: int) -> None:
           f"machine has {os.cpu_count()} cores, builds use {threads} threads)")
 
 
+def print_scaling(rows: list[dict]) -> None:
+    """One line per (data set, size): each contender's median build seconds,
+    its speed-up over hnswlib and its median recall@10 at ef = 64."""
+    contenders = list(rows[0]["summary"])
+    print("\nscaling: median build s, speed-up over hnswlib, recall@10 at ef 64")
+    print(f"{'data set':<10} {'n':>8} {'dim':>4}  " + "  ".join(f"{c:>24}" for c in contenders))
+    for r in rows:
+        s = r["summary"]
+        h = s.get("hnswlib", {}).get("build_s_median")
+        cells = []
+        for c in contenders:
+            t = s[c]["build_s_median"]
+            speed = f"{h / t:6.2f}x" if h else " " * 7
+            cells.append(f"{t:8.2f}s {speed} {s[c]['recall_median']['64']:.4f}")
+        print(f"{r['dataset']:<10} {r['n']:>8} {r['dim']:>4}  " + "  ".join(f"{c:>24}" for c in cells))
+
+
 def machine_info() -> dict:
     from importlib import metadata
 
@@ -512,12 +532,30 @@ def machine_info() -> dict:
     return info
 
 
+REAL_MAX = 50_000  # passages in the devcorpus
+
+
+def _sizes(text: str) -> list[int]:
+    """``--n``: one size or a comma list, each a positive integer."""
+    try:
+        sizes = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 50000 or 10000,25000,50000, got {text!r}")
+    if not sizes or sizes[0] < 100:
+        raise argparse.ArgumentTypeError(f"sizes must be at least 100, got {text!r}")
+    return sizes
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", choices=("synthetic", "real", "both"), default="both")
-    p.add_argument("--n", type=int, default=None,
-                   help="vectors per data set (default: synthetic 100000, real 50000; real is capped at 50000)")
+    p.add_argument("--n", type=_sizes, default=None,
+                   help="vectors per data set, or a comma list of sizes for a scaling study, each built "
+                        "separately (default: synthetic 100000, real 50000; real sizes are capped at the "
+                        "corpus's 50000 passages)")
+    p.add_argument("--dim", type=int, default=None,
+                   help="dimension of the synthetic data (default 768; e.g. 384 for MiniLM's)")
     p.add_argument("--queries", type=int, default=None, help="queries per data set (default 1000)")
     p.add_argument("--M", type=int, default=32)
     p.add_argument("--ef-construction", type=int, default=200)
@@ -552,15 +590,18 @@ def main(argv=None) -> int:
     bad = [c for c in contenders if c not in ALL_CONTENDERS + EXTRA_CONTENDERS]
     if bad:
         p.error(f"unknown contenders {bad}")
+    if args.dim is not None and not SYNTH_PARAMS["rank"] <= args.dim <= 65536:
+        p.error(f"--dim must be in [{SYNTH_PARAMS['rank']}, 65536] (the synthetic clusters are "
+                f"{SYNTH_PARAMS['rank']}-dimensional), got {args.dim}")
     runs = args.runs if args.runs is not None else (1 if args.quick else 3)
     if args.max_idle_wait is None:
         args.max_idle_wait = 3.0 if args.quick else 10.0
     nq = args.queries if args.queries is not None else (200 if args.quick else 1000)
-    sizes = {"synthetic": 100_000, "real": 50_000}
+    sizes = {"synthetic": [100_000], "real": [50_000]}
     if args.quick:
-        sizes = {"synthetic": 20_000, "real": 20_000}
+        sizes = {"synthetic": [20_000], "real": [20_000]}
     if args.n is not None:
-        sizes = {"synthetic": args.n, "real": min(args.n, 50_000)}
+        sizes = {"synthetic": args.n, "real": sorted({min(n, REAL_MAX) for n in args.n})}
     datasets = ["synthetic", "real"] if args.dataset == "both" else [args.dataset]
 
     t_start = time.perf_counter()
@@ -573,10 +614,11 @@ def main(argv=None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     paths = []
-    for name in datasets:
-        print(f"\n[{name}] preparing data", flush=True)
+    scaling: list[dict] = []
+    for name, size in [(name, size) for name in datasets for size in sizes[name]]:
+        print(f"\n[{name}] preparing data (n={size})", flush=True)
         seed = args.data_seed if name == "synthetic" else 0
-        ds = prepare_dataset(name, sizes[name], nq, args.corpus, seed)
+        ds = prepare_dataset(name, size, nq, args.corpus, seed, args.dim if name == "synthetic" else None)
         raw: dict[str, list[dict]] = {c: [] for c in contenders}
         # interleave contenders within each round so slow drift hits all alike
         for r in range(runs):
@@ -598,6 +640,7 @@ def main(argv=None) -> int:
             "settings": {"M": args.M, "ef_construction": args.ef_construction, "threads": args.threads,
                          "runs": runs, "k": K, "efs": list(EFS), "quick": args.quick, "seed": args.seed,
                          "data_seed": args.data_seed if name == "synthetic" else None,
+                         "synthetic_dim": args.dim if name == "synthetic" else None,
                          "num_subspaces": args.num_subspaces, "pca_dim": args.pca_dim,
                          "accumulate": args.accumulate, "contenders": contenders,
                          "argv": sys.argv[1:]},
@@ -612,10 +655,14 @@ def main(argv=None) -> int:
                 for c, s in summary.items()} if "hnswlib" in summary else None,
             "raw": raw,
         }
-        path = RESULTS / f"build_bench-{name}-{stamp}.json"
+        suffix = "" if len(sizes[name]) == 1 else f"-n{size}"
+        path = RESULTS / f"build_bench-{name}{suffix}-{stamp}.json"
         path.write_text(json.dumps(out, indent=1))
         paths.append(path)
         print(f"\nJSON: {path}", flush=True)
+        scaling.append({"dataset": name, "n": ds["n"], "dim": ds["dim"], "summary": summary})
+    if len(scaling) > 1:
+        print_scaling(scaling)
     print(f"\ntotal time {time.perf_counter() - t_start:.0f}s")
     for path in paths:
         print(f"results: {path}")
