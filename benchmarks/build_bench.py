@@ -661,7 +661,7 @@ def main(argv=None) -> int:
         paths.append(path)
         print(f"\nJSON: {path}", flush=True)
         scaling.append({"dataset": name, "n": ds["n"], "dim": ds["dim"], "summary": summary})
-    if len(scaling) > 1:
+    if any(len(sizes[name]) > 1 for name in datasets):
         print_scaling(scaling)
     print(f"\ntotal time {time.perf_counter() - t_start:.0f}s")
     for path in paths:

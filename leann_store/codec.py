@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 from numpy.random import Generator, default_rng
@@ -36,6 +37,7 @@ _VALID_SUBSPACES = (8, 16, 32, 64)
 _BLOCK = 4096  # rows per block in the covariance and projection products
 _SCALE_SAMPLE = 1024  # rows x msub x 16 table entries: plenty for a percentile
 _ERROR_SAMPLE = 8192  # rows that estimate a codec's mean squared coding error
+_TABLE_ROWS = 64  # rows whose distance tables are computed at once (transient memory)
 
 
 def _project(x: np.ndarray, mean32: np.ndarray, comp_t: np.ndarray, chunk: int = _BLOCK) -> np.ndarray:
@@ -231,20 +233,51 @@ class PcaFit:
     rows: int            # rows it was fit on
 
 
-def fit_pca(vectors: np.ndarray) -> PcaFit:
-    """PCA of all rows of ``vectors`` (float32, (n, D))."""
-    s = np.asarray(vectors, dtype=np.float32)
-    dim = s.shape[1]
-    mean = s.mean(0, dtype=np.float64)
-    mean32 = mean.astype(np.float32)
-    # float32 products (BLAS sgemm) on centred blocks, summed and eigh'd in
-    # float64; blocks keep the transient memory at a few MB, not a second
-    # copy of the sample
+class Rows(Protocol):
+    """Rows that the codec functions read a block or a subset at a time:
+    a float32 array, or a source that produces the rows it is asked for
+    (``index`` hands training a view of the input that normalises rows
+    on demand, so the sample is never copied whole)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray: ...
+
+
+def _rows(vectors: Rows | np.ndarray) -> Rows:
+    """Arrays as float32 arrays; row sources as they are."""
+    if isinstance(vectors, np.ndarray) or not hasattr(vectors, "__getitem__") or not hasattr(vectors, "shape"):
+        return np.asarray(vectors, dtype=np.float32)
+    return vectors
+
+
+def fit_pca(vectors: Rows | np.ndarray) -> PcaFit:
+    """PCA of all rows of ``vectors`` (float32, (n, D)), in one pass over
+    blocks of ``_BLOCK`` rows (so a row source produces each row once)."""
+    s = _rows(vectors)
+    n, dim = s.shape[0], s.shape[1]
+    # Blocks are centred on the first block's mean (a provisional centre,
+    # close to the true mean, so the correction below loses no precision);
+    # float32 products (BLAS sgemm) summed and eigh'd in float64; only a
+    # block exists at a time, not a second copy of the sample
+    centre = None
+    total = np.zeros(dim)
     cov = np.zeros((dim, dim))
-    for b in range(0, len(s), _BLOCK):
-        blk = s[b:b + _BLOCK] - mean32
+    for b in range(0, n, _BLOCK):
+        blk = np.asarray(s[b:b + _BLOCK], dtype=np.float32)
+        if centre is None:
+            centre = blk.mean(0, dtype=np.float64).astype(np.float32)
+        blk = blk - centre
+        total += blk.sum(0, dtype=np.float64)
         cov += blk.T @ blk
-    cov /= max(len(s) - 1, 1)
+    assert centre is not None  # n >= 1: train_codec and the index check it
+    shift = total / n  # mean - centre
+    mean = centre + shift
+    cov -= n * np.outer(shift, shift)
+    cov /= max(n - 1, 1)
     eigvals, eigvecs = np.linalg.eigh(cov)
     order = np.argsort(-eigvals, kind="stable")
     eigvals = np.clip(eigvals[order], 0.0, None)
@@ -252,11 +285,11 @@ def fit_pca(vectors: np.ndarray) -> PcaFit:
     # deterministic sign: the largest-magnitude coordinate of each component is positive
     signs = np.sign(eigvecs[np.abs(eigvecs).argmax(0), np.arange(dim)])
     eigvecs = eigvecs * np.where(signs == 0, 1.0, signs)
-    return PcaFit(mean=mean, eigvals=eigvals, eigvecs=eigvecs, rows=len(s))
+    return PcaFit(mean=mean, eigvals=eigvals, eigvecs=eigvecs, rows=n)
 
 
 def train_codec(
-    vectors: np.ndarray,
+    vectors: Rows | np.ndarray,
     num_subspaces: int = 16,
     pca_dim: int | None = None,
     pca_variance: float = 0.8,
@@ -281,8 +314,8 @@ def train_codec(
         raise errors.InvalidInputError(f"accumulate must be 8 or 16, got {accumulate}")
     if not 0.0 < pca_variance <= 1.0:
         raise errors.InvalidInputError(f"pca_variance must be in (0, 1], got {pca_variance}")
-    x = np.asarray(vectors)
-    if x.ndim != 2 or x.shape[0] == 0:
+    x = _rows(vectors)
+    if len(x.shape) != 2 or x.shape[0] == 0:
         raise errors.InvalidInputError("codec training needs a non-empty 2-D array")
     n, dim = x.shape
     msub = num_subspaces
@@ -291,8 +324,7 @@ def train_codec(
             f"pca_dim must be a positive multiple of num_subspaces ({msub}) up to 4096, got {pca_dim}")
     rng = default_rng(seed)
     idx = np.sort(rng.choice(n, size=min(n, sample), replace=False))
-    s = x if len(idx) == n else x[idx]
-    s = np.asarray(s, dtype=np.float32)
+    s = x if len(idx) == n else np.asarray(x[idx], dtype=np.float32)
     if pca is None:
         pca = fit_pca(s)
     elif pca.mean.shape != (dim,) or pca.rows != len(s):
@@ -362,7 +394,12 @@ def _table_scale(p: np.ndarray, centroids: np.ndarray, accumulate: int,
     msub, _, dsub = centroids.shape
     m = len(p)
     p = p.reshape(m, msub, 1, dsub)
-    entries = ((p - centroids[None]) ** 2).sum(-1)  # (m, msub, 16)
+    # (m, msub, 16), _TABLE_ROWS rows at a time: the (rows, msub, 16, dsub)
+    # differences of all m rows at once were the peak of a small build's
+    # memory (34 MB at 768-d)
+    entries = np.empty((m, msub, 16), dtype=np.result_type(p, centroids))
+    for a in range(0, m, _TABLE_ROWS):
+        entries[a:a + _TABLE_ROWS] = ((p[a:a + _TABLE_ROWS] - centroids[None]) ** 2).sum(-1)
     if accumulate == 16:
         s = float(np.quantile(entries, 0.99)) / 255.0
     else:
@@ -373,7 +410,7 @@ def _table_scale(p: np.ndarray, centroids: np.ndarray, accumulate: int,
     return s if s > 0 and np.isfinite(s) else 1.0
 
 
-def code_distance_bias(codec: Codec, vectors: np.ndarray, seed: int = 0, queries: int = 128,
+def code_distance_bias(codec: Codec, vectors: Rows | np.ndarray, seed: int = 0, queries: int = 128,
                        points: int = 1024) -> float:
     """Calibrates code distances against exact ones.
 
@@ -384,10 +421,10 @@ def code_distance_bias(codec: Codec, vectors: np.ndarray, seed: int = 0, queries
     share one scale (they are compared when filters send the walk through
     nodes that are never scored exactly).
     """
-    x = np.asarray(vectors, dtype=np.float32)
+    x = _rows(vectors)
     rng = default_rng(seed)
-    q = x[rng.choice(len(x), size=min(queries, len(x)), replace=False)]
-    p = x[rng.choice(len(x), size=min(points, len(x)), replace=False)]
+    q = np.asarray(x[rng.choice(len(x), size=min(queries, len(x)), replace=False)], dtype=np.float32)
+    p = np.asarray(x[rng.choice(len(x), size=min(points, len(x)), replace=False)], dtype=np.float32)
     pq = codec.project(q)
     codes = _unpack(codec.encode(p))  # (P, msub)
     msub = codec.num_subspaces

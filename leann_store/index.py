@@ -418,10 +418,11 @@ class LeannIndex:
         rng = default_rng(cfg.seed)
         rows = np.sort(rng.choice(n, size=min(n, cfg.codec_sample), replace=False))
         workers = _threads(cfg.threads) or native.cpu_count()  # the build's threads
-        sample = np.empty((len(rows), mmap.build_dim), dtype=np.float32)
-        # on this thread: worker threads' gathered blocks would stay resident
-        # in their malloc arenas to the end (12 MiB at 768-d, measured)
-        _fill(sample, x, mmap, rows)
+        # read a block or a subset at a time, on this thread (worker
+        # threads' blocks would stay resident in their malloc arenas): a
+        # copy of the sample was the peak of a small build's memory (61 of
+        # 120 MiB at 20k x 768)
+        sample = _TrainingRows(x, mmap, rows)
         pca = fit_pca(sample)  # one decomposition serves both codecs
         native.release_free_memory()  # its freed blocks, before the codec's projections
         codec = None
@@ -921,11 +922,24 @@ def _encoding_feed(project: _Projector, ncodec: native.NativeCodec, cols: np.nda
     return feed
 
 
-def _fill(view: np.ndarray | None, x: np.ndarray, mmap: _MetricMap, rows: np.ndarray | None = None,
-          workers: int = 1) -> None:
-    """Write the build-space form of x (or of its ``rows``) into view, a block
-    at a time on each of ``workers`` threads, so no full-size temporary
-    exists."""
+class _TrainingRows:
+    """The build-space form of the rows ``rows`` of x, made when asked for:
+    the codec's training sample (a ``codec.Rows``) without a copy of it."""
+
+    def __init__(self, x: np.ndarray, mmap: _MetricMap, rows: np.ndarray) -> None:
+        self.x, self.mmap, self.rows = x, mmap, rows
+        self.shape = (len(rows), mmap.build_dim)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        return self.mmap.vectors(self.x[self.rows[key]])
+
+
+def _fill(view: np.ndarray | None, x: np.ndarray, mmap: _MetricMap, workers: int = 1) -> None:
+    """Write the build-space form of x into view, a block at a time on each
+    of ``workers`` threads, so no full-size temporary exists."""
     if view is None:
         raise errors.NativeError("internal: the native builder has no vector storage")
 
@@ -933,7 +947,7 @@ def _fill(view: np.ndarray | None, x: np.ndarray, mmap: _MetricMap, rows: np.nda
         step = -(-_CHUNK // max(1, workers))
         for s in range(a, b, step):
             e = min(b, s + step)
-            mmap.vectors(x[s:e] if rows is None else x[rows[s:e]], out=view[s:e])
+            mmap.vectors(x[s:e], out=view[s:e])
 
     _in_parallel(part, 0, view.shape[0], workers)
 

@@ -339,6 +339,30 @@ def test_shared_pca_gives_the_same_codec(data):
         train_codec(data[:500], num_subspaces=16, pca=pca)
 
 
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+def test_one_pass_pca_matches_float64_covariance(offset):
+    """fit_pca's one pass over blocks (centred on the first block's mean)
+    gives the mean and spectrum of a float64 covariance, even for data far
+    from the origin, whose block boundary falls mid-sample."""
+    import leann_store.codec as codec_mod
+    from leann_store.codec import fit_pca
+
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((2500, 20)) * np.linspace(3.0, 0.1, 20) + offset).astype(np.float32)
+    x[:700] += 0.5  # the first block is not centred like the rest
+    old = codec_mod._BLOCK
+    codec_mod._BLOCK = 1000
+    try:
+        pca = fit_pca(x)
+    finally:
+        codec_mod._BLOCK = old
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(pca.mean, x64.mean(0), rtol=0, atol=1e-6 * max(1.0, offset))
+    ref = np.linalg.eigvalsh(np.cov(x64, rowvar=False))[::-1]
+    np.testing.assert_allclose(pca.eigvals, np.clip(ref, 0, None), rtol=2e-5, atol=1e-6)
+    assert pca.rows == 2500
+
+
 # ---- one projection for two codecs ---------------------------------------------
 def test_projection_columns_of_codecs_on_one_pca(data):
     """Two codecs trained on one PCA fit: the larger projection holds the

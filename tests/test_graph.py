@@ -433,8 +433,8 @@ def test_projector_equals_mapped_projection(metric, workers, monkeypatch):
 @pytest.mark.parametrize("workers", [1, 2, 5])
 @pytest.mark.parametrize("metric", METRICS)
 def test_fill_on_several_threads_equals_the_mapped_rows(metric, workers, monkeypatch):
-    """_fill writes the metric-mapped rows (all, or chosen ones) whatever the
-    number of threads sharing it, and a bad row fails the whole fill."""
+    """_fill writes the metric-mapped rows whatever the number of threads
+    sharing it, and a bad row fails the whole fill."""
     import leann_store.index as index_mod
 
     monkeypatch.setattr(index_mod, "_CHUNK", 32)  # several blocks per thread
@@ -443,15 +443,39 @@ def test_fill_on_several_threads_equals_the_mapped_rows(metric, workers, monkeyp
     view = np.full((301, mmap.build_dim), np.nan, dtype=np.float32)
     index_mod._fill(view, x, mmap, workers=workers)
     np.testing.assert_array_equal(view, mmap.vectors(x))
-    rows = np.array([300, 0, 17, 17, 150])
-    part = np.empty((5, mmap.build_dim), dtype=np.float32)
-    index_mod._fill(part, x, mmap, rows, workers)
-    np.testing.assert_array_equal(part, mmap.vectors(x[rows]))
     if metric == "cosine":
         bad = x.copy()
         bad[250] = 0.0
         with pytest.raises(InvalidInputError, match="zero norm"):
             index_mod._fill(view, bad, mmap, workers=workers)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_training_rows_are_the_mapped_sample_rows(metric):
+    """The codec's training sample, read through _TrainingRows, is the
+    metric-mapped chosen rows, by slice or by index array, and training on
+    it gives the codec that the materialised sample gives."""
+    import leann_store.index as index_mod
+    from leann_store.codec import code_distance_bias, fit_pca, train_codec
+
+    x = clustered(5000, 24, seed=6)
+    mmap = index_mod._MetricMap.fit(metric, x)
+    rows = np.sort(np.random.default_rng(0).choice(len(x), size=4500, replace=False))
+    src = index_mod._TrainingRows(x, mmap, rows)
+    full = mmap.vectors(x[rows])
+    assert len(src) == 4500 and src.shape == full.shape
+    np.testing.assert_array_equal(src[10:4200], full[10:4200])
+    pick = np.array([4499, 0, 7, 7, 300])
+    np.testing.assert_array_equal(src[pick], full[pick])
+    pa, pb = fit_pca(src), fit_pca(full)
+    np.testing.assert_array_equal(pa.mean, pb.mean)
+    np.testing.assert_array_equal(pa.eigvecs, pb.eigvecs)
+    a = train_codec(src, num_subspaces=8, seed=3, pca=pa)
+    b = train_codec(full, num_subspaces=8, seed=3, pca=pb)
+    for field in ("mean", "components", "centroids"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert (a.scale, a.quant_error) == (b.scale, b.quant_error)
+    assert code_distance_bias(a, src, seed=1) == code_distance_bias(b, full, seed=1)
 
 
 def test_build_runs_blas_on_one_thread_and_restores_it(monkeypatch):
