@@ -554,6 +554,31 @@ int leann_codec_encode_kernel(const leann_codec *c, const float *proj, size_t n,
     return leann_parallel(nt, encode_task, &e);
 }
 
+int leann_codec_centroid_sums(const leann_codec *c, const float *proj, size_t n, const uint8_t *codes,
+                              double *sums, int64_t *counts) {
+    if (!c || (!proj && n) || (!codes && n) || !sums || !counts)
+        return leann_fail(LEANN_ERR_INVALID, "leann_codec_centroid_sums: NULL argument");
+    size_t total;
+    if (!leann_mul_ok(n, (size_t)c->dp, &total)) return LEANN_ERR_INVALID;
+    const int msub = c->msub, dsub = c->dsub, cb = c->code_bytes;
+    memset(sums, 0, (size_t)msub * 16 * (size_t)dsub * sizeof *sums);
+    memset(counts, 0, (size_t)msub * 16 * sizeof *counts);
+    /* point by point, so that each centroid's sum adds its points in the
+     * order numpy's bincount does: the same float64 totals */
+    for (size_t i = 0; i < n; i++) {
+        const float *row = proj + i * (size_t)c->dp;
+        const uint8_t *code = codes + i * (size_t)cb;
+        for (int m = 0; m < msub; m++) {
+            int k = (m & 1) ? code[m >> 1] >> 4 : code[m >> 1] & 15;
+            double *acc = sums + ((size_t)m * 16 + (size_t)k) * (size_t)dsub;
+            const float *x = row + (size_t)m * (size_t)dsub;
+            for (int d = 0; d < dsub; d++) acc[d] += (double)x[d];
+            counts[m * 16 + k]++;
+        }
+    }
+    return LEANN_OK;
+}
+
 void leann_codec_adt_raw(const leann_codec *c, const float *y, uint8_t *table) {
     float d[16];
     for (int i = 0; i < c->msub; i++) {

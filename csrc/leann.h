@@ -84,6 +84,11 @@ int leann_codec_encode(const leann_codec *codec, const float *proj, size_t n,
 /* The same with one kernel (LEANN_KERNEL_*): every kernel gives the same codes. */
 int leann_codec_encode_kernel(const leann_codec *codec, const float *proj, size_t n,
                               uint8_t *codes, int threads, int kernel);
+/* k-means' update step: per subspace and centroid, the float64 sum of the
+ * sub-vectors of the n projected rows coded to it (sums: msub*16*dsub,
+ * each centroid's rows added in row order) and their count (msub*16). */
+int leann_codec_centroid_sums(const leann_codec *codec, const float *proj, size_t n, const uint8_t *codes,
+                              double *sums, int64_t *counts);
 /* Canonical asymmetric table of one projected vector: msub*16 bytes. */
 int leann_codec_adt(const leann_codec *codec, const float *proj1, uint8_t *table);
 /* Canonical symmetric table: msub*16*16 bytes, [i][a][b]. */

@@ -163,7 +163,8 @@ def _kmeans16(proj: np.ndarray, msub: int, rng: Generator, iterations: int) -> n
 
     proj: (n, dp) float32, subspace i owning dims [i*dsub, (i+1)*dsub).
     Returns (msub, 16, dsub) float32.  The assignment step is the C encoder
-    (nearest centroid = encoding), so training and encoding agree exactly.
+    (nearest centroid = encoding), so training and encoding agree exactly;
+    the update step's sums come from C too (``centroid_sums``).
     Deterministic for the rng: distinct random points as seeds, Lloyd
     iterations until assignments stop changing, empty clusters re-seeded at
     the worst-served point.
@@ -173,26 +174,22 @@ def _kmeans16(proj: np.ndarray, msub: int, rng: Generator, iterations: int) -> n
     data = proj.reshape(n, msub, dsub)
     seeds = np.stack([rng.choice(n, size=k, replace=n < k) for _ in range(msub)])  # (msub, k)
     cent = np.ascontiguousarray(data[seeds, np.arange(msub)[:, None], :])  # (msub, k, dsub)
-    base = (np.arange(msub) * k)[None, :]
-    # each coordinate's values in (point, subspace) order, as the float64
-    # weights bincount sums: converted once, not in every iteration
-    weights = np.ascontiguousarray(np.moveaxis(data, 2, 0), dtype=np.float64).reshape(dsub, n * msub)
     prev = None
     for _ in range(iterations):
-        codes = native.NativeCodec(cent, 1.0, 16).encode(proj)
+        nc = native.NativeCodec(cent, 1.0, 16)
+        codes = nc.encode(proj)
         if prev is not None and np.array_equal(codes, prev):
             break
         prev = codes
-        assign = _unpack(codes)  # (n, msub)
-        flat = (assign + base).ravel()
-        counts = np.bincount(flat, minlength=msub * k).reshape(msub, k)
+        sums, counts = nc.centroid_sums(proj, codes)  # float64 sums, as bincount adds them
         new = cent.copy()
-        for c in range(dsub):
-            sums = np.bincount(flat, weights=weights[c], minlength=msub * k).reshape(msub, k)
-            np.divide(sums, counts, out=new[:, :, c], where=counts > 0)
-        for m, j in zip(*np.nonzero(counts == 0)):
-            own = ((data[:, m, :] - cent[m][assign[:, m]]) ** 2).sum(1)
-            new[m, j] = data[int(own.argmax()), m, :]
+        np.divide(sums, counts[:, :, None], out=new, where=counts[:, :, None] > 0)
+        empty = np.nonzero(counts == 0)
+        if len(empty[0]):
+            assign = _unpack(codes)  # (n, msub)
+            for m, j in zip(*empty):
+                own = ((data[:, m, :] - cent[m][assign[:, m]]) ** 2).sum(1)
+                new[m, j] = data[int(own.argmax()), m, :]
         cent = new
     return cent
 

@@ -215,6 +215,25 @@ class NativeCodec:
                                             _ptr("uint8_t[]", codes), threads, _kernel_id(kernel)))
         return codes
 
+    def centroid_sums(self, proj: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """k-means' update step over rows ``proj`` coded ``codes``: per
+        subspace and centroid, the float64 sum of its rows' sub-vectors,
+        shape (msub, 16, dp // msub), and their count, shape (msub, 16)."""
+        proj = np.ascontiguousarray(proj, dtype=np.float32)
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        if proj.ndim != 2 or proj.shape[1] != self.dp:
+            raise errors.DimensionMismatchError(
+                f"projected vectors must have shape (n, {self.dp}), got {proj.shape}")
+        if codes.shape != (proj.shape[0], self.code_bytes):
+            raise errors.DimensionMismatchError(
+                f"codes must have shape ({proj.shape[0]}, {self.code_bytes}), got {codes.shape}")
+        sums = np.empty((self.msub, 16, self.dp // self.msub), dtype=np.float64)
+        counts = np.empty((self.msub, 16), dtype=np.int64)
+        check(lib.leann_codec_centroid_sums(self._ptr, _ptr("float[]", proj), proj.shape[0],
+                                            _ptr("uint8_t[]", codes), _ptr("double[]", sums),
+                                            _ptr("int64_t[]", counts)))
+        return sums, counts
+
     def adt(self, proj1: np.ndarray) -> np.ndarray:
         proj1 = np.ascontiguousarray(proj1, dtype=np.float32)
         if proj1.shape != (self.dp,):

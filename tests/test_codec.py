@@ -339,6 +339,38 @@ def test_shared_pca_gives_the_same_codec(data):
         train_codec(data[:500], num_subspaces=16, pca=pca)
 
 
+@pytest.mark.parametrize("num_subspaces", [8, 16, 32, 64])
+def test_centroid_sums_equal_bincount(num_subspaces):
+    """The C update step's sums are numpy's bincount sums to the bit (each
+    centroid adds its rows in row order, in float64), and its counts the
+    rows per centroid; wrong shapes are refused."""
+    from leann_store import native
+    from leann_store.codec import _unpack
+    from leann_store.errors import DimensionMismatchError
+
+    rng = np.random.default_rng(num_subspaces)
+    dsub = 3
+    dp = num_subspaces * dsub
+    cent = rng.standard_normal((num_subspaces, 16, dsub)).astype(np.float32)
+    nc = native.NativeCodec(cent, 1.0, 16)
+    proj = (rng.standard_normal((777, dp)) * 10).astype(np.float32)
+    codes = nc.encode(proj)
+    sums, counts = nc.centroid_sums(proj, codes)
+    assign = _unpack(codes)
+    flat = (assign + np.arange(num_subspaces) * 16).ravel()
+    np.testing.assert_array_equal(counts, np.bincount(flat, minlength=num_subspaces * 16).reshape(-1, 16))
+    data = proj.reshape(777, num_subspaces, dsub).astype(np.float64)
+    for c in range(dsub):
+        ref = np.bincount(flat, weights=data[:, :, c].ravel(), minlength=num_subspaces * 16)
+        np.testing.assert_array_equal(sums[:, :, c], ref.reshape(-1, 16))
+    empty_sums, empty_counts = nc.centroid_sums(proj[:0], codes[:0])
+    assert not empty_sums.any() and not empty_counts.any()
+    with pytest.raises(DimensionMismatchError):
+        nc.centroid_sums(proj[:, :-1], codes)
+    with pytest.raises(DimensionMismatchError):
+        nc.centroid_sums(proj, codes[:-1])
+
+
 @pytest.mark.parametrize("offset", [0.0, 1e3])
 def test_one_pass_pca_matches_float64_covariance(offset):
     """fit_pca's one pass over blocks (centred on the first block's mean)
