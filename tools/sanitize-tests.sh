@@ -9,6 +9,9 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 git clone -q "$repo" "$work/src"
 python3 -m venv --system-site-packages "$work/venv"
+# the venv's bundled setuptools shadows the system's; the build (without
+# isolation, for the CFLAGS) needs what pyproject.toml requires
+"$work/venv/bin/pip" install -q "setuptools>=77" wheel
 cd "$work/src"
 CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -O1" \
 LDFLAGS="-fsanitize=address,undefined" \
