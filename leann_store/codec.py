@@ -37,7 +37,6 @@ _VALID_SUBSPACES = (8, 16, 32, 64)
 _BLOCK = 4096  # rows per block in the covariance and projection products
 _SCALE_SAMPLE = 1024  # rows x msub x 16 table entries: plenty for a percentile
 _ERROR_SAMPLE = 8192  # rows that estimate a codec's mean squared coding error
-_TABLE_ROWS = 64  # rows whose distance tables are computed at once (transient memory)
 
 
 def _project(x: np.ndarray, mean32: np.ndarray, comp_t: np.ndarray, chunk: int = _BLOCK) -> np.ndarray:
@@ -391,12 +390,7 @@ def _table_scale(p: np.ndarray, centroids: np.ndarray, accumulate: int,
     msub, _, dsub = centroids.shape
     m = len(p)
     p = p.reshape(m, msub, 1, dsub)
-    # (m, msub, 16), _TABLE_ROWS rows at a time: the (rows, msub, 16, dsub)
-    # differences of all m rows at once were the peak of a small build's
-    # memory (34 MB at 768-d)
-    entries = np.empty((m, msub, 16), dtype=np.result_type(p, centroids))
-    for a in range(0, m, _TABLE_ROWS):
-        entries[a:a + _TABLE_ROWS] = ((p[a:a + _TABLE_ROWS] - centroids[None]) ** 2).sum(-1)
+    entries = ((p - centroids[None]) ** 2).sum(-1)  # (m, msub, 16)
     if accumulate == 16:
         s = float(np.quantile(entries, 0.99)) / 255.0
     else:
