@@ -110,11 +110,11 @@ class IndexConfig:
             queries), as much as 100 more recomputes a query would, for
             0.9 s more build (2.8 s).  The gap to hnswlib's graph can grow
             with the number of vectors: on 384-d synthetic data, 32 gives
-            0.972 / 0.954 / 0.917 at 50k / 100k / 200k vectors (hnswlib
-            0.991 / 0.986 / 0.976) and 64 gives 0.974 / 0.957 at 100k / 200k,
-            for 1.4x the build time and, at 384-d, more build memory than
-            hnswlib's (483 against 371 MB at 200k); on the 50k real
-            passages it stays 0.006-0.014 from 10k to 50k.  With stored
+            0.973 / 0.956 / 0.918 at 50k / 100k / 200k vectors (hnswlib
+            0.991 / 0.986 / 0.976) and 64 gives 0.974 / 0.958 at 100k / 200k,
+            for 1.4-1.5x the build time and, at 384-d, more build memory
+            than hnswlib's (483 against 371 MB at 200k); on the real
+            passages it stays 0.007-0.015 from 10k to 50k.  With stored
             vectors and more than ~100k vectors, 64 keeps the graph close.
         pca_dim: projected dimension for the codes; None chooses it from
             ``pca_variance``.
