@@ -244,16 +244,18 @@ class Rows(Protocol):
 
 
 def _rows(vectors: Rows | np.ndarray) -> Rows:
-    """Arrays as float32 arrays; row sources as they are."""
-    if isinstance(vectors, np.ndarray) or not hasattr(vectors, "__getitem__") or not hasattr(vectors, "shape"):
-        return np.asarray(vectors, dtype=np.float32)
-    return vectors
+    """Row sources as they are; arrays (and sequences) as float32 arrays."""
+    if hasattr(vectors, "shape") and not isinstance(vectors, np.ndarray):
+        return vectors
+    return np.asarray(vectors, dtype=np.float32)
 
 
 def fit_pca(vectors: Rows | np.ndarray) -> PcaFit:
     """PCA of all rows of ``vectors`` (float32, (n, D)), in one pass over
     blocks of ``_BLOCK`` rows (so a row source produces each row once)."""
     s = _rows(vectors)
+    if len(s.shape) != 2 or s.shape[0] == 0:
+        raise errors.InvalidInputError("PCA needs a non-empty 2-D array")
     n, dim = s.shape[0], s.shape[1]
     # Blocks are centred on the first block's mean (a provisional centre,
     # close to the true mean, so the correction below loses no precision);
@@ -269,7 +271,7 @@ def fit_pca(vectors: Rows | np.ndarray) -> PcaFit:
         blk = blk - centre
         total += blk.sum(0, dtype=np.float64)
         cov += blk.T @ blk
-    assert centre is not None  # n >= 1: train_codec and the index check it
+    assert centre is not None  # n >= 1, checked above
     shift = total / n  # mean - centre
     mean = centre + shift
     cov -= n * np.outer(shift, shift)
@@ -414,8 +416,8 @@ def code_distance_bias(codec: Codec, vectors: Rows | np.ndarray, seed: int = 0, 
     """
     x = _rows(vectors)
     rng = default_rng(seed)
-    q = np.asarray(x[rng.choice(len(x), size=min(queries, len(x)), replace=False)], dtype=np.float32)
-    p = np.asarray(x[rng.choice(len(x), size=min(points, len(x)), replace=False)], dtype=np.float32)
+    q = x[rng.choice(len(x), size=min(queries, len(x)), replace=False)]
+    p = x[rng.choice(len(x), size=min(points, len(x)), replace=False)]
     pq = codec.project(q)
     codes = _unpack(codec.encode(p))  # (P, msub)
     msub = codec.num_subspaces

@@ -393,6 +393,8 @@ def test_one_pass_pca_matches_float64_covariance(offset):
     ref = np.linalg.eigvalsh(np.cov(x64, rowvar=False))[::-1]
     np.testing.assert_allclose(pca.eigvals, np.clip(ref, 0, None), rtol=2e-5, atol=1e-6)
     assert pca.rows == 2500
+    with pytest.raises(InvalidInputError, match="non-empty"):
+        fit_pca(x[:0])
 
 
 # ---- one projection for two codecs ---------------------------------------------
