@@ -34,3 +34,22 @@ class CallbackError(LeannError):
 
 class NativeError(LeannError):
     """An unexpected failure inside the native library (a bug: please report)."""
+
+
+class FilterError(InvalidInputError):
+    """A metadata filter is malformed: unknown operator, wrong value type, bad key."""
+
+
+class ModelMismatchError(LeannError):
+    """A store is opened with an embedding model other than the one that built it."""
+
+
+class StoreLockedError(LeannError):
+    """Another process (or another open store) holds the store's write lock."""
+
+
+class UnknownIdError(LeannError, KeyError):
+    """An id that the store does not hold."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0]) if self.args else ""
