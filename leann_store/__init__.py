@@ -18,12 +18,23 @@ from .errors import (
     NativeError,
     OutOfMemoryError,
 )
+from .errors import FilterError, ModelMismatchError, StoreLockedError, UnknownIdError
 from .index import IndexConfig, LeannIndex, SearchResult
+from .store import Hit, Hits, LeannStore, Record, StoreConfig
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Codec",
+    "FilterError",
+    "Hit",
+    "Hits",
+    "LeannStore",
+    "ModelMismatchError",
+    "Record",
+    "StoreConfig",
+    "StoreLockedError",
+    "UnknownIdError",
     "CallbackError",
     "CorruptIndexError",
     "DimensionMismatchError",

@@ -1,0 +1,299 @@
+"""The docstore: one SQLite database per store (stdlib ``sqlite3``, WAL).
+
+Table ``docs`` holds one row per live document: the external string id, the
+text, the string that was embedded when it differs from the text, metadata as
+JSON (types kept exactly: see :func:`leann_store.filters.check_metadata`),
+a token count (filled lazily, see :mod:`leann_store.tokens`), and where its
+vector lives: ``node`` (its node in the current graph generation) or ``vec``
+(float32 bytes, while the row waits in the exact delta segment).  Table
+``meta`` holds the store's settings, the model fingerprint, the graph
+generation and a write counter.
+
+Every write is one transaction; with ``journal_mode=WAL`` and
+``synchronous=FULL`` a committed transaction survives power loss and kill -9.
+Readers use one connection per thread; a read transaction gives a search a
+consistent snapshot while a writer commits beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from . import errors
+from .filters import Filter, register_sql_functions
+
+FILENAME = "docstore.sqlite"
+SCHEMA_VERSION = 1
+#: host parameters per statement (SQLite's default limit is 32766)
+_CHUNK = 900
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS docs (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    text TEXT NOT NULL,
+    embed_text TEXT,
+    metadata TEXT NOT NULL,
+    tokens INTEGER,
+    node INTEGER UNIQUE,
+    vec BLOB,
+    CHECK ((node IS NULL) != (vec IS NULL))
+);
+"""
+
+
+class Docstore:
+    """SQLite access for one store directory (see the module docs)."""
+
+    def __init__(self, directory: str, read_only: bool = False) -> None:
+        self.path = os.path.join(directory, FILENAME)
+        self.read_only = read_only
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        if not read_only:
+            conn = self._conn()
+            conn.executescript(_SCHEMA)
+            if self.get_meta("schema") is None:
+                with self.write() as cur:
+                    cur.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif not os.path.exists(self.path):
+            raise FileNotFoundError(f"no docstore at {self.path!r}")
+        schema = self.get_meta("schema")
+        if schema != str(SCHEMA_VERSION):
+            raise errors.CorruptIndexError(
+                f"{self.path!r}: docstore schema {schema!r} is not supported (expected {SCHEMA_VERSION})")
+
+    # ---- connections ------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self.read_only:
+                uri = "file:" + self.path + "?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            else:
+                conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            register_sql_functions(conn)
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for conn in self._conns:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction: committed (durably) when the block ends,
+        rolled back if it raises."""
+        if self.read_only:
+            raise errors.InvalidInputError("this store was opened read-only")
+        conn = self._conn()
+        cur = conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            conn.rollback()
+            raise
+        else:
+            conn.commit()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction on this thread's connection: every read inside
+        sees the same committed state (nested uses join the outer one)."""
+        conn = self._conn()
+        if conn.in_transaction:
+            yield
+            return
+        conn.execute("BEGIN")
+        try:
+            conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # starts the WAL snapshot now
+            yield
+        finally:
+            conn.rollback()
+
+    # ---- meta ---------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def all_meta(self) -> dict[str, str]:
+        return {k: v for k, v in self._conn().execute("SELECT key, value FROM meta")}
+
+    @staticmethod
+    def set_meta(cur: sqlite3.Cursor, items: dict[str, Any]) -> None:
+        cur.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                        [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in items.items()])
+
+    # ---- rows -----------------------------------------------------------------
+    def count(self) -> int:
+        return int(self._conn().execute("SELECT count(*) FROM docs").fetchone()[0])
+
+    @staticmethod
+    def delete_ids(cur: sqlite3.Cursor, ids: Sequence[str]) -> tuple[list[int], list[int]]:
+        """Delete rows by external id; returns (graph nodes freed, delta rowids freed)."""
+        nodes: list[int] = []
+        rows: list[int] = []
+        for part in _chunks(list(ids)):
+            marks = ",".join("?" * len(part))
+            for rowid, node in cur.execute(f"SELECT rowid, node FROM docs WHERE id IN ({marks})", part).fetchall():
+                if node is None:
+                    rows.append(int(rowid))
+                else:
+                    nodes.append(int(node))
+            cur.execute(f"DELETE FROM docs WHERE id IN ({marks})", part)
+        return nodes, rows
+
+    @staticmethod
+    def insert(cur: sqlite3.Cursor, rows: Iterable[tuple[Any, ...]]) -> list[int]:
+        """Insert (id, text, embed_text, metadata_json, tokens, node, vec) rows;
+        returns their rowids."""
+        out = []
+        for r in rows:
+            cur.execute("INSERT INTO docs (id, text, embed_text, metadata, tokens, node, vec) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)", r)
+            out.append(int(cur.lastrowid))  # type: ignore[arg-type]
+        return out
+
+    @staticmethod
+    def assign_nodes(cur: sqlite3.Cursor, rowids: np.ndarray) -> None:
+        """Row ``rowids[i]`` becomes node i of a new graph generation (its
+        vector is dropped); every other row must be in the delta."""
+        cur.execute("UPDATE docs SET node = NULL, vec = x'' WHERE node IS NOT NULL")
+        cur.executemany("UPDATE docs SET node = ?, vec = NULL WHERE rowid = ?",
+                        ((i, int(r)) for i, r in enumerate(rowids.tolist())))
+
+    def graph_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(nodes, rowids) of the rows in the graph."""
+        got = self._conn().execute("SELECT node, rowid FROM docs WHERE node IS NOT NULL").fetchall()
+        a = np.array(got, dtype=np.int64).reshape(-1, 2)
+        return a[:, 0].copy(), a[:, 1].copy()
+
+    def delta_rows(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rowids, float32 vectors) of the rows in the delta segment, by rowid."""
+        got = self._conn().execute("SELECT rowid, vec FROM docs WHERE node IS NULL ORDER BY rowid").fetchall()
+        rowids = np.array([r for r, _ in got], dtype=np.int64)
+        vecs = np.empty((len(got), dim), dtype=np.float32)
+        for i, (_, blob) in enumerate(got):
+            if len(blob) != 4 * dim:
+                raise errors.CorruptIndexError(f"{self.path!r}: delta row {got[i][0]} holds a vector of "
+                                               f"{len(blob)} bytes, expected {4 * dim}")
+            vecs[i] = np.frombuffer(blob, dtype=np.float32)
+        return rowids, vecs
+
+    _COLS = "rowid, id, text, embed_text, metadata"
+
+    def by_ids(self, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """id -> (rowid, id, text, embed_text, metadata_json) of the ids present."""
+        out: dict[str, tuple[Any, ...]] = {}
+        conn = self._conn()
+        for part in _chunks(list(ids)):
+            marks = ",".join("?" * len(part))
+            for row in conn.execute(f"SELECT {self._COLS} FROM docs WHERE id IN ({marks})", part):
+                out[row[1]] = row
+        return out
+
+    def by_rowids(self, rowids: Sequence[int]) -> dict[int, tuple[Any, ...]]:
+        """rowid -> (rowid, id, text, embed_text, metadata_json) of the rows present."""
+        out: dict[int, tuple[Any, ...]] = {}
+        conn = self._conn()
+        for part in _chunks([int(r) for r in rowids]):
+            marks = ",".join("?" * len(part))
+            for row in conn.execute(f"SELECT {self._COLS} FROM docs WHERE rowid IN ({marks})", part):
+                out[int(row[0])] = row
+        return out
+
+    def embed_inputs(self, rowids: Sequence[int]) -> tuple[list[str], list[int | None]]:
+        """The strings to re-embed for rows (in the order given) and their
+        token counts where known; a missing row is an UnknownIdError."""
+        got: dict[int, tuple[str, int | None]] = {}
+        conn = self._conn()
+        for part in _chunks([int(r) for r in rowids]):
+            marks = ",".join("?" * len(part))
+            for rowid, text, tokens in conn.execute(
+                    f"SELECT rowid, coalesce(embed_text, text), tokens FROM docs WHERE rowid IN ({marks})", part):
+                got[int(rowid)] = (text, tokens)
+        missing = [r for r in rowids if int(r) not in got]
+        if missing:
+            raise errors.UnknownIdError(f"docstore rows {missing[:8]} are gone")
+        return [got[int(r)][0] for r in rowids], [got[int(r)][1] for r in rowids]
+
+    def select(self, flt: Filter | None, columns: str = "rowid, node", limit: int | None = None) -> list[tuple]:
+        """Rows matching a compiled filter (every row for None), by rowid.
+        A callable filter is applied in Python on each row's metadata."""
+        conn = self._conn()
+        if flt is not None and flt.sql is None:  # a Python callable
+            out = []
+            for row in conn.execute(f"SELECT {columns}, metadata FROM docs ORDER BY rowid"):
+                if flt.matches(json.loads(row[-1])):
+                    out.append(row[:-1])
+                    if limit is not None and len(out) >= limit:
+                        break
+            return out
+        where = "" if flt is None else f" WHERE {flt.sql}"
+        lim = "" if limit is None else f" LIMIT {int(limit)}"
+        params = {} if flt is None else dict(flt.params)
+        try:
+            return conn.execute(f"SELECT {columns} FROM docs{where} ORDER BY rowid{lim}", params).fetchall()
+        except sqlite3.OperationalError as exc:  # pragma: no cover - a compiler bug, not user input
+            raise errors.FilterError(f"filter could not run: {exc}") from exc
+
+    def fill_token_counts(self, count: Any) -> int:
+        """Compute missing token counts with ``count(texts) -> list[int]``."""
+        todo = self._conn().execute(
+            "SELECT rowid, coalesce(embed_text, text) FROM docs WHERE tokens IS NULL").fetchall()
+        if not todo:
+            return 0
+        counts = count([t for _, t in todo])
+        with self.write() as cur:
+            cur.executemany("UPDATE docs SET tokens = ? WHERE rowid = ?",
+                            ((int(c), int(r)) for (r, _), c in zip(todo, counts)))
+        return len(todo)
+
+    def nbytes(self) -> int:
+        """Bytes of the database and its write-ahead log on disk."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(self.path + suffix)
+        return total
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite's own integrity check plus the table's invariants."""
+        conn = self._conn()
+        out = [r[0] for r in conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
+        bad = conn.execute("SELECT count(*) FROM docs WHERE json_valid(metadata) = 0").fetchone()[0]
+        if bad:
+            out.append(f"{bad} rows hold invalid metadata JSON")
+        return out
+
+    def backup(self, dest_path: str) -> None:
+        """A consistent copy of the database (SQLite's online backup)."""
+        dst = sqlite3.connect(dest_path)
+        try:
+            self._conn().backup(dst)
+        finally:
+            dst.close()
+
+
+def _chunks(items: list[Any], size: int = _CHUNK) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

@@ -1,0 +1,99 @@
+"""Embedding on demand: the store's path from texts to checked vectors.
+
+Every embedding the store asks for (new documents without caller-supplied
+embeddings, the passages a search re-embeds, the rows a merge rebuilds from,
+``LeannStore.embeddings`` for MMR) goes through :class:`Embedder`:
+
+* texts are ordered by token count and cut into batches capped by a token
+  budget and a row count, so a batch of short passages is not padded to the
+  longest one of the whole request (transformer models pad to the longest
+  text of a call);
+* each batch's answer is checked (a float array of the right shape, finite)
+  and a bad one is a :class:`~leann_store.errors.CallbackError`, while an
+  exception raised by ``embed`` itself propagates unchanged;
+* rows come back in the order asked.
+
+The cross-query cache of recomputed passages is the index's own LRU
+(``LeannIndex.cache_bytes``): the store's fetch function is only called for
+rows the index does not hold.
+
+>>> import numpy as np
+>>> e = Embedder(dim=2, batch_tokens=4, batch_size=8)
+>>> e.embed(lambda texts: np.array([[len(t), 1.0] for t in texts]), ["a", "bbb", "cc"])
+array([[1., 1.],
+       [3., 1.],
+       [2., 1.]], dtype=float32)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import errors
+from .tokens import CHARS_PER_TOKEN
+
+#: ``embed(texts) -> (len(texts), dim)`` floats
+TextEmbedFn = Callable[[list[str]], Any]
+
+
+class Embedder:
+    """Token-budgeted, checked calls of a text embedding function."""
+
+    def __init__(self, dim: int, batch_tokens: int = 8192, batch_size: int = 64) -> None:
+        self.dim = dim
+        self.batch_tokens = batch_tokens
+        self.batch_size = batch_size
+
+    def batches(self, tokens: Sequence[int]) -> list[np.ndarray]:
+        """Positions grouped into batches: longest first, each batch at most
+        ``batch_size`` texts and ``batch_tokens`` tokens (a longer text is a
+        batch of its own)."""
+        order = np.argsort(-np.asarray(tokens, dtype=np.int64), kind="stable")
+        out: list[np.ndarray] = []
+        start, total = 0, 0
+        for i, pos in enumerate(order):
+            t = max(1, int(tokens[pos]))
+            if i > start and (i - start >= self.batch_size or total + t > self.batch_tokens):
+                out.append(order[start:i])
+                start, total = i, 0
+            total += t
+        if start < len(order):
+            out.append(order[start:])
+        return out
+
+    def embed(self, fn: TextEmbedFn, texts: Sequence[str], tokens: Sequence[int | None] | None = None,
+              progress: Any = None) -> np.ndarray:
+        """Embed ``texts`` through ``fn`` in token-budgeted batches; rows in
+        the order given.  ``tokens``: known counts (None entries are
+        estimated); ``progress``: a tqdm-like bar advanced per batch."""
+        n = len(texts)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        counts = [(len(t) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN if c is None else int(c)
+                  for t, c in zip(texts, tokens if tokens is not None else [None] * n)]
+        for batch in self.batches(counts):
+            part = [texts[i] for i in batch]
+            out[batch] = self.check(fn(part), len(part), part)
+            if progress is not None:
+                progress.update(len(part))
+        return out
+
+    def check(self, got: Any, n: int, texts: Sequence[str] = ()) -> np.ndarray:
+        """``got`` as float32 (n, dim), or a CallbackError saying what is wrong."""
+        what = f"for {n} texts" + (f" (first: {texts[0][:40]!r})" if texts else "")
+        try:
+            arr = np.asarray(got)
+        except Exception as exc:
+            raise errors.CallbackError(f"embed returned {type(got).__name__}, not an array, {what}") from exc
+        if arr.dtype.kind not in "fiu" or arr.dtype == bool:
+            raise errors.CallbackError(f"embed must return floats, got dtype {arr.dtype} {what}")
+        if arr.shape != (n, self.dim):
+            raise errors.CallbackError(f"embed returned shape {arr.shape} {what}; expected ({n}, {self.dim})")
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise errors.CallbackError(f"embed returned NaN or infinity {what}")
+        return arr
+

@@ -1,0 +1,1052 @@
+"""LeannStore: documents in, documents out; the one class every adapter maps onto.
+
+A store is a directory::
+
+    docstore.sqlite     documents, metadata, settings, model fingerprint,
+                        the current graph generation (SQLite, WAL)
+    graph-<G>.leann     the vector-free graph index of generation G
+    LOCK                held (flock) by the one process that may write
+
+Durability.  SQLite is the single commit point.  Every write call (``add``,
+``delete``, ``delete_where``, ``clear``) is one SQLite transaction, committed
+with ``synchronous=FULL`` before the call returns, so an acknowledged write
+survives kill -9 and power loss, and a write killed in flight leaves no trace.
+New rows first land in the *delta segment*: their vectors are stored in their
+docstore rows and searched exactly beside the graph (so a small store is an
+exact store).  When the delta passes ``StoreConfig.merge_rows`` (and
+``merge_fraction`` of the graph), the graph is rebuilt over every live row:
+the new index is written to ``graph-<G+1>.leann`` (atomic: temp file, fsync,
+rename), then one transaction assigns every row its node, drops the delta
+vectors and names generation G+1 as current.  A crash before that commit
+leaves an orphan file that the next writer removes; a crash after it leaves
+the old file, removed the same way.  Deletes and replaced versions of graph
+rows simply lose their docstore row; a node without a row is a tombstone
+(applied to the index when it is loaded), never returned, still walked.
+
+Until incremental insertion lands, a merge after the first graph rebuilds it
+from all live rows and so re-embeds the graph's rows through ``embed`` (with a
+progress bar); adds that bring their own embeddings while no graph exists, or
+that arrive in one large call, build the graph straight from them.
+
+Concurrency.  Searches run from many threads beside one writer: a search reads
+an immutable snapshot of the in-memory state and one SQLite read transaction;
+writers are serialised by a lock.  A second process (or a second open store in
+this process) asking to write gets :class:`StoreLockedError` naming the pid that
+holds the lock; ``read_only=True`` opens see the last committed state and pick
+up later commits on their next search.
+
+>>> import numpy as np
+>>> def embed(texts):                       # any model: texts -> float vectors
+...     return np.array([[t.count("a"), t.count("b"), len(t) % 5 + 1.0] for t in texts])
+>>> with LeannStore.temporary(embed=embed) as store:
+...     ids = store.add(["aa b", "bbb", "a"], metadatas=[{"n": 1}, {"n": 2}, {"n": 3}], ids=["x", "y", "z"])
+...     [h.id for h in store.search(embed(["aab"])[0], k=2)]
+...     [h.id for h in store.search(embed(["aab"])[0], k=2, filter={"n": {"$gte": 2}})]
+...     store.delete(["x"]), len(store)
+['x', 'z']
+['z', 'y']
+(1, 2)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from . import errors
+from .docstore import Docstore
+from .filters import Filter, FilterLike, check_metadata, compile_filter
+from .index import IndexConfig, LeannIndex
+from .recompute import Embedder, TextEmbedFn
+from .tokens import count_tokens
+
+FORMAT = "leann-store/store"
+PROBE_TEXT = "leann-store model fingerprint: the quick brown fox jumps over the lazy dog."
+#: cosine between the stored and the current probe vectors above which the
+#: models are taken to be the same (batching noise stays far above it)
+PROBE_MIN_COSINE = 0.999
+_FILTER_CACHE = 32  # compiled filters' allowed sets kept per store
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """How a store indexes; saved in the store and reused when it is reopened.
+
+    Args:
+        index: the graph's :class:`~leann_store.IndexConfig` (metric, degree,
+            codes...).  ``store_vectors`` must stay False: the store keeps no
+            embeddings once rows are in the graph.
+        merge_rows: rows the exact delta segment holds before they are
+            merged into the graph (the first graph is built when a store
+            reaches this many rows; smaller stores are exact).
+        merge_fraction: a later merge waits until the delta also holds this
+            share of the graph's rows (each merge re-embeds the graph's rows
+            until incremental insertion lands).
+        batch_tokens: token budget of one ``embed`` call.
+        batch_size: most texts in one ``embed`` call.
+
+    >>> StoreConfig.from_options(metric="l2", M=16, merge_rows=500).index.M
+    16
+    """
+
+    index: IndexConfig = field(default_factory=IndexConfig)
+    merge_rows: int = 2048
+    merge_fraction: float = 0.5
+    batch_tokens: int = 8192
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.index, IndexConfig):
+            raise errors.InvalidInputError("StoreConfig.index must be an IndexConfig")
+        if self.index.store_vectors:
+            raise errors.InvalidInputError("a store keeps no vectors in its graph: use store_vectors=False")
+        for name, lo in (("merge_rows", 16), ("batch_tokens", 1), ("batch_size", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise errors.InvalidInputError(f"{name} must be an integer >= {lo}, got {v!r}")
+        f = self.merge_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 100:
+            raise errors.InvalidInputError(f"merge_fraction must be a number in [0, 100], got {f!r}")
+
+    @property
+    def metric(self) -> str:
+        return self.index.metric
+
+    @classmethod
+    def from_options(cls, **options: Any) -> "StoreConfig":
+        """A config from flat keyword options: names of :class:`IndexConfig`
+        fields go to the index, the others to the store."""
+        index_names = {f.name for f in dataclasses.fields(IndexConfig)}
+        store_names = {f.name for f in dataclasses.fields(cls)} - {"index"}
+        unknown = set(options) - index_names - store_names
+        if unknown:
+            raise errors.InvalidInputError(
+                f"unknown store option(s) {sorted(unknown)}; store options: {sorted(store_names)}, "
+                f"index options: {sorted(index_names)}")
+        idx = IndexConfig(**{k: v for k, v in options.items() if k in index_names})
+        return cls(index=idx, **{k: v for k, v in options.items() if k in store_names})
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "StoreConfig":
+        d = json.loads(text)
+        return cls(index=IndexConfig(**d.pop("index")), **d)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A stored document: ``embed_text`` is the string that was embedded
+    (the text itself unless the caller said otherwise)."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    embed_text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result: distance as the metric defines it, ascending."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    distance: float
+
+
+class Hits(list):  # type: ignore[type-arg]
+    """The hits of one search, best first, with ``stats``: ``recomputed``
+    (passages re-embedded), ``embed_calls``, ``cache_hits``, ``graph`` and
+    ``delta`` (candidates from each segment), ``filter_ms``, ``ms``."""
+
+    stats: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _State:
+    """What a search reads: replaced whole by writers, never mutated (the
+    index's tombstones aside, which the index guards itself)."""
+
+    index: LeannIndex | None
+    node_row: np.ndarray      # graph node -> docstore rowid, -1 for tombstones
+    delta_rows: np.ndarray    # rowids of the delta segment
+    delta_vecs: np.ndarray    # their vectors (float32, rows as given)
+    generation: int
+    version: int
+
+    @property
+    def graph_live(self) -> int:
+        return int((self.node_row >= 0).sum())
+
+
+class LeannStore:
+    """A durable document store with a vector-free graph index.
+
+    Open it with :meth:`open` (a directory) or :meth:`temporary`.  ``embed``
+    is ``embed(texts: list[str]) -> (len(texts), dim)`` floats from the model
+    that embeds documents; the store calls it for documents added without
+    embeddings and to re-embed the few passages a search needs.
+    """
+
+    def __init__(self, path: str, embed: TextEmbedFn, config: StoreConfig | None, *, model: str | None,
+                 check_model: bool, read_only: bool, progress: bool | None) -> None:
+        self._closed = True
+        if not callable(embed):
+            raise errors.InvalidInputError("embed must be callable: embed(texts) -> (len(texts), dim) floats")
+        if config is not None and not isinstance(config, StoreConfig):
+            raise errors.InvalidInputError("config must be a StoreConfig (see StoreConfig.from_options)")
+        self.path = os.path.abspath(os.fspath(path))
+        self.read_only = read_only
+        self.progress = progress
+        self._embed = embed
+        self._write_lock = threading.RLock()
+        self._state_lock = threading.Lock()
+        self._filter_cache: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        self._lock_file: Any = None
+        self._temp_finalizer: Any = None
+        if read_only:
+            if not os.path.isdir(self.path):
+                raise FileNotFoundError(f"no store at {self.path!r}")
+        else:
+            os.makedirs(self.path, exist_ok=True)
+            self._take_lock()
+        try:
+            self._docs = Docstore(self.path, read_only=read_only)
+            self._init_meta(config, model, check_model)
+            self._dim = int(self._docs.get_meta("dim") or 0)
+            self._embedder = Embedder(self.dim, self.config.batch_tokens, self.config.batch_size)
+            self._state = self._load_state()
+            if not read_only:
+                self._remove_stale_graphs()
+        except BaseException:
+            self._release_lock()
+            if hasattr(self, "_docs"):
+                self._docs.close()
+            raise
+        self._closed = False
+
+    # ---- opening ------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], embed: TextEmbedFn, config: StoreConfig | None = None, *,
+             model: str | None = None, check_model: bool = True, read_only: bool = False,
+             progress: bool | None = None) -> "LeannStore":
+        """Open (or create) the store in directory ``path``.
+
+        Args:
+            embed: ``embed(texts) -> (n, dim)`` floats, the document model.
+            config: None uses the stored settings (or the defaults for a new
+                store); a config that differs from the stored one is an error.
+            model: the model's name, recorded with a probe vector; None: the
+                function's qualified name.  Reopening with a model whose probe
+                vector (or dimension) differs is a :class:`ModelMismatchError`.
+            check_model: False skips that check (no probe is embedded).
+            read_only: open without the write lock (many processes may).
+            progress: progress bars on long work (None: when stderr is a
+                terminal and the work is large).
+        """
+        return cls(os.fspath(path), embed, config, model=model, check_model=check_model,
+                   read_only=read_only, progress=progress)
+
+    @classmethod
+    def temporary(cls, embed: TextEmbedFn, config: StoreConfig | None = None, *, model: str | None = None,
+                  progress: bool | None = None) -> "LeannStore":
+        """A store in a new temporary directory, removed on :meth:`close`,
+        garbage collection or interpreter exit."""
+        tmp = tempfile.mkdtemp(prefix="leann-store-")
+        try:
+            store = cls(tmp, embed, config, model=model, check_model=True, read_only=False, progress=progress)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        store._temp_finalizer = weakref.finalize(store, _remove_temporary, store._docs, tmp)
+        return store
+
+    def _take_lock(self) -> None:
+        f = open(os.path.join(self.path, "LOCK"), "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise errors.StoreLockedError(
+                f"store {self.path!r} is locked for writing by pid {holder}; close it there, "
+                "or open this one with read_only=True") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._lock_file = f
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _init_meta(self, config: StoreConfig | None, model: str | None, check_model: bool) -> None:
+        meta = self._docs.all_meta()
+        name = model if model is not None else _qualified_name(self._embed)
+        if "config" not in meta:  # a new store
+            if self.read_only:
+                raise FileNotFoundError(f"no store at {self.path!r} (the directory holds no store yet)")
+            probe = self._probe()
+            self._config = config or StoreConfig()
+            with self._docs.write() as cur:
+                Docstore.set_meta(cur, {"format": FORMAT, "config": self._config.to_json(), "model": name,
+                                        "probe": json.dumps([float(x) for x in probe]), "dim": str(len(probe)),
+                                        "generation": "0", "version": "0", "created": _now()})
+            return
+        if meta.get("format") != FORMAT:
+            raise errors.CorruptIndexError(f"{self.path!r} is not a leann-store store")
+        stored = StoreConfig.from_json(meta["config"])
+        if config is not None and config != stored:
+            diff = _config_diff(stored, config)
+            raise errors.InvalidInputError(
+                f"store {self.path!r} was created with other settings ({diff}); open it with config=None "
+                "to use the stored ones")
+        self._config = stored
+        if check_model:
+            old = np.array(json.loads(meta["probe"]), dtype=np.float32)
+            new = self._probe()
+            if new.shape != old.shape:
+                raise errors.ModelMismatchError(
+                    f"store {self.path!r} was built with model {meta['model']!r} ({old.shape[0]}-d); "
+                    f"the embed function given ({name!r}) gives {new.shape[0]}-d vectors")
+            cos = float(old @ new / max(np.linalg.norm(old) * np.linalg.norm(new), 1e-30))
+            ratio = float(np.linalg.norm(new) / max(np.linalg.norm(old), 1e-30))
+            if cos < PROBE_MIN_COSINE or abs(ratio - 1) > 0.01:
+                raise errors.ModelMismatchError(
+                    f"store {self.path!r} was built with model {meta['model']!r}; the embed function "
+                    f"given ({name!r}) embeds differently (probe cosine {cos:.4f}); open with the same "
+                    "model, or check_model=False if you are sure")
+
+    def _probe(self) -> np.ndarray:
+        got = np.asarray(self._embed([PROBE_TEXT]))
+        if got.ndim != 2 or got.shape[0] != 1 or got.shape[1] < 1 or got.dtype.kind not in "fiu":
+            raise errors.CallbackError(f"embed([text]) must return a (1, dim) float array, got shape {got.shape}")
+        vec = got[0].astype(np.float32)
+        if not np.isfinite(vec).all():
+            raise errors.CallbackError("embed returned NaN or infinity for the probe text")
+        return vec
+
+    # ---- in-memory state -------------------------------------------------------
+    def _graph_file(self, generation: int) -> str:
+        return os.path.join(self.path, f"graph-{generation}.leann")
+
+    def _load_state(self) -> _State:
+        """The committed state, read inside one read transaction."""
+        with self._docs.snapshot():
+            version = int(self._docs.get_meta("version") or 0)
+            gen = int(self._docs.get_meta("generation") or 0)
+            nodes, rowids = self._docs.graph_rows()
+            delta_rows, delta_vecs = self._docs.delta_rows(self.dim)
+        index = None
+        node_row = np.full(0, -1, dtype=np.int64)
+        if gen > 0:
+            index = LeannIndex.load(self._graph_file(gen))
+            node_row = np.full(len(index), -1, dtype=np.int64)
+            if nodes.size and (nodes.min() < 0 or nodes.max() >= len(index)):
+                raise errors.CorruptIndexError(f"store {self.path!r}: docstore names nodes outside the graph")
+            node_row[nodes] = rowids
+            dead = np.flatnonzero(node_row < 0)
+            if dead.size:
+                index.delete(dead)
+        elif nodes.size:
+            raise errors.CorruptIndexError(f"store {self.path!r}: rows name graph nodes but no graph exists")
+        return _State(index, node_row, delta_rows, delta_vecs, gen, version)
+
+    def _refresh(self) -> _State:
+        """A read-only store picks up what the writer committed since."""
+        st = self._state
+        if self.read_only:
+            try:
+                version = int(self._docs.get_meta("version") or 0)
+            except Exception:  # pragma: no cover - the writer holds a lock for an instant
+                return st
+            if version != st.version:
+                with self._state_lock:
+                    if self._state.version != version:
+                        for _ in range(5):  # the writer may swap graph files between our reads
+                            try:
+                                self._state = self._load_state()
+                                break
+                            except FileNotFoundError:
+                                time.sleep(0.05)
+                    st = self._state
+        return st
+
+    def _remove_stale_graphs(self) -> None:
+        keep = os.path.basename(self._graph_file(self._state.generation))
+        for name in os.listdir(self.path):
+            if name.startswith("graph-") and name != keep:
+                with contextlib.suppress(OSError):
+                    os.remove(os.path.join(self.path, name))
+
+    # ---- properties ------------------------------------------------------------
+    @property
+    def config(self) -> StoreConfig:
+        return self._config
+
+    @property
+    def metric(self) -> str:
+        return self._config.metric
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the model's vectors (from the probe at creation)."""
+        return self._dim
+
+    @property
+    def model(self) -> str:
+        """The embedding model's name recorded when the store was created."""
+        return self._docs.get_meta("model") or ""
+
+    def count(self) -> int:
+        """Documents in the store."""
+        st = self._refresh()
+        return st.graph_live + len(st.delta_rows)
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __repr__(self) -> str:
+        return f"LeannStore({self.path!r}, documents={self.count()}, metric={self.metric!r})"
+
+    # ---- writes ------------------------------------------------------------------
+    def add(self, texts: Sequence[str], metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+            ids: Sequence[str | None] | None = None, embeddings: Any = None,
+            embed_texts: Sequence[str | None] | None = None) -> list[str]:
+        """Add or replace documents (upsert by id); returns their ids.
+
+        Args:
+            texts: the documents' texts.
+            metadatas: one dict (JSON values) or None per text.
+            ids: one string or None (a new uuid) per text; an existing id is
+                replaced.  A repeated id: the last occurrence wins.
+            embeddings: (n, dim) floats the caller already has; used to index,
+                never kept once the rows are in the graph.  None: ``embed``.
+            embed_texts: the exact string that was embedded, per text, when it
+                differs from the text (None entries: the text).
+
+        Durable when it returns; all or nothing if interrupted.
+        """
+        self._check_writable()
+        texts = _str_list(texts, "texts")
+        n = len(texts)
+        metas = [check_metadata(m, f"metadatas[{i}]") for i, m in
+                 enumerate(_per_row(metadatas, n, "metadatas"))]
+        ids_out = [uuid.uuid4().hex if i is None else i for i in _per_row(ids, n, "ids")]
+        for i, x in enumerate(ids_out):
+            if not isinstance(x, str) or not x:
+                raise errors.InvalidInputError(f"ids[{i}] must be a non-empty string, got {x!r}")
+        etexts = _per_row(embed_texts, n, "embed_texts")
+        for i, e in enumerate(etexts):
+            if e is not None and not isinstance(e, str):
+                raise errors.InvalidInputError(f"embed_texts[{i}] must be a string or None")
+        emb_in = [e if e is not None else t for t, e in zip(texts, etexts)]
+        if n == 0:
+            return []
+        if embeddings is not None:
+            vecs = _given_embeddings(embeddings, n, self.dim)
+        else:
+            with self._bar(n, "embedding") as bar:
+                vecs = self._embedder.embed(self._embed, emb_in, progress=bar)
+        if self.metric == "cosine":
+            zero = np.flatnonzero(~np.any(vecs != 0, axis=1))
+            if zero.size:
+                raise errors.InvalidInputError(f"row {int(zero[0])} has a zero embedding, which has no cosine")
+        keep = _last_occurrence(ids_out)  # positions kept, in order
+        rows = [(ids_out[i], texts[i], etexts[i] if etexts[i] != texts[i] else None, metas[i]) for i in keep]
+        vecs = vecs[keep]
+        with self._write_lock:
+            self._add_locked(rows, vecs)
+        return ids_out
+
+    def _add_locked(self, rows: list[tuple[str, str, str | None, str]], vecs: np.ndarray) -> None:
+        st = self._state
+        cfg = self._config
+        n_new = len(rows)
+        # The first graph is built straight from vectors in hand: the delta's and these.
+        if st.index is None and len(st.delta_rows) + n_new >= cfg.merge_rows:
+            self._first_graph(st, rows, vecs)
+            return
+        with self._docs.write() as cur:
+            nodes, gone = Docstore.delete_ids(cur, [r[0] for r in rows])
+            rowids = Docstore.insert(cur, ((i, t, e, m, None, None, v.tobytes())
+                                           for (i, t, e, m), v in zip(rows, vecs)))
+            version = self._bump(cur)
+        self._apply_delete(st, nodes, gone, version, add=(np.array(rowids, dtype=np.int64), vecs))
+        if self._merge_due():
+            self.flush()
+
+    def _first_graph(self, st: _State, rows: list[tuple[str, str, str | None, str]], vecs: np.ndarray) -> None:
+        """Build generation 1 from the delta plus new rows, all in one commit."""
+        ids = [r[0] for r in rows]
+        with self._docs.snapshot():
+            old = self._docs.by_ids(ids)
+        replaced = {int(v[0]) for v in old.values()}
+        keep = np.array([i for i, r in enumerate(st.delta_rows.tolist()) if r not in replaced], dtype=np.int64)
+        allv = np.concatenate([st.delta_vecs[keep], vecs]) if keep.size else vecs
+        index = self._build(allv)
+        gen = st.generation + 1
+        index.save(self._graph_file(gen))
+        try:
+            with self._docs.write() as cur:
+                Docstore.delete_ids(cur, ids)
+                base = len(keep)
+                Docstore.assign_nodes(cur, st.delta_rows[keep])
+                rowids = Docstore.insert(cur, ((i, t, e, m, None, base + j, None)
+                                               for j, (i, t, e, m) in enumerate(rows)))
+                self._merged_meta(cur, gen, len(allv))
+                version = self._bump(cur)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(self._graph_file(gen))
+            raise
+        node_row = np.concatenate([st.delta_rows[keep], np.array(rowids, dtype=np.int64)])
+        self._set_state(_State(index, node_row, np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32),
+                               gen, version))
+
+    def flush(self) -> None:
+        """Merge the delta segment into the graph now (a rebuild over every
+        live row: the graph's rows are re-embedded through ``embed``), and
+        fill in token counts not yet computed."""
+        self._check_writable()
+        with self._write_lock:
+            st = self._state
+            if len(st.delta_rows) or (st.index is not None and st.graph_live < len(st.node_row)):
+                self._rebuild(st)
+            self._docs.fill_token_counts(count_tokens)
+
+    def _merge_due(self) -> bool:
+        st = self._state
+        d = len(st.delta_rows)
+        return d >= self._config.merge_rows and d >= self._config.merge_fraction * st.graph_live
+
+    def _rebuild(self, st: _State) -> None:
+        live_nodes = np.flatnonzero(st.node_row >= 0)
+        graph_rowids = st.node_row[live_nodes]
+        total = len(graph_rowids) + len(st.delta_rows)
+        if total == 0:
+            self._clear_graph(st)
+            return
+        if total < 2:  # one row: nothing to build a graph on; keep it exact
+            return
+        with self._docs.snapshot():
+            texts, toks = self._docs.embed_inputs(graph_rowids.tolist())
+        with self._bar(len(texts), "re-embedding the graph's rows") as bar:
+            gvecs = self._embedder.embed(self._embed, texts, toks, progress=bar)
+        allv = np.concatenate([gvecs, st.delta_vecs]) if len(st.delta_rows) else gvecs
+        order = np.concatenate([graph_rowids, st.delta_rows])
+        index = self._build(allv)
+        gen = st.generation + 1
+        index.save(self._graph_file(gen))
+        try:
+            with self._docs.write() as cur:
+                Docstore.assign_nodes(cur, order)
+                self._merged_meta(cur, gen, total)
+                version = self._bump(cur)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(self._graph_file(gen))
+            raise
+        self._set_state(_State(index, order, np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32),
+                               gen, version))
+
+    def _build(self, vecs: np.ndarray) -> LeannIndex:
+        show = self.progress if self.progress is not None else None
+        return LeannIndex.build(vecs, self._config.index, progress=show)
+
+    def _merged_meta(self, cur: Any, gen: int, rows: int) -> None:
+        Docstore.set_meta(cur, {"generation": str(gen),
+                                "last_merge": json.dumps({"at": _now(), "rows": rows, "generation": gen})})
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete documents by id (missing ids are ignored); returns how many were."""
+        self._check_writable()
+        id_list = [ids] if isinstance(ids, str) else list(ids)
+        for x in id_list:
+            if not isinstance(x, str):
+                raise errors.InvalidInputError(f"ids must be strings, got {x!r}")
+        if not id_list:
+            return 0
+        with self._write_lock:
+            st = self._state
+            with self._docs.write() as cur:
+                nodes, rows = Docstore.delete_ids(cur, id_list)
+                version = self._bump(cur) if nodes or rows else st.version
+            self._apply_delete(st, nodes, rows, version)
+            return len(nodes) + len(rows)
+
+    def delete_where(self, filter: FilterLike) -> int:
+        """Delete every document a filter matches; returns how many were."""
+        self._check_writable()
+        flt = compile_filter(filter)
+        if flt is None:
+            raise errors.FilterError("delete_where needs a filter (use clear() to delete everything)")
+        with self._write_lock:
+            st = self._state
+            with self._docs.write() as cur:
+                found = self._docs.select(flt, "id")
+                nodes, rows = Docstore.delete_ids(cur, [r[0] for r in found])
+                version = self._bump(cur) if found else st.version
+            self._apply_delete(st, nodes, rows, version)
+            return len(nodes) + len(rows)
+
+    def clear(self) -> None:
+        """Delete every document (the settings and model stay)."""
+        self._check_writable()
+        with self._write_lock:
+            self._clear_graph(self._state)
+
+    def _clear_graph(self, st: _State) -> None:
+        with self._docs.write() as cur:
+            cur.execute("DELETE FROM docs")
+            Docstore.set_meta(cur, {"generation": "0"})
+            version = self._bump(cur)
+        self._set_state(_State(None, np.zeros(0, np.int64), np.zeros(0, np.int64),
+                               np.zeros((0, self.dim), np.float32), 0, version))
+        self._remove_stale_graphs()
+
+    def _apply_delete(self, st: _State, nodes: list[int], rows: list[int], version: int,
+                      add: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Mirror a committed delete (and add) in memory."""
+        node_row = st.node_row
+        if nodes:
+            node_row = node_row.copy()
+            node_row[nodes] = -1
+            assert st.index is not None
+            st.index.delete(np.array(nodes, dtype=np.int64))
+        delta_rows, delta_vecs = st.delta_rows, st.delta_vecs
+        if rows:
+            keep = ~np.isin(delta_rows, np.array(rows, dtype=np.int64))
+            delta_rows, delta_vecs = delta_rows[keep], delta_vecs[keep]
+        if add is not None:
+            delta_rows = np.concatenate([delta_rows, add[0]])
+            delta_vecs = np.concatenate([delta_vecs, add[1]])
+        self._set_state(_State(st.index, node_row, delta_rows, delta_vecs, st.generation, version))
+
+    def _set_state(self, st: _State) -> None:
+        with self._state_lock:
+            old = self._state.generation if hasattr(self, "_state") else st.generation
+            self._state = st
+            self._filter_cache.clear()
+        if old != st.generation:
+            with contextlib.suppress(OSError):
+                os.remove(self._graph_file(old))
+
+    def _bump(self, cur: Any) -> int:
+        version = int(cur.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]) + 1
+        Docstore.set_meta(cur, {"version": str(version)})
+        return version
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise errors.InvalidInputError("the store is closed")
+        if self.read_only:
+            raise errors.InvalidInputError("this store was opened read-only")
+
+    # ---- reads ----------------------------------------------------------------
+    def get(self, ids: Iterable[str]) -> list[Record]:
+        """Documents by id, in the order asked; missing ids are skipped."""
+        self._check_open()
+        id_list = [ids] if isinstance(ids, str) else list(ids)
+        found = self._docs.by_ids([i for i in id_list if isinstance(i, str)])
+        return [_record(found[i]) for i in id_list if isinstance(i, str) and i in found]
+
+    def find(self, filter: FilterLike = None, limit: int | None = None) -> list[Record]:
+        """Documents a filter matches (all for None), oldest first."""
+        self._check_open()
+        flt = compile_filter(filter)
+        got = self._docs.select(flt, Docstore._COLS, limit)
+        return [_record(r) for r in got]
+
+    def search(self, query_embedding: Any, k: int = 4, filter: FilterLike = None, *,
+               embed: TextEmbedFn | None = None, **search_options: Any) -> Hits:
+        """The k documents nearest a query embedding, best first, with exact
+        distances (cosine: ``1 - cos``, l2: squared Euclidean, ip: ``-<q, x>``).
+
+        ``filter`` (a dict or a callable, see :mod:`leann_store.filters`) acts
+        inside the search, so k hits come back whenever k documents match.
+        ``embed`` overrides the store's function for this call.
+        ``search_options`` go to :meth:`LeannIndex.search` (``ef``,
+        ``rerank_ratio``, ``max_recompute``, ``batch_size``).
+        """
+        self._check_open()
+        t0 = time.perf_counter()
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+            raise errors.InvalidInputError(f"k must be a positive integer, got {k!r}")
+        q = _query(query_embedding, self.dim)
+        fn = embed if embed is not None else self._embed
+        st = self._refresh()
+        hits = Hits()
+        stats: dict[str, Any] = {"recomputed": 0, "embed_calls": 0, "cache_hits": 0, "graph": 0, "delta": 0}
+        with self._docs.snapshot():
+            tf = time.perf_counter()
+            allowed = self._allowed(compile_filter(filter), st)
+            stats["filter_ms"] = (time.perf_counter() - tf) * 1e3
+            cand: list[tuple[float, int]] = []
+            if st.index is not None:
+                cand += self._search_graph(st, q, int(k), allowed, fn, stats, search_options)
+            cand += self._search_delta(st, q, int(k), allowed)
+            cand.sort()
+            best = cand[:k]
+            docs = self._docs.by_rowids([r for _, r in best])
+        for d, r in best:
+            if r in docs:
+                _, i, text, _, meta = docs[r]
+                hits.append(Hit(i, text, json.loads(meta), d))
+        stats["ms"] = (time.perf_counter() - t0) * 1e3
+        hits.stats = stats
+        return hits
+
+    def _allowed(self, flt: Filter | None, st: _State) -> tuple[np.ndarray, np.ndarray] | None:
+        """(graph node mask, delta row mask) a filter allows, cached per
+        write version for dict filters; None: no filter."""
+        if flt is None:
+            return None
+        if flt.key is not None:
+            hit = self._filter_cache.get(flt.key)
+            if hit is not None and hit[0] == st.version:
+                return hit[1], hit[2]
+        rows = self._docs.select(flt, "rowid, node")
+        nodes = np.array([n for _, n in rows if n is not None], dtype=np.int64)
+        delta = np.array([r for r, n in rows if n is None], dtype=np.int64)
+        gmask = np.zeros(len(st.node_row), dtype=bool)
+        nodes = nodes[nodes < len(st.node_row)]
+        gmask[nodes] = True
+        dmask = np.isin(st.delta_rows, delta)
+        if flt.key is not None:
+            with self._state_lock:
+                if len(self._filter_cache) >= _FILTER_CACHE:
+                    self._filter_cache.pop(next(iter(self._filter_cache)))
+                self._filter_cache[flt.key] = (st.version, gmask, dmask)
+        return gmask, dmask
+
+    def _search_graph(self, st: _State, q: np.ndarray, k: int, allowed: tuple[np.ndarray, np.ndarray] | None,
+                      fn: TextEmbedFn, stats: dict[str, Any], options: dict[str, Any]) -> list[tuple[float, int]]:
+        assert st.index is not None
+        live = st.node_row >= 0
+        if allowed is not None:
+            live = live & allowed[0]
+        n_ok = int(live.sum())
+        if n_ok == 0:
+            return []
+        res = st.index.search(q, k=min(k, n_ok), embed=self._node_fetcher(st, fn),
+                              allowed=allowed[0] if allowed is not None else None, **options)
+        for key in ("recomputed", "embed_calls", "cache_hits"):
+            stats[key] += int(res.stats[key])
+        out = [(float(d), int(st.node_row[i])) for i, d in zip(res.ids.tolist(), res.distances.tolist())
+               if i >= 0 and st.node_row[i] >= 0]
+        stats["graph"] = len(out)
+        return out
+
+    def _node_fetcher(self, st: _State, fn: TextEmbedFn) -> Callable[[np.ndarray], np.ndarray]:
+        def fetch(nodes: np.ndarray) -> np.ndarray:
+            rowids = st.node_row[nodes]
+            texts, toks = self._docs.embed_inputs(rowids.tolist())
+            return self._embedder.embed(fn, texts, toks)
+        return fetch
+
+    def _search_delta(self, st: _State, q: np.ndarray, k: int,
+                      allowed: tuple[np.ndarray, np.ndarray] | None) -> list[tuple[float, int]]:
+        rows, vecs = st.delta_rows, st.delta_vecs
+        if allowed is not None:
+            rows, vecs = rows[allowed[1]], vecs[allowed[1]]
+        if len(rows) == 0:
+            return []
+        d = exact_distances(self.metric, q, vecs)
+        top = np.argsort(d, kind="stable")[:k]
+        return [(float(d[i]), int(rows[i])) for i in top]
+
+    def embeddings(self, ids: Sequence[str], *, embed: TextEmbedFn | None = None) -> np.ndarray:
+        """Embeddings of documents (float32, in the order asked): delta rows
+        from their stored vectors, graph rows re-embedded through ``embed``
+        (for MMR).  An unknown id is an :class:`UnknownIdError`."""
+        self._check_open()
+        id_list = list(ids)
+        st = self._refresh()
+        out = np.empty((len(id_list), self.dim), dtype=np.float32)
+        with self._docs.snapshot():
+            found = self._docs.by_ids(id_list)
+            missing = [i for i in id_list if i not in found]
+            if missing:
+                raise errors.UnknownIdError(f"unknown ids: {missing[:8]}")
+            rowids = np.array([found[i][0] for i in id_list], dtype=np.int64)
+            pos = {int(r): j for j, r in enumerate(st.delta_rows.tolist())}
+            redo = []
+            for j, r in enumerate(rowids.tolist()):
+                if r in pos:
+                    out[j] = st.delta_vecs[pos[r]]
+                else:
+                    redo.append(j)
+            if redo:
+                texts, toks = self._docs.embed_inputs(rowids[redo].tolist())
+                out[redo] = self._embedder.embed(embed or self._embed, texts, toks)
+        return out
+
+    # ---- upkeep -----------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Documents, tombstones, bytes and settings, as a dict."""
+        self._check_open()
+        st = self._refresh()
+        meta = self._docs.all_meta()
+        index_bytes = os.path.getsize(self._graph_file(st.generation)) if st.index is not None else 0
+        docs = st.graph_live + len(st.delta_rows)
+        ic = self._config.index
+        return {
+            "documents": docs,
+            "graph_rows": st.graph_live,
+            "delta_rows": len(st.delta_rows),
+            "deleted": len(st.node_row) - st.graph_live,
+            "index_bytes": index_bytes,
+            "bytes_per_passage": index_bytes / len(st.node_row) if len(st.node_row) else 0.0,
+            "delta_bytes": int(st.delta_vecs.nbytes),
+            "docstore_bytes": self._docs.nbytes(),
+            "dim": self.dim,
+            "metric": self.metric,
+            "model": meta.get("model"),
+            "codec": {"search_subspaces": ic.search_subspaces, "code_bytes": ic.search_subspaces // 2},
+            "graph": {"M": ic.M, "hub_degree": ic.resolved_hub_degree, "degree": ic.resolved_degree},
+            "generation": st.generation,
+            "last_merge": json.loads(meta["last_merge"]) if "last_merge" in meta else None,
+            "created": meta.get("created"),
+        }
+
+    def check(self) -> None:
+        """The store's consistency check; raises CorruptIndexError listing
+        every problem found: SQLite integrity, the index file's checksums,
+        the id maps both ways, every live node reachable, graph invariants."""
+        self._check_open()
+        st = self._refresh()
+        problems = self._docs.integrity_problems()
+        with self._docs.snapshot():
+            nodes, rowids = self._docs.graph_rows()
+            drows, _ = self._docs.delta_rows(self.dim)
+            n_docs = self._docs.count()
+        if n_docs != len(nodes) + len(drows):
+            problems.append(f"{n_docs} documents but {len(nodes)} graph rows and {len(drows)} delta rows")
+        if st.index is None:
+            if len(nodes):
+                problems.append("rows name graph nodes but the store has no graph")
+        else:
+            try:
+                disk = LeannIndex.load(self._graph_file(st.generation))
+            except errors.LeannError as exc:
+                problems.append(f"index file: {exc}")
+                disk = None
+            if disk is not None and len(disk) != len(st.index):
+                problems.append(f"index file holds {len(disk)} nodes, memory {len(st.index)}")
+            expect = np.full(len(st.index), -1, dtype=np.int64)
+            if nodes.size and (nodes.min() < 0 or nodes.max() >= len(expect)):
+                problems.append("docstore names nodes outside the graph")
+            else:
+                expect[nodes] = rowids
+            if not np.array_equal(expect, st.node_row):
+                problems.append("node -> row map in memory differs from the docstore")
+            for node in range(len(st.index)):
+                if st.index.is_deleted(node) != (expect[node] < 0):
+                    problems.append(f"node {node}: tombstone disagrees with the docstore")
+                    break
+            problems += _graph_problems(st.index)
+        if not np.array_equal(np.sort(drows), np.sort(st.delta_rows)):
+            problems.append("delta rows in memory differ from the docstore")
+        if problems:
+            raise errors.CorruptIndexError(f"store {self.path!r}: " + "; ".join(problems))
+
+    def snapshot(self, dest: str | os.PathLike[str]) -> None:
+        """Write a consistent copy of the store to directory ``dest`` (created;
+        it must not hold a store): the docstore through SQLite's online
+        backup and the current graph file, taken under the write lock."""
+        self._check_open()
+        dest = os.path.abspath(os.fspath(dest))
+        if os.path.exists(os.path.join(dest, "docstore.sqlite")):
+            raise errors.InvalidInputError(f"{dest!r} already holds a store")
+        os.makedirs(dest, exist_ok=True)
+        with self._write_lock:
+            st = self._state
+            if st.index is not None:
+                shutil.copyfile(self._graph_file(st.generation), os.path.join(dest, f"graph-{st.generation}.leann"))
+            self._docs.backup(os.path.join(dest, "docstore.sqlite"))
+
+    def close(self) -> None:
+        """Release the write lock and the database; a temporary store is removed."""
+        if self._closed:
+            return
+        with self._write_lock:
+            self._closed = True
+            self._docs.close()
+            self._release_lock()
+        if self._temp_finalizer is not None:
+            self._temp_finalizer()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise errors.InvalidInputError("the store is closed")
+
+    def __enter__(self) -> "LeannStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            if not self._closed:
+                self._docs.close()
+                self._release_lock()
+
+    def _bar(self, total: int, what: str) -> Any:
+        show = self.progress
+        if show is None:
+            import sys
+            show = total >= 2000 and sys.stderr.isatty()
+        if not show:
+            return contextlib.nullcontext(None)
+        from tqdm.auto import tqdm
+        return tqdm(total=total, desc=what, unit="passage")
+
+
+# ---- helpers -------------------------------------------------------------------
+def exact_distances(metric: str, q: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Distances of rows x to query q as the index reports them (float64)."""
+    x64 = x.astype(np.float64)
+    q64 = q.astype(np.float64)
+    dots = x64 @ q64
+    if metric == "ip":
+        return -dots
+    if metric == "cosine":
+        return 1.0 - dots / (np.linalg.norm(x64, axis=1) * max(float(np.linalg.norm(q64)), 1e-300))
+    return np.maximum((x64 * x64).sum(1) - 2 * dots + float(q64 @ q64), 0.0)
+
+
+def _graph_problems(index: LeannIndex) -> list[str]:
+    """Neighbour ids in range, no self links, degrees within caps, every
+    live node reachable from the entry point."""
+    n = len(index)
+    out: list[str] = []
+    seen = np.zeros(n, dtype=bool)
+    stack = [index.entry_point]
+    seen[index.entry_point] = True
+    for level in range(index.max_level, 0, -1):
+        for node in range(n):
+            if index.level(node) >= level:
+                nb = index.neighbors(node, level)
+                if len(nb) > index.max_degree(level):
+                    out.append(f"node {node} has {len(nb)} links at level {level}")
+    while stack:
+        node = stack.pop()
+        nb = index.neighbors(node, 0)
+        if nb.size and (nb.min() < 0 or nb.max() >= n or (nb == node).any()):
+            out.append(f"node {node} has an invalid link")
+            continue
+        if len(nb) > index.max_degree(0):
+            out.append(f"node {node} has {len(nb)} links at level 0")
+        fresh = nb[~seen[nb]]
+        seen[fresh] = True
+        stack.extend(fresh.tolist())
+        # upper levels lead down to level 0 through the same nodes
+    unreached = [i for i in np.flatnonzero(~seen).tolist() if not index.is_deleted(i)]
+    if unreached:
+        out.append(f"{len(unreached)} live nodes are unreachable (first: {unreached[:5]})")
+    return out
+
+
+def _record(row: tuple[Any, ...]) -> Record:
+    _, i, text, etext, meta = row
+    return Record(i, text, json.loads(meta), etext if etext is not None else text)
+
+
+def _str_list(x: Any, name: str) -> list[str]:
+    if isinstance(x, str):
+        raise errors.InvalidInputError(f"{name} must be a list of strings, not one string")
+    out = list(x)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise errors.InvalidInputError(f"{name}[{i}] must be a string, got {type(t).__name__}")
+    return out
+
+
+def _per_row(x: Any, n: int, name: str) -> list[Any]:
+    if x is None:
+        return [None] * n
+    if isinstance(x, (str, bytes, Mapping)):
+        raise errors.InvalidInputError(f"{name} must be a list with one entry per text")
+    out = list(x)
+    if len(out) != n:
+        raise errors.InvalidInputError(f"{name} has {len(out)} entries for {n} texts")
+    return out
+
+
+def _given_embeddings(x: Any, n: int, dim: int) -> np.ndarray:
+    try:
+        arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    except (TypeError, ValueError) as exc:
+        raise errors.InvalidInputError(f"embeddings must be an (n, dim) array of floats: {exc}") from exc
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise errors.InvalidInputError(f"embeddings have shape {arr.shape}; expected ({n}, {dim})")
+    if arr.shape[1] != dim:
+        raise errors.DimensionMismatchError(f"embeddings have dimension {arr.shape[1]}, the store has {dim}")
+    if not np.isfinite(arr).all():
+        raise errors.InvalidInputError("embeddings contain NaN or infinity")
+    return arr
+
+
+def _last_occurrence(ids: list[str]) -> list[int]:
+    last = {x: i for i, x in enumerate(ids)}
+    return [i for i, x in enumerate(ids) if last[x] == i]
+
+
+def _query(q: Any, dim: int) -> np.ndarray:
+    try:
+        arr = np.asarray(q, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise errors.InvalidInputError(f"query_embedding must be a vector of floats: {exc}") from exc
+    if arr.ndim != 1:
+        raise errors.InvalidInputError(f"query_embedding must be one vector, got shape {arr.shape}")
+    if arr.shape[0] != dim:
+        raise errors.DimensionMismatchError(f"query has dimension {arr.shape[0]}, the store has {dim}")
+    if not np.isfinite(arr).all():
+        raise errors.InvalidInputError("query_embedding contains NaN or infinity")
+    return np.ascontiguousarray(arr)
+
+
+def _qualified_name(fn: Any) -> str:
+    owner = getattr(fn, "__self__", None)
+    if owner is not None:
+        return f"{type(owner).__module__}.{type(owner).__qualname__}.{getattr(fn, '__name__', '')}"
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+
+
+def _config_diff(a: StoreConfig, b: StoreConfig) -> str:
+    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
+    da.update({f"index.{k}": v for k, v in da.pop("index").items()})
+    db.update({f"index.{k}": v for k, v in db.pop("index").items()})
+    return ", ".join(f"{k}: stored {da[k]!r}, requested {db[k]!r}" for k in sorted(da) if da[k] != db[k])
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _remove_temporary(docs: Docstore, path: str) -> None:
+    docs.close()
+    shutil.rmtree(path, ignore_errors=True)
