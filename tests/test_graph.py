@@ -552,7 +552,7 @@ def test_search_codes_from_the_feed_equal_a_separate_pass(graph_data, metric, se
     finish, columns = index_mod.LeannIndex._finish_build, Codec.projection_columns
 
     def capture(self, x, scodec, ncodec, codes):
-        got.append(codes.copy())
+        got.append((codes.copy(), scodec.project(self._map.vectors(x)), scodec))
         return finish(self, x, scodec, ncodec, codes)
 
     def spy(self, other):
@@ -568,5 +568,23 @@ def test_search_codes_from_the_feed_equal_a_separate_pass(graph_data, metric, se
     assert identity == (search_subspaces == 32)
     monkeypatch.setattr(Codec, "projection_columns", lambda self, other: None)
     build(graph_data, **cfg)
-    assert got[0].shape[0] == len(graph_data)
-    np.testing.assert_array_equal(got[0], got[1])
+    (feed, proj, scodec), (separate, _, _) = got
+    assert feed.shape[0] == len(graph_data)
+    _assert_same_codes_but_ties(feed, separate, proj, scodec)
+
+
+def _assert_same_codes_but_ties(a, b, proj, codec):
+    """Codes a and b of the rows projected to ``proj`` agree, except where a
+    row's sub-vector is (to float rounding) as near to both centroids: two
+    BLAS products of different widths may round a projection differently
+    (AMD EPYC's OpenBLAS: 2e-6), never by more."""
+    from leann_store.codec import _unpack
+
+    ua, ub = _unpack(a), _unpack(b)
+    rows, subs = np.nonzero(ua != ub)
+    assert len(rows) <= max(2, ua.size // 1000)
+    dsub = codec.pca_dim // codec.num_subspaces
+    sub = proj.reshape(len(proj), codec.num_subspaces, dsub)[rows, subs]
+    da = ((sub - codec.centroids[subs, ua[rows, subs]]) ** 2).sum(-1)
+    db = ((sub - codec.centroids[subs, ub[rows, subs]]) ** 2).sum(-1)
+    np.testing.assert_allclose(da, db, rtol=1e-4, atol=1e-6)
