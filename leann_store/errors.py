@@ -28,6 +28,18 @@ class CorruptIndexError(LeannError):
     """An index file or buffer failed validation."""
 
 
+class IndexFileError(LeannError, OSError):
+    """An index file cannot be read or written (``errno`` says why)."""
+
+
+class IndexFileNotFoundError(IndexFileError, FileNotFoundError):
+    """The index file does not exist."""
+
+
+class IndexFilePermissionError(IndexFileError, PermissionError):
+    """The index file (or its directory) may not be read or written."""
+
+
 class CallbackError(LeannError):
     """A user callback failed; the original exception is chained."""
 
