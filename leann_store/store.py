@@ -706,7 +706,9 @@ class LeannStore:
             cand: list[tuple[float, int]] = []
             if st.index is not None:
                 cand += self._search_graph(st, q, int(k), allowed, fn, stats, search_options)
-            cand += self._search_delta(st, q, int(k), allowed)
+            delta = self._search_delta(st, q, int(k), allowed)
+            stats["delta"] = len(delta)
+            cand += delta
             cand.sort()
             best = cand[:k]
             docs = self._docs.by_rowids([r for _, r in best])
