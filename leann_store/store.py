@@ -826,7 +826,7 @@ class LeannStore:
             "dim": self.dim,
             "metric": self.metric,
             "model": meta.get("model"),
-            "codec": {"search_subspaces": ic.search_subspaces, "code_bytes": ic.search_subspaces // 2},
+            "codec": _codec_stats(st.index),
             "graph": {"M": ic.M, "hub_degree": ic.resolved_hub_degree, "degree": ic.resolved_degree},
             "generation": st.generation,
             "last_merge": json.loads(meta["last_merge"]) if "last_merge" in meta else None,
@@ -938,6 +938,14 @@ def exact_distances(metric: str, q: np.ndarray, x: np.ndarray) -> np.ndarray:
     if metric == "cosine":
         return 1.0 - dots / (np.linalg.norm(x64, axis=1) * max(float(np.linalg.norm(q64)), 1e-300))
     return np.maximum((x64 * x64).sum(1) - 2 * dots + float(q64 @ q64), 0.0)
+
+
+def _codec_stats(index: LeannIndex | None) -> dict[str, Any] | None:
+    """The search codes' shape (None without a graph)."""
+    codec = index.search_codec if index is not None else None
+    if codec is None:
+        return None
+    return {"subspaces": codec.num_subspaces, "code_bytes": codec.code_bytes, "pca_dim": codec.pca_dim}
 
 
 def _graph_problems(index: LeannIndex) -> list[str]:
