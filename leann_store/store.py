@@ -63,7 +63,7 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -373,25 +373,30 @@ class LeannStore:
             raise errors.CorruptIndexError(f"store {self.path!r}: rows name graph nodes but no graph exists")
         return _State(index, node_row, delta_rows, delta_vecs, gen, version)
 
-    def _refresh(self) -> _State:
-        """A read-only store picks up what the writer committed since."""
-        st = self._state
-        if self.read_only:
-            try:
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[_State]:
+        """A read snapshot: one SQLite read transaction and the in-memory
+        state of the same write version.  A writer updates its state just
+        after its commit, so a reader that lands in between waits for it; a
+        read-only store loads the newer state inside its snapshot."""
+        for _ in range(10_000):
+            with self._docs.snapshot():
                 version = int(self._docs.get_meta("version") or 0)
-            except Exception:  # pragma: no cover - the writer holds a lock for an instant
-                return st
-            if version != st.version:
-                with self._state_lock:
-                    if self._state.version != version:
-                        for _ in range(5):  # the writer may swap graph files between our reads
-                            try:
-                                self._state = self._load_state()
-                                break
-                            except FileNotFoundError:
-                                time.sleep(0.05)
-                    st = self._state
-        return st
+                st = self._state
+                if st.version != version and self.read_only:
+                    try:
+                        st = self._load_state()
+                    except FileNotFoundError:  # the writer swapped graph files: a newer snapshot has it
+                        continue
+                    with self._state_lock:
+                        if st.version > self._state.version:
+                            self._state = st
+                            self._filter_cache.clear()
+                if st.version == version:
+                    yield st
+                    return
+            time.sleep(0.0005)
+        raise errors.NativeError("internal: the store's state did not settle")  # pragma: no cover
 
     def _remove_stale_graphs(self) -> None:
         keep = os.path.basename(self._graph_file(self._state.generation))
@@ -421,8 +426,9 @@ class LeannStore:
 
     def count(self) -> int:
         """Documents in the store."""
-        st = self._refresh()
-        return st.graph_live + len(st.delta_rows)
+        self._check_open()
+        with self._read() as st:
+            return st.graph_live + len(st.delta_rows)
 
     def __len__(self) -> int:
         return self.count()
@@ -696,10 +702,9 @@ class LeannStore:
             raise errors.InvalidInputError(f"k must be a positive integer, got {k!r}")
         q = _query(query_embedding, self.dim)
         fn = embed if embed is not None else self._embed
-        st = self._refresh()
         hits = Hits()
         stats: dict[str, Any] = {"recomputed": 0, "embed_calls": 0, "cache_hits": 0, "graph": 0, "delta": 0}
-        with self._docs.snapshot():
+        with self._read() as st:
             tf = time.perf_counter()
             allowed = self._allowed(compile_filter(filter), st)
             stats["filter_ms"] = (time.perf_counter() - tf) * 1e3
@@ -785,9 +790,8 @@ class LeannStore:
         (for MMR).  An unknown id is an :class:`UnknownIdError`."""
         self._check_open()
         id_list = list(ids)
-        st = self._refresh()
         out = np.empty((len(id_list), self.dim), dtype=np.float32)
-        with self._docs.snapshot():
+        with self._read() as st:
             found = self._docs.by_ids(id_list)
             missing = [i for i in id_list if i not in found]
             if missing:
@@ -809,8 +813,8 @@ class LeannStore:
     def stats(self) -> dict[str, Any]:
         """Documents, tombstones, bytes and settings, as a dict."""
         self._check_open()
-        st = self._refresh()
-        meta = self._docs.all_meta()
+        with self._read() as st:
+            meta = self._docs.all_meta()
         index_bytes = os.path.getsize(self._graph_file(st.generation)) if st.index is not None else 0
         docs = st.graph_live + len(st.delta_rows)
         ic = self._config.index
@@ -838,9 +842,8 @@ class LeannStore:
         every problem found: SQLite integrity, the index file's checksums,
         the id maps both ways, every live node reachable, graph invariants."""
         self._check_open()
-        st = self._refresh()
         problems = self._docs.integrity_problems()
-        with self._docs.snapshot():
+        with self._read() as st:
             nodes, rowids = self._docs.graph_rows()
             drows, _ = self._docs.delta_rows(self.dim)
             n_docs = self._docs.count()

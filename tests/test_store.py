@@ -339,8 +339,7 @@ CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
     from leann_store import LeannStore
-    from leann_store.store import PROBE_TEXT
-from store_util import HashEmbed
+    from store_util import HashEmbed
     s = LeannStore.open({path!r}, embed=HashEmbed(), read_only={ro})
     print(len(s), flush=True)
     sys.stdin.readline()
