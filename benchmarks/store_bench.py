@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""LeannStore benchmark on the devcorpus: bulk add, filtered search, overhead.
+
+Data: ``../shared/bench/devcorpus`` (real passages, all-MiniLM-L6-v2
+embeddings, two query sets: one-line summaries and short keyword queries).
+The embed function looks passages up in the stored embeddings by text, so
+recompute counts are the real ones and timings leave the model out.
+
+1. Bulk add: ``LeannStore.add`` of N passages in one call with precomputed
+   embeddings (a fresh store each run) against a bare ``LeannIndex.build``
+   of the same rows, and Chroma (``chromadb.PersistentClient``, the same
+   embeddings, cosine space) adding the same documents.  Medians of
+   ``--runs`` runs, run interleaved.
+2. Filtered search: every passage gets ``bucket = i % 1000``; the filters
+   ``bucket < 500 / 50 / 1`` match 50% / 5% / 0.1%.  Per query set: recall@10
+   against exact search over the allowed rows, how many queries got k hits,
+   mean recomputes, and the filter's own cost per query for a new filter
+   (first use after a write) and for a repeated one.
+3. Store overhead: the same queries through ``LeannStore.search`` and through
+   the store's own ``LeannIndex`` with a lookup-by-id embed (identical
+   recomputes): the median per-query difference.
+
+Usage: python benchmarks/store_bench.py [--n 50000] [--queries 300] [--runs 3] [--quick]
+Prints a table and writes JSON to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+CORPUS = REPO / ".." / "shared" / "bench" / "devcorpus"
+RESULTS = HERE / "results"
+sys.path.insert(0, str(REPO))
+
+from leann_store import LeannIndex, LeannStore  # noqa: E402
+
+
+def load(n: int, nq: int):
+    emb = np.load(CORPUS / "emb_f16.npy")[:n].astype(np.float32)
+    texts = []
+    with gzip.open(CORPUS / "passages.jsonl.gz", "rt", encoding="utf-8") as f:
+        for line in f:
+            texts.append(json.loads(line)["text"])
+            if len(texts) == n:
+                break
+    qsets = {"summary": np.load(CORPUS / "qemb_f16.npy")[:nq].astype(np.float32),
+             "short": np.load(CORPUS / "qemb_short_f16.npy")[:nq].astype(np.float32)}
+    return emb, texts, qsets
+
+
+class Lookup:
+    """embed(texts) by looking the passages' stored embeddings up."""
+
+    def __init__(self, emb: np.ndarray, texts: list[str]) -> None:
+        self.emb = emb
+        self.row = {}
+        for i, t in enumerate(texts):
+            self.row.setdefault(t, i)
+        self.probe = np.random.default_rng(0).normal(size=emb.shape[1]).astype(np.float32)
+        self.calls = 0
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        self.calls += len(texts)
+        return np.stack([self.emb[self.row[t]] if t in self.row else self.probe for t in texts])
+
+
+def exact_topk(emb: np.ndarray, q: np.ndarray, k: int, allowed: np.ndarray | None = None) -> np.ndarray:
+    sims = q @ emb.T
+    if allowed is not None:
+        sims[:, ~allowed] = -np.inf
+    part = np.argpartition(-sims, k, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1)
+    return np.take_along_axis(part, order, 1)
+
+
+def chroma_add(emb: np.ndarray, texts: list[str], metas: list[dict], ids: list[str]) -> float | None:
+    try:
+        import chromadb
+    except ImportError:
+        return None
+    tmp = tempfile.mkdtemp(prefix="chroma-bench-")
+    try:
+        client = chromadb.PersistentClient(path=tmp)
+        col = client.create_collection("bench", metadata={"hnsw:space": "cosine"})
+        step = client.get_max_batch_size() if hasattr(client, "get_max_batch_size") else 5000
+        t = time.perf_counter()
+        for s in range(0, len(texts), step):
+            col.add(ids=ids[s:s + step], documents=texts[s:s + step], metadatas=metas[s:s + step],
+                    embeddings=emb[s:s + step])
+        return time.perf_counter() - t
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bulk_add(emb, texts, metas, ids, runs: int) -> tuple[dict, str]:
+    store_t, build_t, chroma_t = [], [], []
+    path = ""
+    for run in range(runs):
+        t = time.perf_counter()
+        LeannIndex.build(emb)
+        build_t.append(time.perf_counter() - t)
+        path = tempfile.mkdtemp(prefix="leann-store-bench-")
+        store = LeannStore.open(path, embed=Lookup(emb, texts), model="lookup")
+        t = time.perf_counter()
+        store.add(texts, metadatas=metas, ids=ids, embeddings=emb)
+        store_t.append(time.perf_counter() - t)
+        stats = store.stats()
+        store.close()
+        if run < runs - 1:
+            shutil.rmtree(path)
+        c = chroma_add(emb, texts, metas, ids)
+        if c is not None:
+            chroma_t.append(c)
+        print(f"  run {run + 1}: store add {store_t[-1]:.2f} s, bare build {build_t[-1]:.2f} s"
+              + (f", chroma {chroma_t[-1]:.2f} s" if chroma_t else ""), flush=True)
+    med = statistics.median
+    out = {"store_add_s": med(store_t), "bare_build_s": med(build_t),
+           "store_over_build": med(store_t) / med(build_t),
+           "chroma_add_s": med(chroma_t) if chroma_t else None,
+           "store_over_chroma": med(store_t) / med(chroma_t) if chroma_t else None,
+           "index_bytes": stats["index_bytes"], "bytes_per_passage": stats["bytes_per_passage"],
+           "docstore_bytes": stats["docstore_bytes"], "runs": runs}
+    return out, path
+
+
+def filtered(store: LeannStore, emb: np.ndarray, qsets: dict, k: int) -> list[dict]:
+    n = emb.shape[0]
+    bucket = np.arange(n) % 1000
+    rows = []
+    for name, lim in (("50%", 500), ("5%", 50), ("0.1%", 1)):
+        flt = {"bucket": {"$lt": lim}}
+        allowed = bucket < lim
+        for qname, q in qsets.items():
+            truth = exact_topk(emb, q, k, allowed)
+            rec, full, recomputed, new_ms, rep_ms = [], 0, [], [], []
+            for i in range(len(q)):
+                if i % 25 == 0:  # a write drops the filter cache: the next use is a new filter
+                    store.add(["cache breaker"], ids=["breaker"], metadatas=[{"bucket": -1}],
+                              embeddings=emb[:1])
+                    store.delete(["breaker"])
+                    hits = store.search(q[i], k=k, filter=flt)
+                    new_ms.append(hits.stats["filter_ms"])
+                hits = store.search(q[i], k=k, filter=flt)
+                rep_ms.append(hits.stats["filter_ms"])
+                got = {int(h.id) for h in hits}
+                rec.append(len(got & set(truth[i].tolist())) / k)
+                full += len(hits) == k
+                recomputed.append(hits.stats["recomputed"])
+            rows.append({"filter": name, "queries": qname, "recall@10": float(np.mean(rec)),
+                         "k_every_time": full == len(q), "full": full, "n": len(q),
+                         "recomputed_mean": float(np.mean(recomputed)),
+                         "filter_ms_new": statistics.median(new_ms), "filter_ms_repeated": statistics.median(rep_ms)})
+            r = rows[-1]
+            print(f"  {name:>5} {qname:>7}: recall@10 {r['recall@10']:.3f}, k hits {full}/{len(q)}, "
+                  f"recomputed {r['recomputed_mean']:.0f}, filter {r['filter_ms_new']:.1f} ms new / "
+                  f"{r['filter_ms_repeated']:.3f} ms repeated", flush=True)
+    return rows
+
+
+def overhead(store: LeannStore, emb: np.ndarray, qsets: dict, k: int, runs: int) -> dict:
+    st = store._state  # the store's own graph: identical recomputes on both paths
+    index, node_row = st.index, st.node_row
+    assert index is not None
+    rows_of = node_row.astype(np.int64)
+    ids_of = np.array([int(r.id) for r in store.get([str(i) for i in range(emb.shape[0])])])
+    del ids_of
+    row_to_id = {}
+    with store._docs.snapshot():
+        for rowid, ext in store._docs._conn().execute("SELECT rowid, id FROM docs"):
+            row_to_id[int(rowid)] = int(ext)
+    vec_of_node = emb[np.array([row_to_id[int(r)] for r in rows_of])]
+
+    def bare_embed(ids):
+        return vec_of_node[ids]
+
+    out = {}
+    for qname, q in qsets.items():
+        diffs, bare_ms, store_ms, same = [], [], [], 0
+        for i in range(len(q)):
+            tb, ts = [], []
+            for _ in range(runs):
+                index.cache_bytes = 0
+                t = time.perf_counter()
+                res = index.search(q[i], k=k, embed=bare_embed)
+                tb.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                hits = store.search(q[i], k=k)
+                ts.append(time.perf_counter() - t)
+            same += int(res.stats["recomputed"]) == hits.stats["recomputed"]
+            bare_ms.append(min(tb) * 1e3)
+            store_ms.append(min(ts) * 1e3)
+            diffs.append((min(ts) - min(tb)) * 1e3)
+        index.cache_bytes = 16 << 20
+        out[qname] = {"bare_ms_p50": statistics.median(bare_ms), "store_ms_p50": statistics.median(store_ms),
+                      "overhead_ms_p50": statistics.median(diffs), "same_recomputes": same, "n": len(q)}
+        o = out[qname]
+        print(f"  {qname:>7}: bare {o['bare_ms_p50']:.2f} ms, store {o['store_ms_p50']:.2f} ms, overhead "
+              f"{o['overhead_ms_p50']:.2f} ms (same recomputes {same}/{len(q)})", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=50_000)
+    ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="n=20k, 100 queries, 1 run")
+    args = ap.parse_args()
+    if args.quick:
+        args.n, args.queries, args.runs = 20_000, 100, 1
+    if not CORPUS.exists():
+        sys.exit(f"the devcorpus is not at {CORPUS.resolve()} (see benchmarks/README.md)")
+    emb, texts, qsets = load(args.n, args.queries)
+    ids = [str(i) for i in range(len(texts))]
+    metas = [{"bucket": i % 1000, "source": "devcorpus"} for i in range(len(texts))]
+    k = 10
+    print(f"devcorpus: {len(texts)} passages, {args.queries} queries per set, {os.cpu_count()} cores", flush=True)
+    print("1. bulk add (precomputed embeddings)", flush=True)
+    add, path = bulk_add(emb, texts, metas, ids, args.runs)
+    store = LeannStore.open(path, embed=Lookup(emb, texts), model="lookup")
+    print("2. filtered search", flush=True)
+    filt = filtered(store, emb, qsets, k)
+    print("3. store overhead over a bare LeannIndex search", flush=True)
+    over = overhead(store, emb, qsets, k, args.runs)
+    store.close()
+    shutil.rmtree(path, ignore_errors=True)
+
+    print("\n| measure | value |\n|---|---|")
+    print(f"| store.add of {len(texts)} (s) | {add['store_add_s']:.2f} |")
+    print(f"| bare LeannIndex.build (s) | {add['bare_build_s']:.2f} |")
+    print(f"| store / build | {add['store_over_build']:.2f}x |")
+    if add["chroma_add_s"] is not None:
+        print(f"| Chroma add (s) | {add['chroma_add_s']:.2f} (store {add['store_over_chroma']:.2f}x of it) |")
+    print(f"| index bytes / passage | {add['bytes_per_passage']:.1f} |")
+    for r in filt:
+        print(f"| filter {r['filter']} {r['queries']}: recall@10, k hits, filter ms new / repeated | "
+              f"{r['recall@10']:.3f}, {r['full']}/{r['n']}, {r['filter_ms_new']:.1f} / {r['filter_ms_repeated']:.3f} |")
+    for q, o in over.items():
+        print(f"| overhead per query, {q} (ms) | {o['overhead_ms_p50']:.2f} |")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"store_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"n": len(texts), "queries": args.queries, "machine": platform.machine(),
+                               "cores": os.cpu_count(), "bulk_add": add, "filtered": filt, "overhead": over},
+                              indent=2))
+    print(f"\nJSON: {out}")
+
+
+if __name__ == "__main__":
+    main()
