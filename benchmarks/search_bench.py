@@ -108,6 +108,55 @@ class Model:
                                  show_progress_bar=False).astype(np.float32)
 
 
+def load_query_set(name: str, nq: int) -> np.ndarray:
+    """Query embeddings of one devcorpus set: "summaries" or "short"."""
+    f = {"summaries": "qemb_f16.npy", "short": "qemb_short_f16.npy"}[name]
+    return np.load(CORPUS / f)[:nq].astype(np.float32)
+
+
+def run_tradeoff(args, emb) -> dict:
+    """Index bytes per passage against recomputes at recall@10, for each
+    preset, on both query sets: the default search (no knobs), then a sweep
+    of the adaptive stop's confidence and of fixed budgets (confidence off).
+    The embed function looks rows up (counts do not depend on who embeds)."""
+    from leann_store import IndexConfig, LeannIndex
+
+    sets = {name: load_query_set(name, args.queries) for name in ("summaries", "short")}
+    truth = {name: exact_topk(emb, q, 10) for name, q in sets.items()}
+    lookup = lambda ids: emb[ids]  # noqa: E731
+    out = {}
+    for preset in args.presets:
+        t0 = time.perf_counter()
+        index = LeannIndex.build(emb, IndexConfig.preset(preset, metric="cosine", seed=0, threads=args.threads),
+                                 progress=False)
+        build_s = time.perf_counter() - t0
+        index.cache_bytes = 0
+        rep = {"bytes_per_passage": index.nbytes / len(emb), "build_s": build_s,
+               "search_subspaces": index.search_codec.num_subspaces, "sets": {}}
+        print(f"preset {preset}: {rep['bytes_per_passage']:.1f} B/passage, "
+              f"{index.search_codec.code_bytes}"
+              f"-byte codes, build {build_s:.1f} s", flush=True)
+        for name, q in sets.items():
+            rows = []
+            settings = [("default", {})] + [(f"conf {c}", {"confidence": c}) for c in args.confidences] + \
+                [(f"fixed {r}", {"confidence": None, "max_recompute": r, "rerank_ratio": 1.0}) for r in args.budgets]
+            for label, kw in settings:
+                t = time.perf_counter()
+                res = index.search(q, k=10, embed=lookup, **kw)
+                dt = (time.perf_counter() - t) / len(q)
+                rc = res.stats["recomputed"]
+                row = {"setting": label, "recall@10": recall(res.ids, truth[name], 10),
+                       "recomputed_mean": float(rc.mean()), "recomputed_p50": pct(rc, 50),
+                       "recomputed_p95": pct(rc, 95), "ms_per_query_lookup": 1000 * dt}
+                rows.append(row)
+                print(f"  {preset:8} {name:9} {label:12} R@10={row['recall@10']:.3f} recomputed "
+                      f"mean {row['recomputed_mean']:.1f} p50 {row['recomputed_p50']:.0f} "
+                      f"p95 {row['recomputed_p95']:.0f}", flush=True)
+            rep["sets"][name] = rows
+        out[preset] = rep
+    return out
+
+
 # ---- part 1 -------------------------------------------------------------------
 def run_ours(args, emb, qemb, texts, queries, gt) -> dict:
     from leann_store import IndexConfig, LeannIndex
@@ -275,6 +324,11 @@ def main(argv=None) -> int:
     p.add_argument("--skip-leann", action="store_true")
     p.add_argument("--rerun-leann", action="store_true")
     p.add_argument("--skip-stored", action="store_true")
+    p.add_argument("--tradeoff", action="store_true",
+                   help="only the bytes-vs-recomputes map: --presets on both query sets, lookup embed")
+    p.add_argument("--presets", default="compact,balanced,fast")
+    p.add_argument("--confidences", default="0.7,0.8,0.9")
+    p.add_argument("--budgets", default="30,50,100,150")
     p.add_argument("--quick", action="store_true",
                    help="n=20000, 300 queries, 3 timed with the model, one setting, LEANN skipped")
     args = p.parse_args(argv)
@@ -284,7 +338,18 @@ def main(argv=None) -> int:
     args.efs = [int(v) for v in args.efs.split(",")]
     args.ratios = [float(v) for v in args.ratios.split(",")]
     args.leann_complexities = [int(v) for v in args.leann_complexities.split(",")]
+    args.presets = args.presets.split(",")
+    args.confidences = [float(v) for v in args.confidences.split(",") if v]
+    args.budgets = [int(v) for v in args.budgets.split(",") if v]
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.tradeoff:
+        emb = np.load(CORPUS / "emb_f16.npy")[:args.n].astype(np.float32)
+        report = {"machine": platform.platform(), "args": vars(args), "time": time.strftime("%Y%m%d-%H%M%S"),
+                  "tradeoff": run_tradeoff(args, emb)}
+        out = RESULTS / f"search_tradeoff-{args.n}-{report['time']}.json"
+        out.write_text(json.dumps(report, indent=1, default=float))
+        print("JSON:", out)
+        return 0
 
     emb, qemb, texts, queries = load_corpus(args.n, args.queries)
     gt = exact_topk(emb, qemb, 10)

@@ -127,11 +127,12 @@ int leann_builder_new(const leann_build_params *p, const leann_codec *codec, lea
     if (!p) return leann_fail(LEANN_ERR_INVALID, "params are NULL");
     if (p->n == 0) return leann_fail(LEANN_ERR_INVALID, "cannot build an index over 0 vectors");
     if (p->n >= LEANN_NONE) return leann_fail(LEANN_ERR_INVALID, "too many vectors (%zu)", p->n);
-    if (p->dim <= 0 || p->dim > 65536)
-        return leann_fail(LEANN_ERR_INVALID, "dimension must be in [1, 65536], got %d", p->dim);
-    if (p->M < 2 || p->M > 256) return leann_fail(LEANN_ERR_INVALID, "M must be in [2, 256], got %d", p->M);
-    if (p->ef_construction < 1 || p->ef_construction > 100000)
-        return leann_fail(LEANN_ERR_INVALID, "ef_construction must be in [1, 100000], got %d",
+    if (p->dim <= 0 || p->dim > LEANN_MAX_DIM)
+        return leann_fail(LEANN_ERR_INVALID, "dimension must be in [1, %d], got %d", LEANN_MAX_DIM, p->dim);
+    if (p->M < LEANN_MIN_M || p->M > LEANN_MAX_M)
+        return leann_fail(LEANN_ERR_INVALID, "M must be in [%d, %d], got %d", LEANN_MIN_M, LEANN_MAX_M, p->M);
+    if (p->ef_construction < 1 || p->ef_construction > LEANN_MAX_EF_CONSTRUCTION)
+        return leann_fail(LEANN_ERR_INVALID, "ef_construction must be in [1, %d], got %d", LEANN_MAX_EF_CONSTRUCTION,
                           p->ef_construction);
     if (p->builder != LEANN_BUILDER_FLASH && p->builder != LEANN_BUILDER_EXACT)
         return leann_fail(LEANN_ERR_INVALID, "unknown builder %d", p->builder);

@@ -15,17 +15,32 @@
 #endif
 
 static _Thread_local char last_error[512];
+static _Thread_local int last_errno;
 
 const char *leann_last_error(void) { return last_error; }
+int leann_last_errno(void) { return last_errno; }
 
-void leann_clear_error(void) { last_error[0] = '\0'; }
+void leann_clear_error(void) {
+    last_error[0] = '\0';
+    last_errno = 0;
+}
 
 int leann_fail(int status, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(last_error, sizeof last_error, fmt, ap);
     va_end(ap);
+    last_errno = 0;
     return status;
+}
+
+int leann_fail_io(int err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    last_errno = err;
+    return LEANN_ERR_IO;
 }
 
 int leann_mul_ok(size_t count, size_t size, size_t *out) {
@@ -101,14 +116,14 @@ void *leann_calloc_big(size_t count, size_t size, const char *what, int threads)
 int leann_cpu_count(void) {
 #ifdef _SC_NPROCESSORS_ONLN
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    if (n >= 1) return n > 1024 ? 1024 : (int)n;
+    if (n >= 1) return n > LEANN_MAX_THREADS ? LEANN_MAX_THREADS : (int)n;
 #endif
     return 1;
 }
 
 int leann_resolve_threads(int threads) {
     if (threads <= 0) return leann_cpu_count();
-    return threads > 1024 ? 1024 : threads;
+    return threads > LEANN_MAX_THREADS ? LEANN_MAX_THREADS : threads;
 }
 
 typedef struct {

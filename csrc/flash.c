@@ -296,9 +296,9 @@ static inline void subspace_dists(const leann_codec *c, const float *y, int i, f
 int leann_codec_new(int dp, int msub, const float *centroids, float scale, int accumulate,
                     leann_codec **out) {
     *out = NULL;
-    if (msub != 8 && msub != 16 && msub != 32 && msub != 64)
-        return leann_fail(LEANN_ERR_INVALID, "number of subspaces must be 8, 16, 32 or 64, got %d", msub);
-    if (dp <= 0 || dp % msub != 0 || dp > 65536)
+    if (msub != 8 && msub != 16 && msub != 32 && msub != 64 && msub != 80 && msub != 96 && msub != 112 && msub != 128)
+        return leann_fail(LEANN_ERR_INVALID, "number of subspaces must be 8, 16, 32, 64, 96 or 128, got %d", msub);
+    if (dp <= 0 || dp % msub != 0 || dp > LEANN_MAX_DIM)
         return leann_fail(LEANN_ERR_INVALID,
                           "projected dimension %d must be a positive multiple of %d subspaces", dp, msub);
     if (!(scale > 0.0f) || !isfinite(scale))
@@ -356,7 +356,7 @@ void leann_codec_free(leann_codec *c) {
 
 int leann_codec_set_pca(leann_codec *c, int dim, const float *mean, const float *components, float bias) {
     if (!c || !mean || !components) return leann_fail(LEANN_ERR_INVALID, "leann_codec_set_pca: NULL argument");
-    if (dim <= 0 || dim > 65536) return leann_fail(LEANN_ERR_INVALID, "PCA input dimension %d is out of range", dim);
+    if (dim <= 0 || dim > LEANN_MAX_DIM) return leann_fail(LEANN_ERR_INVALID, "PCA input dimension %d is out of range", dim);
     if (!isfinite(bias)) return leann_fail(LEANN_ERR_INVALID, "codec bias is not finite");
     size_t nm = (size_t)c->dp * (size_t)dim;
     for (int i = 0; i < dim; i++)

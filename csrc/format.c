@@ -169,7 +169,7 @@ static int sync_dir(const char *path) {
     if (fd >= 0) { /* a directory we cannot open cannot be synced: skip it */
         if (fsync(fd) != 0 && errno != EINVAL && errno != ENOTSUP && errno != EBADF &&
             errno != EROFS)
-            status = leann_fail(LEANN_ERR_IO,
+            status = leann_fail_io(errno,
                                 "index file '%s' was written but syncing its directory '%s' "
                                 "failed: %s",
                                 path, dir, strerror(errno));
@@ -273,7 +273,7 @@ int leann_file_write(const char *path, const leann_section_out *secs, int nsecs,
         int e = errno;
         free(table);
         free(tmp);
-        return leann_fail(LEANN_ERR_IO, "cannot create index file '%s': %s", path, strerror(e));
+        return leann_fail_io(e, "cannot create index file '%s': %s", path, strerror(e));
     }
     FILE *fp = LF_FDOPEN(fd, "wb");
     if (!fp) {
@@ -282,7 +282,7 @@ int leann_file_write(const char *path, const leann_section_out *secs, int nsecs,
         remove(tmp);
         free(table);
         free(tmp);
-        return leann_fail(LEANN_ERR_IO, "cannot write index file '%s': %s", path, strerror(e));
+        return leann_fail_io(e, "cannot write index file '%s': %s", path, strerror(e));
     }
     static const uint8_t zeros[8] = {0};
     int ok = put(fp, hdr, HDR);
@@ -303,14 +303,14 @@ int leann_file_write(const char *path, const leann_section_out *secs, int nsecs,
     if (!ok) {
         remove(tmp);
         free(tmp);
-        return leann_fail(LEANN_ERR_IO, "cannot write index file '%s': %s", path,
+        return leann_fail_io(e ? e : EIO, "cannot write index file '%s': %s", path,
                           strerror(e ? e : EIO));
     }
     if (replace_file(tmp, path) != 0) {
         e = errno;
         remove(tmp);
         free(tmp);
-        return leann_fail(LEANN_ERR_IO, "cannot replace index file '%s': %s", path, strerror(e));
+        return leann_fail_io(e, "cannot replace index file '%s': %s", path, strerror(e));
     }
     free(tmp);
     int status = sync_dir(path);
@@ -554,21 +554,21 @@ int leann_file_read(const char *path, leann_file **out) {
     if (!path || !*path) return leann_fail(LEANN_ERR_INVALID, "index file path is empty");
     int fd = LF_OPEN(path, LF_RFLAGS);
     if (fd < 0)
-        return leann_fail(LEANN_ERR_IO, "cannot open index file '%s': %s", path,
+        return leann_fail_io(errno, "cannot open index file '%s': %s", path,
                           strerror(errno));
     LF_STAT_T st;
     if (LF_FSTAT(fd, &st) != 0) {
         int e = errno;
         LF_CLOSE(fd);
-        return leann_fail(LEANN_ERR_IO, "cannot stat index file '%s': %s", path, strerror(e));
+        return leann_fail_io(e, "cannot stat index file '%s': %s", path, strerror(e));
     }
     if ((st.st_mode & S_IFMT) == S_IFDIR) {
         LF_CLOSE(fd);
-        return leann_fail(LEANN_ERR_IO, "cannot read index file '%s': it is a directory", path);
+        return leann_fail_io(EISDIR, "cannot read index file '%s': it is a directory", path);
     }
     if (st.st_size < 0 || (uint64_t)st.st_size > (uint64_t)(SIZE_MAX / 2)) {
         LF_CLOSE(fd);
-        return leann_fail(LEANN_ERR_IO, "index file '%s' is too large to load (%lld bytes)",
+        return leann_fail_io(EFBIG, "index file '%s' is too large to load (%lld bytes)",
                           path, (long long)st.st_size);
     }
     size_t want = (size_t)st.st_size, got = 0;
@@ -585,7 +585,7 @@ int leann_file_read(const char *path, leann_file **out) {
             int e = errno;
             LF_CLOSE(fd);
             free(buf);
-            return leann_fail(LEANN_ERR_IO, "cannot read index file '%s': %s", path,
+            return leann_fail_io(e, "cannot read index file '%s': %s", path,
                               strerror(e));
         }
         if (r == 0) break; /* shrank while reading: validation reports the truncation */

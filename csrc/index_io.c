@@ -3,7 +3,8 @@
  * Sections (arrays are little-endian native; format.c rejects files written
  * with the other byte order):
  *   META     u64[16]: layout version, n, dim, metric, M, cap0, capU, entry,
- *            maxlevel, code_bytes, has_vectors, has_tombstones, hubs
+ *            maxlevel, code_bytes, has_vectors, has_tombstones, hubs,
+ *            has_calibration
  *   UMETA    the caller's metadata blob (JSON from the Python layer)
  *   CODEC    i32 dim, dp, msub, accumulate; f32 scale, bias, 0, 0;
  *            centroids (f32), mean (f32), components (f16: the Python layer
@@ -15,6 +16,8 @@
  *   VECTORS  n * dim f32 (indexes that store vectors)
  *   TOMB     (n + 63) / 64 u64 tombstone words
  *   HUBS     u64 count; ids (u32, ascending); rows (f16)
+ *   CALIB    LEANN_CALIB_LEVELS f32: code error quantiles (layout 2, when
+ *            META word 13 is 1)
  * Loading checks every count, length, offset and id against the others
  * before anything uses it.
  */
@@ -25,13 +28,15 @@
 #include <stdlib.h>
 
 #define META_WORDS 16
-#define META_LAYOUT 1
+/* layout 2 (format version 2): META word 13 flags a CALIB section; code
+ * sizes up to 64 bytes.  Layout 1 files still load (no calibration). */
+#define META_LAYOUT 2
 
 static size_t pad8(size_t x) { return (x + 7) & ~(size_t)7; }
 
 typedef struct {
-    leann_section_out s[8 + LEANN_MAX_LEVEL + 1];
-    void *owned[8 + LEANN_MAX_LEVEL + 1];
+    leann_section_out s[9 + LEANN_MAX_LEVEL + 1];
+    void *owned[9 + LEANN_MAX_LEVEL + 1];
     int n, nowned;
     uint64_t meta[META_WORDS];
 } sections;
@@ -78,6 +83,7 @@ static int collect(const leann_index *idx, sections *x, int with_data) {
     m[10] = idx->vectors ? 1 : 0;
     m[11] = idx->tomb ? 1 : 0;
     m[12] = idx->nhub;
+    m[13] = idx->has_calib ? 1 : 0;
     add(x, "META", m, sizeof x->meta);
     add(x, "UMETA", idx->umeta, idx->umeta_len);
     if (c && idx->codes) {
@@ -136,6 +142,7 @@ static int collect(const leann_index *idx, sections *x, int with_data) {
         }
         add(x, "HUBS", b, bytes);
     }
+    if (idx->has_calib) add(x, "CALIB", idx->calib, sizeof idx->calib);
     return LEANN_OK;
 }
 
@@ -253,7 +260,7 @@ static int load_file(const leann_file *f, leann_index *idx) {
     if (st != LEANN_OK) return st;
     uint64_t m[META_WORDS];
     memcpy(m, d, sizeof m);
-    if (m[0] != META_LAYOUT) return BAD("index file '%s': section 'META' has unknown layout %llu", name, (unsigned long long)m[0]);
+    if (m[0] != 1 && m[0] != META_LAYOUT) return BAD("index file '%s': section 'META' has unknown layout %llu", name, (unsigned long long)m[0]);
     uint64_t n = m[1];
     if (n == 0 || n >= LEANN_NONE) return BAD("index file '%s': section 'META' has node count %llu", name, (unsigned long long)n);
     if (m[2] < 1 || m[2] > 65536) return BAD("index file '%s': section 'META' has dimension %llu", name, (unsigned long long)m[2]);
@@ -262,9 +269,13 @@ static int load_file(const leann_file *f, leann_index *idx) {
         return BAD("index file '%s': section 'META' has bad degrees", name);
     if (m[7] >= n) return BAD("index file '%s': section 'META' has entry point %llu of %llu", name, (unsigned long long)m[7], (unsigned long long)n);
     if (m[8] > LEANN_MAX_LEVEL) return BAD("index file '%s': section 'META' has %llu levels", name, (unsigned long long)m[8]);
-    if (m[9] != 0 && m[9] != 4 && m[9] != 8 && m[9] != 16 && m[9] != 32)
+    if (m[9] != 0 && m[9] != 4 && m[9] != 8 && m[9] != 16 && m[9] != 32 &&
+        (m[0] < 2 || (m[9] != 40 && m[9] != 48 && m[9] != 56 && m[9] != 64)))
         return BAD("index file '%s': section 'META' has code size %llu", name, (unsigned long long)m[9]);
-    if (m[10] > 1 || m[11] > 1 || m[12] > n) return BAD("index file '%s': section 'META' has bad flags", name);
+    if (m[10] > 1 || m[11] > 1 || m[12] > n || m[13] > (m[0] >= 2 ? 1u : 0u) || (m[13] && !m[9]))
+        return BAD("index file '%s': section 'META' has bad flags", name);
+    for (int i = 14; i < META_WORDS; i++)
+        if (m[i]) return BAD("index file '%s': section 'META' has bad flags", name);
     if (!m[10] && !m[9]) return BAD("index file '%s': section 'META': the index has neither vectors nor codes", name);
     idx->dim = (int)m[2];
     idx->metric = (int)m[3];
@@ -357,6 +368,15 @@ static int load_file(const leann_file *f, leann_index *idx) {
         for (size_t i = 0; i < cnt * dim; i++)
             if ((idx->hub_vecs[i] & 0x7C00u) == 0x7C00u)
                 return BAD("index file '%s': section 'HUBS' has a non-finite value", name);
+    }
+    if (m[13]) {
+        if ((st = get(f, "CALIB", &d, &len, sizeof idx->calib)) != LEANN_OK) return st;
+        float q[LEANN_CALIB_LEVELS];
+        memcpy(q, d, sizeof q);
+        if (leann_index_set_calibration(idx, q, LEANN_CALIB_LEVELS) != LEANN_OK)
+            return BAD("index file '%s': section 'CALIB' is invalid: %s", name, leann_last_error());
+    } else if (leann_file_has(f, "CALIB")) {
+        return BAD("index file '%s': section 'CALIB' is not announced by 'META'", name);
     }
     return LEANN_OK;
 }

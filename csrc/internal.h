@@ -39,6 +39,13 @@ int leann_fail(int status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+/* A LEANN_ERR_IO failure that keeps the system call's errno (err) for
+ * leann_last_errno. */
+int leann_fail_io(int err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 void leann_clear_error(void);
 void *leann_malloc(size_t bytes, const char *what);
 void *leann_calloc(size_t count, size_t size, const char *what);
@@ -395,6 +402,8 @@ struct leann_index {
     uint16_t *hub_vecs;
     size_t nhub;
     leann_lru *lru;      /* cross-query cache of recomputed rows, or NULL */
+    float calib[LEANN_CALIB_LEVELS]; /* code error quantiles (leann_index_set_calibration) */
+    int has_calib;
     char *umeta;         /* caller's metadata blob, saved with the index */
     size_t umeta_len;
 };

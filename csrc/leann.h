@@ -40,6 +40,25 @@ enum {
 
 /* Message describing the last failure on the calling thread ("" if none). */
 const char *leann_last_error(void);
+/* errno of the system call behind the last LEANN_ERR_IO on the calling
+ * thread (0 if none), so that callers can tell a missing file from a
+ * forbidden one. */
+int leann_last_errno(void);
+
+/* ---- limits: every check, in C and in Python (read through cffi), uses
+ * these and only these ----------------------------------------------------- */
+enum {
+    LEANN_MAX_DIM = 65536,       /* vector and projected dimension */
+    LEANN_MIN_M = 2,
+    LEANN_MAX_M = 256,           /* graph degree M (the base layer keeps 2M) */
+    LEANN_MAX_EF_CONSTRUCTION = 100000,
+    LEANN_MAX_EF = 1000000,      /* beam width of a search */
+    LEANN_MAX_BATCH = 65536,     /* ids asked from the caller at once */
+    LEANN_MAX_DEGREE = 255,      /* link caps after pruning (byte degrees) */
+    LEANN_MAX_LEVEL_ARG = 255,   /* levels a caller may name */
+    LEANN_MAX_THREADS = 1024,
+    LEANN_MAX_PCA_DIM = 4096
+};
 
 /* Hand memory the C allocator holds free back to the system (glibc:
  * malloc_trim; elsewhere nothing).  Builds call it between phases, so that
@@ -73,7 +92,8 @@ typedef struct leann_codec leann_codec;
 
 enum { LEANN_ACC8 = 8, LEANN_ACC16 = 16 };
 
-/* msub in {8,16,32,64}; centroids: msub*16*dsub floats; scale > 0. */
+/* msub in {8,16,32,64,80,96,112,128} (more than 64 only for search codes:
+ * the build kernels take up to 64); centroids: msub*16*dsub floats; scale > 0. */
 int leann_codec_new(int dp, int msub, const float *centroids, float scale,
                     int accumulate, leann_codec **out);
 void leann_codec_free(leann_codec *codec);
@@ -202,10 +222,15 @@ typedef struct {
 } leann_search_stats;
 
 /* Exact-distance search over stored vectors.  queries: nq*dim; out_ids and
- * out_dist: nq*k, padded with -1 / +inf when fewer than k are reachable.
- * stats: nq entries or NULL. */
+ * out_dist: nq*k, padded with -1 / +inf when fewer than k are returnable.
+ * Tombstoned ids are never returned; allowed (a bitset of allowed_words =
+ * (n + 63) / 64 words, borrowed) or NULL restricts the returnable ids.
+ * Either one switches to a walk that passes through unreturnable nodes
+ * (small allowed sets are scanned instead), so k results come back whenever
+ * k returnable ids exist.  stats: nq entries or NULL. */
 int leann_index_search(const leann_index *idx, const float *queries, size_t nq,
-                       int k, int ef, int threads, int64_t *out_ids,
+                       int k, int ef, int threads, const uint64_t *allowed,
+                       size_t allowed_words, int64_t *out_ids,
                        float *out_dist, leann_search_stats *stats);
 
 /* ---- Finishing an index ------------------------------------------------ */
@@ -240,6 +265,18 @@ size_t leann_index_hub_count(const leann_index *idx);
 int leann_index_delete(leann_index *idx, const int64_t *ids, size_t count);
 size_t leann_index_deleted_count(const leann_index *idx);
 int leann_index_is_deleted(const leann_index *idx, uint32_t id);
+/* Code error calibration for the two-level search's adaptive stop: the
+ * quantiles of (exact - code distance), in squared-L2 units of the search
+ * space, over near pairs of a build sample, at the probabilities
+ * leann_calib_level(0 .. LEANN_CALIB_LEVELS - 1) (ascending).  count must be
+ * LEANN_CALIB_LEVELS and the values finite and non-decreasing; count = 0
+ * clears it.  Saved with the index. */
+enum { LEANN_CALIB_LEVELS = 16 };
+double leann_calib_level(int i);
+int leann_index_set_calibration(leann_index *idx, const float *quantiles, int count);
+/* Copies the calibration (LEANN_CALIB_LEVELS floats); returns 1, or 0 when
+ * the index has none. */
+int leann_index_calibration(const leann_index *idx, float *quantiles);
 /* An opaque blob saved with the index (the Python layer keeps JSON there). */
 int leann_index_set_meta(leann_index *idx, const char *data, size_t len);
 size_t leann_index_meta(const leann_index *idx, const char **data);
@@ -267,6 +304,12 @@ typedef struct {
     size_t max_recompute; /* cap on exact distances per query; 0 = none */
     const uint64_t *allowed; /* bitset of returnable ids or NULL (borrowed) */
     size_t allowed_words;    /* (n + 63) / 64 */
+    double confidence;    /* adaptive stop: in (0, 1), or 0 = off (score the
+                             whole share).  Candidates are scored in order of
+                             code distance; scoring stops once none left can
+                             enter the top k unless its code error is below
+                             the calibrated (1 - confidence) quantile.  Needs
+                             a calibrated index (else off). */
 } leann_search_params;
 
 typedef struct leann_search leann_search;

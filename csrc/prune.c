@@ -97,8 +97,8 @@ int leann_index_prune(leann_index *idx, const leann_codec *codec, const uint8_t 
     if (!g->off0 || g->packed) return leann_fail(LEANN_ERR_INVALID, "prune runs once, on a freshly built index");
     if (!(hub_fraction >= 0.0 && hub_fraction <= 1.0))
         return leann_fail(LEANN_ERR_INVALID, "hub_fraction must be in [0, 1], got %g", hub_fraction);
-    if (hub_degree < 1 || hub_degree > 255)
-        return leann_fail(LEANN_ERR_INVALID, "hub_degree must be in [1, 255], got %d", hub_degree);
+    if (hub_degree < 1 || hub_degree > LEANN_MAX_DEGREE)
+        return leann_fail(LEANN_ERR_INVALID, "hub_degree must be in [1, %d], got %d", LEANN_MAX_DEGREE, hub_degree);
     if (degree < 1 || degree > hub_degree)
         return leann_fail(LEANN_ERR_INVALID, "degree must be in [1, hub_degree = %d], got %d", hub_degree, degree);
     size_t n = g->n;

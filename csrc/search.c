@@ -97,8 +97,10 @@ typedef struct {
     int64_t *ids;
     float *dist;
     leann_search_stats *stats;
+    const uint64_t *allowed; /* returnable ids or NULL */
     atomic_size_t next;
 } search_job;
+
 
 static int search_task(void *p, int tid, int nt) {
     (void)tid;
@@ -147,27 +149,6 @@ static int search_task(void *p, int tid, int nt) {
     free(qc.nbr_ids);
     free(qc.nbr_ds);
     return st;
-}
-
-int leann_index_search(const leann_index *idx, const float *queries, size_t nq, int k, int ef,
-                       int threads, int64_t *out_ids, float *out_dist, leann_search_stats *stats) {
-    if (!idx || (!queries && nq) || (!out_ids && nq) || (!out_dist && nq))
-        return leann_fail(LEANN_ERR_INVALID, "leann_index_search: NULL argument");
-    if (!idx->vectors)
-        return leann_fail(LEANN_ERR_INVALID, "this index keeps no vectors: exact search needs them");
-    if (k <= 0 || (size_t)k > idx->g.n)
-        return leann_fail(LEANN_ERR_INVALID, "k must be in [1, %zu], got %d", idx->g.n, k);
-    if (ef < 1 || ef > 1000000) return leann_fail(LEANN_ERR_INVALID, "ef must be in [1, 1000000], got %d", ef);
-    size_t total;
-    if (!leann_mul_ok(nq, (size_t)idx->dim, &total)) return LEANN_ERR_INVALID;
-    for (size_t i = 0; i < total; i++)
-        if (!isfinite(queries[i]))
-            return leann_fail(LEANN_ERR_INVALID, "query %zu has a non-finite value", i / (size_t)idx->dim);
-    search_job job = {idx, queries, nq, k, ef, out_ids, out_dist, stats, 0};
-    atomic_init(&job.next, 0);
-    int nt = leann_resolve_threads(threads);
-    if ((size_t)nt > nq) nt = nq ? (int)nq : 1;
-    return leann_parallel(nt, search_task, &job);
 }
 
 /* ======================================================================
@@ -253,6 +234,7 @@ enum { SEARCH_RUNNING = 0, SEARCH_WAITING = 1, SEARCH_DONE = 2 };
 struct leann_search {
     const leann_index *idx;
     int k, ef, batch, state, walked;
+    int exact_walk;          /* 1: the walk's distances are exact (stored vectors) */
     size_t max_exact;
     double ratio;
     const uint64_t *allowed; /* borrowed bitset or NULL */
@@ -261,11 +243,17 @@ struct leann_search {
     float rq;
     uint64_t *visited;
     cheap cq, beam; /* walk candidates (min-heap), the ef best returnable (max-heap) */
-    size_t target, pos; /* beam entries to score exactly; next one */
+    size_t target, pos; /* beam entries to score exactly at most; next one */
     leann_cand *ex;     /* exact distances so far, capacity target */
     size_t nex;
-    uint32_t *pending;
-    size_t npending;
+    /* adaptive stop: scoring ends once no candidate left has a code
+     * distance below (k-th best exact squared L2) - delta */
+    int adaptive;
+    float delta;       /* the calibrated (1 - confidence) quantile of exact - code */
+    size_t first;      /* scored before the first stop test */
+    float *best;       /* the k best exact squared L2 so far, ascending */
+    int nbest;
+    leann_dist_fn l2;  /* squared L2 (the codes' scale) when the metric is IP */
     int64_t *asked;
     size_t nasked;
     uint32_t *nbuf;
@@ -279,9 +267,13 @@ static inline int node_ok(const leann_search *s, uint32_t id) {
     return !s->allowed || (s->allowed[id >> 6] >> (id & 63) & 1);
 }
 
+/* The walk's distance of a node: its code distance (plus the query's PCA
+ * residual and the calibrated bias), or, for an exact walk, its exact
+ * distance from the stored vectors. */
 static inline float approx(leann_search *s, uint32_t id) {
     const leann_index *idx = s->idx;
     s->st.code_evals++;
+    if (s->exact_walk) return s->dist(s->q, idx->vectors + (size_t)id * idx->dim, idx->dim);
     return leann_code_dist_float(s->table, idx->codes + (size_t)id * idx->code_bytes, idx->code_bytes) + s->rq +
            idx->codec->bias;
 }
@@ -304,7 +296,7 @@ static int visit(leann_search *s, uint32_t u, float a) {
     return st;
 }
 
-/* Level-0 beam search on codes. */
+/* Level-0 beam search. */
 static int walk(leann_search *s) {
     const leann_graph *g = &s->idx->g;
     while (s->cq.n) {
@@ -325,7 +317,7 @@ static int walk(leann_search *s) {
     return LEANN_OK;
 }
 
-/* Fill the beam from the codes of every returnable node. */
+/* Fill the beam from every returnable node. */
 static int scan_allowed(leann_search *s) {
     const leann_index *idx = s->idx;
     size_t n = idx->g.n, words = (n + 63) / 64;
@@ -359,15 +351,41 @@ static int run_walk(leann_search *s) {
 }
 
 static int score_row(leann_search *s, uint32_t id, const float *row) {
-    s->ex[s->nex++] = (leann_cand){s->dist(s->q, row, s->idx->dim), id};
+    float d = s->dist(s->q, row, s->idx->dim);
+    s->ex[s->nex++] = (leann_cand){d, id};
+    if (s->adaptive) { /* keep the k best squared L2 distances, ascending */
+        float l2 = s->l2 ? s->l2(s->q, row, s->idx->dim) : d;
+        int i = s->nbest < s->k ? s->nbest++ : s->k;
+        if (i == s->k && !(l2 < s->best[s->k - 1])) return LEANN_OK;
+        if (i == s->k) i = s->k - 1;
+        while (i > 0 && s->best[i - 1] > l2) {
+            s->best[i] = s->best[i - 1];
+            i--;
+        }
+        s->best[i] = l2;
+    }
     return LEANN_OK;
+}
+
+/* Where scoring stops for now: the share's end, or with the adaptive stop,
+ * the end of the beam's prefix whose code distances could still beat the
+ * k-th best exact distance by the calibrated error (the beam is sorted by
+ * code distance, so the candidates that could are a prefix). */
+static size_t score_end(const leann_search *s) {
+    if (!s->adaptive) return s->target;
+    if (s->pos < s->first || s->nbest < s->k) return s->first < s->target ? s->first : s->target;
+    float bound = s->best[s->k - 1] - s->delta;
+    size_t j = s->pos;
+    while (j < s->target && s->beam.a[j].d < bound) j++;
+    return j;
 }
 
 /* Score the next batch of the beam: rows at hand now, the rest go to `need`. */
 static int next_batch(leann_search *s, int64_t *need, int *nneed) {
     const leann_index *idx = s->idx;
     int st = LEANN_OK, m = 0;
-    while (s->pos < s->target && m < s->batch && st == LEANN_OK) {
+    size_t end = score_end(s);
+    while (s->pos < end && m < s->batch && st == LEANN_OK) {
         uint32_t id = s->beam.a[s->pos++].id;
         if (idx->vectors) {
             st = score_row(s, id, idx->vectors + (size_t)id * idx->dim);
@@ -381,6 +399,7 @@ static int next_batch(leann_search *s, int64_t *need, int *nneed) {
             need[m] = id;
             s->asked[m++] = id;
         }
+        if (!m) end = score_end(s); /* a row at hand moved the bound */
     }
     s->nasked = (size_t)m;
     *nneed = m;
@@ -397,6 +416,7 @@ void leann_search_free(leann_search *s) {
     free(s->cq.a);
     free(s->beam.a);
     free(s->ex);
+    free(s->best);
     free(s->asked);
     free(s->nbuf);
     free(s);
@@ -413,31 +433,65 @@ static size_t popcount_allowed(const leann_index *idx, const uint64_t *allowed) 
     return c;
 }
 
-int leann_search_begin(const leann_index *idx, const float *query, const leann_search_params *p,
-                       leann_search **out) {
-    *out = NULL;
-    if (!idx || !query || !p) return leann_fail(LEANN_ERR_INVALID, "leann_search_begin: NULL argument");
-    if (!idx->codes || !idx->codec || !idx->codec->dim)
-        return leann_fail(LEANN_ERR_INVALID, "this index has no search codes");
-    if (!idx->g.packed) return leann_fail(LEANN_ERR_INVALID, "the index is not finished (pack it first)");
+/* Mean level-0 degree (packed or not). */
+static double mean_degree(const leann_graph *g) {
+    if (g->packed) {
+        double width = g->packed[0].width ? (double)g->packed[0].width : 1.0;
+        return (double)g->packed[0].nwords * 64.0 / width / (double)g->n;
+    }
+    if (g->off0) return (double)g->off0[g->n] / (double)g->n;
+    return (double)g->cap0;
+}
+
+/* The calibrated quantile of (exact - code distance) at probability p, by
+ * linear interpolation in log p between the stored levels (clamped). */
+static float calib_quantile(const leann_index *idx, double p) {
+    const float *q = idx->calib;
+    double lp = log(p), lo = log(leann_calib_level(0)), hi = log(leann_calib_level(LEANN_CALIB_LEVELS - 1));
+    if (lp <= lo) return q[0];
+    if (lp >= hi) return q[LEANN_CALIB_LEVELS - 1];
+    double x = (lp - lo) / (hi - lo) * (LEANN_CALIB_LEVELS - 1);
+    int i = (int)x;
+    if (i >= LEANN_CALIB_LEVELS - 1) i = LEANN_CALIB_LEVELS - 2;
+    double f = x - i;
+    return (float)(q[i] + f * (q[i + 1] - q[i]));
+}
+
+static int check_params(const leann_index *idx, const leann_search_params *p) {
     size_t n = idx->g.n;
     if (p->k <= 0 || (size_t)p->k > n) return leann_fail(LEANN_ERR_INVALID, "k must be in [1, %zu], got %d", n, p->k);
-    if (p->ef < 1 || p->ef > 1000000) return leann_fail(LEANN_ERR_INVALID, "ef must be in [1, 1000000], got %d", p->ef);
+    if (p->ef < 1 || p->ef > LEANN_MAX_EF)
+        return leann_fail(LEANN_ERR_INVALID, "ef must be in [1, %d], got %d", LEANN_MAX_EF, p->ef);
     if (!(p->rerank_ratio > 0.0 && p->rerank_ratio <= 1.0))
         return leann_fail(LEANN_ERR_INVALID, "rerank_ratio must be in (0, 1], got %g", p->rerank_ratio);
-    if (p->batch_size < 1 || p->batch_size > 65536)
-        return leann_fail(LEANN_ERR_INVALID, "batch_size must be in [1, 65536], got %d", p->batch_size);
+    if (p->batch_size < 1 || p->batch_size > LEANN_MAX_BATCH)
+        return leann_fail(LEANN_ERR_INVALID, "batch_size must be in [1, %d], got %d", LEANN_MAX_BATCH, p->batch_size);
     if (p->max_recompute != 0 && p->max_recompute < (size_t)p->k)
         return leann_fail(LEANN_ERR_INVALID, "max_recompute (%zu) must be 0 (no limit) or at least k (%d)",
                           p->max_recompute, p->k);
     if (p->allowed && p->allowed_words != (n + 63) / 64)
         return leann_fail(LEANN_ERR_INVALID, "the allowed bitset has %zu words, the index needs %zu",
                           p->allowed_words, (n + 63) / 64);
+    if (!(p->confidence == 0.0 || (p->confidence > 0.0 && p->confidence < 1.0)))
+        return leann_fail(LEANN_ERR_INVALID, "confidence must be in (0, 1), or 0 for none, got %g", p->confidence);
+    return LEANN_OK;
+}
+
+/* A search positioned at level 0: the walk's entry visited (or, for a small
+ * allowed set, the beam filled by a scan).  exact_walk: distances from the
+ * stored vectors instead of codes. */
+static int search_new(const leann_index *idx, const float *query, const leann_search_params *p, int exact_walk,
+                      leann_search **out) {
+    *out = NULL;
+    int st = check_params(idx, p);
+    if (st != LEANN_OK) return st;
     for (int i = 0; i < idx->dim; i++)
         if (!isfinite(query[i])) return leann_fail(LEANN_ERR_INVALID, "the query has a non-finite value");
+    size_t n = idx->g.n;
     leann_search *s = leann_calloc(1, sizeof *s, "search");
     if (!s) return LEANN_ERR_NOMEM;
     s->idx = idx;
+    s->exact_walk = exact_walk;
     s->k = p->k;
     s->ef = p->ef > p->k ? p->ef : p->k;
     s->batch = p->batch_size;
@@ -445,37 +499,45 @@ int leann_search_begin(const leann_index *idx, const float *query, const leann_s
     s->max_exact = p->max_recompute;
     s->allowed = p->allowed;
     s->dist = leann_get_dist(idx->metric, LEANN_KERNEL_AUTO);
+    s->adaptive = !exact_walk && p->confidence > 0.0 && idx->has_calib;
+    if (s->adaptive) {
+        s->delta = calib_quantile(idx, 1.0 - p->confidence);
+        s->first = (size_t)(2 * p->k);
+        s->l2 = idx->metric == LEANN_METRIC_L2 ? NULL : leann_get_dist(LEANN_METRIC_L2, LEANN_KERNEL_AUTO);
+        s->best = leann_malloc((size_t)p->k * sizeof(float), "search bound");
+    }
     const leann_codec *c = idx->codec;
     s->q = leann_malloc((size_t)idx->dim * sizeof(float), "search query");
     s->row = leann_malloc((size_t)idx->dim * sizeof(float), "search row");
-    s->table = leann_malloc(((size_t)c->msub * 16 + (size_t)c->dp) * sizeof(float), "search table");
+    if (!exact_walk)
+        s->table = leann_malloc(((size_t)c->msub * 16 + (size_t)c->dp) * sizeof(float), "search table");
     s->visited = leann_calloc((n + 63) / 64, sizeof(uint64_t), "visited set");
     s->ex = leann_malloc((size_t)s->ef * sizeof(leann_cand), "search results");
     s->asked = leann_malloc((size_t)s->batch * sizeof(int64_t), "search batch");
     int cap = idx->g.cap0 > idx->g.capU ? idx->g.cap0 : idx->g.capU;
     s->nbuf = leann_malloc(((size_t)cap + 256) * sizeof(uint32_t), "search scratch");
-    if (!s->q || !s->row || !s->table || !s->visited || !s->ex || !s->asked || !s->nbuf) {
+    if (!s->q || !s->row || (!exact_walk && !s->table) || !s->visited || !s->ex || !s->asked || !s->nbuf ||
+        (s->adaptive && !s->best)) {
         leann_search_free(s);
         return LEANN_ERR_NOMEM;
     }
     memcpy(s->q, query, (size_t)idx->dim * sizeof(float));
-    float *proj = s->table + (size_t)c->msub * 16;
-    leann_codec_project1(c, query, proj, &s->rq);
-    leann_codec_adt_float(c, proj, s->table);
-    int st = LEANN_OK;
+    if (!exact_walk) {
+        float *proj = s->table + (size_t)c->msub * 16;
+        leann_codec_project1(c, query, proj, &s->rq);
+        leann_codec_adt_float(c, proj, s->table);
+    }
     const leann_graph *g = &idx->g;
     s->nallowed = (p->allowed || idx->tomb) ? popcount_allowed(idx, p->allowed) : n;
     int small = 0;
     if (s->nallowed < n) {
-        double width = g->packed[0].width ? (double)g->packed[0].width : 1.0;
-        double mean_deg = (double)g->packed[0].nwords * 64.0 / width / (double)n;
         double cnt = (double)s->nallowed;
-        small = cnt * cnt <= (double)s->ef * mean_deg * (double)n || s->nallowed <= (size_t)s->ef;
+        small = cnt * cnt <= (double)s->ef * mean_degree(g) * (double)n || s->nallowed <= (size_t)s->ef;
     }
     if (small) {
         st = scan_allowed(s); /* small allowed set: no walk */
     } else {
-        /* upper levels: greedy on codes, nothing recomputed */
+        /* upper levels: greedy, nothing recomputed */
         uint32_t cur = g->entry;
         float curd = approx(s, cur);
         for (int l = g->maxlevel; l > 0; l--) {
@@ -503,6 +565,17 @@ int leann_search_begin(const leann_index *idx, const float *query, const leann_s
     }
     *out = s;
     return LEANN_OK;
+}
+
+int leann_search_begin(const leann_index *idx, const float *query, const leann_search_params *p,
+                       leann_search **out) {
+    if (!out) return leann_fail(LEANN_ERR_INVALID, "leann_search_begin: NULL argument");
+    *out = NULL;
+    if (!idx || !query || !p) return leann_fail(LEANN_ERR_INVALID, "leann_search_begin: NULL argument");
+    if (!idx->codes || !idx->codec || !idx->codec->dim)
+        return leann_fail(LEANN_ERR_INVALID, "this index has no search codes");
+    if (!idx->g.packed) return leann_fail(LEANN_ERR_INVALID, "the index is not finished (pack it first)");
+    return search_new(idx, query, p, 0, out);
 }
 
 int leann_search_next(leann_search *s, const float *rows, size_t nrows, int64_t *need, int *nneed) {
@@ -534,7 +607,7 @@ int leann_search_next(leann_search *s, const float *rows, size_t nrows, int64_t 
         return leann_fail(LEANN_ERR_INVALID, "rows were handed in, but the search asked for none");
     }
     if (!s->walked && (st = run_walk(s)) != LEANN_OK) return st;
-    while (s->pos < s->target) {
+    while (s->pos < score_end(s)) {
         st = next_batch(s, need, nneed);
         if (st != LEANN_OK || *nneed) return st;
     }
@@ -555,6 +628,108 @@ int leann_search_result(leann_search *s, int64_t *ids, float *dist, leann_recomp
         stats->exact = s->nex;
     }
     return LEANN_OK;
+}
+
+/* Filtered or tombstoned exact search: the two-level search's walk with
+ * exact distances from the stored vectors (search_new, exact_walk). */
+static int filtered_task(void *p, int tid, int nt) {
+    (void)tid;
+    (void)nt;
+    search_job *job = p;
+    for (;;) {
+        size_t qi = atomic_fetch_add(&job->next, 1);
+        if (qi >= job->nq) return LEANN_OK;
+        leann_search_params sp;
+        memset(&sp, 0, sizeof sp);
+        sp.k = job->k;
+        sp.ef = job->ef;
+        sp.rerank_ratio = 1.0;
+        sp.batch_size = 1;
+        sp.allowed = job->allowed;
+        sp.allowed_words = job->allowed ? (job->idx->g.n + 63) / 64 : 0;
+        leann_search *s;
+        int st = search_new(job->idx, job->queries + qi * (size_t)job->idx->dim, &sp, 1, &s);
+        if (st == LEANN_OK) st = run_walk(s);
+        if (st != LEANN_OK) {
+            leann_search_free(s);
+            return st;
+        }
+        int64_t *oid = job->ids + qi * (size_t)job->k;
+        float *od = job->dist + qi * (size_t)job->k;
+        for (int i = 0; i < job->k; i++) {
+            oid[i] = (size_t)i < s->beam.n ? (int64_t)s->beam.a[i].id : -1;
+            od[i] = (size_t)i < s->beam.n ? s->beam.a[i].d : INFINITY;
+        }
+        if (job->stats) {
+            job->stats[qi].distance_evals = s->st.code_evals;
+            job->stats[qi].hops = s->st.hops;
+        }
+        leann_search_free(s);
+    }
+}
+
+int leann_index_search(const leann_index *idx, const float *queries, size_t nq, int k, int ef, int threads,
+                       const uint64_t *allowed, size_t allowed_words, int64_t *out_ids, float *out_dist,
+                       leann_search_stats *stats) {
+    if (!idx || (!queries && nq) || (!out_ids && nq) || (!out_dist && nq))
+        return leann_fail(LEANN_ERR_INVALID, "leann_index_search: NULL argument");
+    if (!idx->vectors)
+        return leann_fail(LEANN_ERR_INVALID, "this index keeps no vectors: exact search needs them");
+    if (k <= 0 || (size_t)k > idx->g.n)
+        return leann_fail(LEANN_ERR_INVALID, "k must be in [1, %zu], got %d", idx->g.n, k);
+    if (ef < 1 || ef > LEANN_MAX_EF)
+        return leann_fail(LEANN_ERR_INVALID, "ef must be in [1, %d], got %d", LEANN_MAX_EF, ef);
+    if (allowed && allowed_words != (idx->g.n + 63) / 64)
+        return leann_fail(LEANN_ERR_INVALID, "the allowed bitset has %zu words, the index needs %zu",
+                          allowed_words, (idx->g.n + 63) / 64);
+    size_t total;
+    if (!leann_mul_ok(nq, (size_t)idx->dim, &total)) return LEANN_ERR_INVALID;
+    for (size_t i = 0; i < total; i++)
+        if (!isfinite(queries[i]))
+            return leann_fail(LEANN_ERR_INVALID, "query %zu has a non-finite value", i / (size_t)idx->dim);
+    search_job job = {idx, queries, nq, k, ef, out_ids, out_dist, stats, allowed, 0};
+    atomic_init(&job.next, 0);
+    int nt = leann_resolve_threads(threads);
+    if ((size_t)nt > nq) nt = nq ? (int)nq : 1;
+    /* the index picks its path: the plain beam search only when every node
+     * may be returned */
+    int filtered = allowed != NULL || idx->ntomb > 0;
+    return leann_parallel(nt, filtered ? filtered_task : search_task, &job);
+}
+
+
+/* ---- code error calibration ---- */
+double leann_calib_level(int i) {
+    if (i < 0) i = 0;
+    if (i > LEANN_CALIB_LEVELS - 1) i = LEANN_CALIB_LEVELS - 1;
+    /* 0.002 .. 0.5, evenly in log p: confidences from 0.5 to 0.998 */
+    return 0.002 * pow(250.0, (double)i / (LEANN_CALIB_LEVELS - 1));
+}
+
+int leann_index_set_calibration(leann_index *idx, const float *q, int count) {
+    if (!idx || (!q && count)) return leann_fail(LEANN_ERR_INVALID, "leann_index_set_calibration: NULL argument");
+    if (count == 0) {
+        idx->has_calib = 0;
+        return LEANN_OK;
+    }
+    if (count != LEANN_CALIB_LEVELS)
+        return leann_fail(LEANN_ERR_INVALID, "a calibration has %d quantiles, got %d", LEANN_CALIB_LEVELS, count);
+    if (!idx->codes) return leann_fail(LEANN_ERR_INVALID, "a calibration needs search codes");
+    for (int i = 0; i < count; i++) {
+        if (!isfinite(q[i])) return leann_fail(LEANN_ERR_INVALID, "calibration quantile %d is not finite", i);
+        if (i && q[i] < q[i - 1])
+            return leann_fail(LEANN_ERR_INVALID, "calibration quantiles must not decrease (%d: %g < %g)", i,
+                              (double)q[i], (double)q[i - 1]);
+    }
+    memcpy(idx->calib, q, sizeof idx->calib);
+    idx->has_calib = 1;
+    return LEANN_OK;
+}
+
+int leann_index_calibration(const leann_index *idx, float *q) {
+    if (!idx || !idx->has_calib) return 0;
+    if (q) memcpy(q, idx->calib, sizeof idx->calib);
+    return 1;
 }
 
 /* ---- codes, tombstones, metadata ---- */
@@ -579,6 +754,7 @@ int leann_index_set_codes(leann_index *idx, const leann_codec *codec, const uint
     idx->codes = copy;
     idx->code_bytes = codec->code_bytes;
     idx->codec = cc;
+    idx->has_calib = 0; /* it described the old codes */
     return LEANN_OK;
 }
 

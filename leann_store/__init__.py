@@ -1,10 +1,20 @@
 """leann-store: a tiny-index vector store for RAG.
 
-The core is framework-free::
+The core is framework-free.  The index keeps no embeddings: a search
+re-embeds the few passages it needs through ``embed`` (here a lookup in the
+vectors; in real use, your embedding model on the passages' text):
 
-    from leann_store import LeannIndex, IndexConfig
-    index = LeannIndex.build(vectors, config=IndexConfig(metric="cosine"))
-    result = index.search(query, k=10)
+>>> import numpy as np
+>>> from leann_store import LeannIndex, IndexConfig
+>>> vectors = np.random.default_rng(0).normal(size=(2000, 32)).astype(np.float32)
+>>> index = LeannIndex.build(vectors, IndexConfig(metric="cosine"))
+>>> def embed(ids):
+...     return vectors[ids]
+>>> result = index.search(vectors[7], k=3, embed=embed)
+>>> int(result.ids[0]), result.ids.shape
+(7, (3,))
+>>> int(result.stats["recomputed"]) <= 154
+True
 """
 
 from . import errors

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
 from numpy.random import Generator, default_rng
@@ -33,7 +33,7 @@ from numpy.random import Generator, default_rng
 from . import errors, native
 from ._checks import check_finite
 
-_VALID_SUBSPACES = (8, 16, 32, 64)
+_VALID_SUBSPACES = (8, 16, 32, 64, 80, 96, 112, 128)
 _BLOCK = 4096  # rows per block in the covariance and projection products
 _SCALE_SAMPLE = 1024  # rows x msub x 16 table entries: plenty for a percentile
 _ERROR_SAMPLE = 8192  # rows that estimate a codec's mean squared coding error
@@ -117,7 +117,10 @@ class Codec:
         None when there are none: the same mean, and each of ``other``'s
         components among this codec's (two codecs trained on one PCA fit,
         ``other`` keeping no more dimensions).  ``other.project(x)`` then
-        equals ``self.project(x)[:, cols]``, so one projection serves both."""
+        equals ``self.project(x)[:, cols]`` up to float rounding (BLAS may
+        sum products of different widths in different orders), so one
+        projection serves both; nothing relies on the two being bitwise
+        equal."""
         if other is self:
             return np.arange(self.pca_dim)
         if other.dim != self.dim or not np.array_equal(other._mean32, self._mean32):
@@ -301,6 +304,12 @@ def train_codec(
 ) -> Codec:
     """Train a Flash codec on (a sample of) ``vectors`` (float32, (n, D)).
 
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(500, 24)).astype(np.float32)
+    >>> codec = train_codec(x, num_subspaces=8, seed=0)
+    >>> codec.encode(x[:2]).shape, codec.code_bytes
+    ((2, 4), 4)
+
     PCA uses up to ``sample`` rows; k-means up to ``kmeans_sample`` of them.
     ``pca``: the decomposition of those same rows, when several codecs are
     trained on one sample (``fit_pca(vectors)`` with ``len(vectors) <=
@@ -317,9 +326,9 @@ def train_codec(
         raise errors.InvalidInputError("codec training needs a non-empty 2-D array")
     n, dim = x.shape
     msub = num_subspaces
-    if pca_dim is not None and (pca_dim <= 0 or pca_dim % msub or pca_dim > 4096):
+    if pca_dim is not None and (pca_dim <= 0 or pca_dim % msub or pca_dim > native.MAX_PCA_DIM):
         raise errors.InvalidInputError(
-            f"pca_dim must be a positive multiple of num_subspaces ({msub}) up to 4096, got {pca_dim}")
+            f"pca_dim must be a positive multiple of num_subspaces ({msub}) up to {native.MAX_PCA_DIM}, got {pca_dim}")
     rng = default_rng(seed)
     idx = np.sort(rng.choice(n, size=min(n, sample), replace=False))
     s = x if len(idx) == n else np.asarray(x[idx], dtype=np.float32)
@@ -431,6 +440,53 @@ def code_distance_bias(codec: Codec, vectors: Rows | np.ndarray, seed: int = 0, 
     gap = exact - est - resid[:, None]
     value = float(gap.mean())
     return value if np.isfinite(value) else 0.0
+
+
+def code_error_quantiles(codec: Codec, bias: float, vectors: Rows | np.ndarray, levels: Sequence[float],
+                         n_index: int, seed: int = 0, queries: int = 128, points: int = 4096,
+                         near: int = 64) -> np.ndarray:
+    """Quantiles of ``exact - estimate`` (squared L2) at ``levels``, over
+    the pairs a search scores exactly: for sample rows as queries, the
+    sample points that rank among a query's ``near`` best by code distance
+    in an index of ``n_index`` rows (so the error is measured where the
+    adaptive stop meets it: close candidates, whose code distances are
+    biased low by their selection).  Non-decreasing, as C requires."""
+    x = _rows(vectors)
+    rng = default_rng(seed)
+    n = len(x)
+    qi = rng.choice(n, size=min(queries, n), replace=False)
+    pi = rng.choice(n, size=min(points, n), replace=False)
+    q = np.asarray(x[np.sort(qi)], dtype=np.float32)
+    p = np.asarray(x[np.sort(pi)], dtype=np.float32)
+    pq = codec.project(q)
+    codes = _unpack(codec.encode(p))  # (P, msub)
+    msub = codec.num_subspaces
+    dsub = codec.pca_dim // msub
+    tables = ((pq.reshape(len(q), msub, 1, dsub) - codec.centroids[None]) ** 2).sum(-1)  # (Q, msub, 16)
+    # table lookups as one product with the codes' one-hot rows, a block of
+    # points at a time (a gather per subspace took 10x longer)
+    flat = tables.reshape(len(q), msub * 16).astype(np.float32)
+    est = np.empty((len(q), len(p)), dtype=np.float32)
+    onehot = np.zeros((min(len(p), 1024), msub * 16), dtype=np.float32)
+    for a in range(0, len(p), 1024):
+        blk = codes[a:a + 1024]
+        onehot[:] = 0.0
+        onehot[np.arange(len(blk))[:, None], np.arange(msub)[None, :] * 16 + blk] = 1.0
+        np.matmul(flat, onehot[:len(blk)].T, out=est[:, a:a + len(blk)])
+    resid = np.clip(((q - codec.mean) ** 2).sum(1) - (pq ** 2).sum(1), 0.0, None)
+    est += (resid + bias)[:, None].astype(np.float32)
+    exact = ((q ** 2).sum(1)[:, None] + (p ** 2).sum(1)[None, :] - 2.0 * (q @ p.T)).astype(np.float32)
+    est[exact <= 1e-6 * max(float(exact.max()), 1e-30)] = np.inf  # a query is not its own neighbour
+    t = int(min(len(p) - 1, max(4, round(len(p) * near / max(n_index, 1)))))
+    if t < 1:
+        return np.zeros(len(levels), dtype=np.float32)
+    top = np.argpartition(est, t - 1, axis=1)[:, :t]
+    err = np.take_along_axis(exact, top, 1) - np.take_along_axis(est, top, 1)
+    err = err[np.isfinite(err)]
+    if err.size == 0:
+        return np.zeros(len(levels), dtype=np.float32)
+    out = np.quantile(err.astype(np.float64), np.asarray(levels, dtype=np.float64)).astype(np.float32)
+    return np.maximum.accumulate(out)
 
 
 def search_codec(codec: Codec, bias: float) -> native.NativeCodec:

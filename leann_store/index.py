@@ -32,7 +32,8 @@ from threadpoolctl import threadpool_limits
 
 from . import errors, native
 from ._checks import check_finite as _check_finite
-from .codec import Codec, code_distance_bias, codec_from_native, fit_pca, search_codec, train_codec
+from .codec import (Codec, code_distance_bias, code_error_quantiles, codec_from_native, fit_pca, search_codec,
+                    train_codec)
 
 METRICS = ("l2", "cosine", "ip")
 BUILDERS = ("flash", "exact")
@@ -48,8 +49,26 @@ DEFAULT_EF = 64
 #: beam width of the two-level search's walk on codes (a code distance costs
 #: nanoseconds, so the walk can be wide; it recomputes nothing)
 DEFAULT_CODE_EF = 1024
-#: share of the code beam scored exactly: 0.15 * 1024 -> 154 recomputes
+#: share of the code beam scored exactly at most: 0.15 * 1024 -> 154
+#: recomputes, the adaptive stop's cap
 DEFAULT_RERANK_RATIO = 0.15
+#: the adaptive stop's confidence: scoring ends once no candidate left could
+#: enter the top k unless its code error lies below the index's calibrated
+#: (1 - confidence) quantile (see LeannIndex.search)
+DEFAULT_CONFIDENCE = 0.8
+#: search_subspaces=None without stored vectors, from this input dimension
+#: up: the "balanced" preset's 40-byte codes (below it, 16-byte codes: a
+#: small vector needs no more)
+DEFAULT_SEARCH_SUBSPACES = 80
+BALANCED_MIN_DIM = 256
+_SEARCH_SUBSPACES = (8, 16, 32, 64, 80, 96, 112, 128)
+#: named presets (IndexConfig.preset): search code size, measured on 50k
+#: MiniLM passages of the devcorpus (benchmarks/search_bench.py)
+PRESETS: dict[str, dict[str, Any]] = {
+    "compact": {"search_subspaces": 32},   # 16-byte codes, ~32 B/passage
+    "balanced": {"search_subspaces": None},  # 40-byte codes, ~56 B/passage (the default)
+    "fast": {"search_subspaces": 96},      # 48-byte codes, ~65 B/passage
+}
 #: link caps after pruning (IndexConfig.hub_degree / degree).  Measured on
 #: 50k MiniLM passages (benchmarks/search_bench.py): 12/4 keep the index near
 #: 32 bytes per passage with 16-byte codes; 16/5 and 16/6 cost 35 and 37 bytes
@@ -86,10 +105,15 @@ class IndexConfig:
             ``min(DEFAULT_HUB_DEGREE, M)``.
         degree: link cap of every other node when pruning; None means
             ``min(DEFAULT_DEGREE, hub_degree)``.
-        search_subspaces: PQ subspaces of the codes kept for search (32 -> 16
-            bytes per node); they rank candidates before exact recompute.  On
-            MiniLM, recomputing the 100 best by 8-byte codes finds 74% of the
-            true top 10, by 16-byte codes 90%.
+        search_subspaces: PQ subspaces of the codes kept for search (8, 16,
+            32, 64, 80, 96, 112 or 128: half as many bytes per passage); they
+            rank candidates before exact recompute, so they set how many
+            recomputes a recall costs.  None: ``DEFAULT_SEARCH_SUBSPACES``
+            (80, the "balanced" preset) when vectors are not stored and have
+            at least ``BALANCED_MIN_DIM`` (256) dimensions, else 32.  On 50k MiniLM
+            passages, recall@10 0.90 takes ~150 recomputes with 16-byte
+            codes, ~45 with 32-byte and ~30 with 40-byte ones (see
+            :meth:`preset`).
         hub_cache_bytes: budget of the persistent hub cache (float16
             embeddings of the most-linked nodes, saved with the index); 0 = off.
         seed: seeds codec training and level assignment; with ``threads=1``
@@ -133,7 +157,7 @@ class IndexConfig:
     hub_fraction: float = 0.02
     hub_degree: int | None = None
     degree: int | None = None
-    search_subspaces: int = 32
+    search_subspaces: int | None = None
     hub_cache_bytes: int = 0
     seed: int = 0
     threads: int | None = None
@@ -154,18 +178,18 @@ class IndexConfig:
             raise errors.InvalidInputError(f"metric must be one of {METRICS}, got {self.metric!r}")
         if self.builder not in BUILDERS:
             raise errors.InvalidInputError(f"builder must be one of {BUILDERS}, got {self.builder!r}")
-        _int("M", 2, 256, self.M)
-        _int("ef_construction", 1, 100_000, self.ef_construction)
+        _int("M", native.MIN_M, native.MAX_M, self.M)
+        _int("ef_construction", 1, native.MAX_EF_CONSTRUCTION, self.ef_construction)
         _int("seed", 0, 2**63 - 1, self.seed)
         if self.threads is not None:
-            _int("threads", 1, 1024, self.threads)
+            _int("threads", 1, native.MAX_THREADS, self.threads)
         if self.num_subspaces is not None and (
                 isinstance(self.num_subspaces, bool) or not isinstance(self.num_subspaces, (int, np.integer))
                 or self.num_subspaces not in (8, 16, 32, 64)):
             raise errors.InvalidInputError(
                 f"num_subspaces must be 8, 16, 32, 64 or None, got {self.num_subspaces!r}")
         if self.pca_dim is not None:
-            _int("pca_dim", 1, 4096, self.pca_dim)
+            _int("pca_dim", 1, native.MAX_PCA_DIM, self.pca_dim)
             if self.num_subspaces is not None and self.pca_dim % self.num_subspaces:
                 raise errors.InvalidInputError(
                     f"pca_dim ({self.pca_dim}) must be a multiple of num_subspaces ({self.num_subspaces})")
@@ -187,17 +211,46 @@ class IndexConfig:
                 or not 0 <= self.hub_fraction <= 1):
             raise errors.InvalidInputError(f"hub_fraction must be in [0, 1], got {self.hub_fraction!r}")
         if self.hub_degree is not None:
-            _int("hub_degree", 1, 255, self.hub_degree)
+            _int("hub_degree", 1, native.MAX_DEGREE, self.hub_degree)
         if self.degree is not None:
-            _int("degree", 1, 255, self.degree)
+            _int("degree", 1, native.MAX_DEGREE, self.degree)
         if self.degree is not None and self.degree > self.resolved_hub_degree:
             raise errors.InvalidInputError(
                 f"degree ({self.degree}) must not exceed hub_degree ({self.resolved_hub_degree})")
-        if (isinstance(self.search_subspaces, bool) or not isinstance(self.search_subspaces, (int, np.integer))
-                or self.search_subspaces not in (8, 16, 32, 64)):
+        if self.search_subspaces is not None and (
+                isinstance(self.search_subspaces, bool)
+                or not isinstance(self.search_subspaces, (int, np.integer))
+                or self.search_subspaces not in _SEARCH_SUBSPACES):
             raise errors.InvalidInputError(
-                f"search_subspaces must be 8, 16, 32 or 64, got {self.search_subspaces!r}")
+                f"search_subspaces must be one of {_SEARCH_SUBSPACES} or None, got {self.search_subspaces!r}")
         _int("hub_cache_bytes", 0, 2**48, self.hub_cache_bytes)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "IndexConfig":
+        """A named configuration, any field overridable.
+
+        ``"compact"`` (16-byte search codes, ~32 bytes per passage),
+        ``"balanced"`` (the default: 40-byte codes, ~56 bytes) and ``"fast"``
+        (48-byte codes, ~65 bytes): bigger codes rank candidates better, so
+        the adaptive stop recomputes fewer passages for the same recall.
+        Measured on 50k MiniLM passages, see ``benchmarks/search_bench.py``.
+
+        >>> IndexConfig.preset("compact").search_subspaces
+        32
+        >>> IndexConfig.preset("balanced", metric="l2").metric
+        'l2'
+        """
+        if name not in PRESETS:
+            raise errors.InvalidInputError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def resolved_search_subspaces(self, dim: int) -> int:
+        """Subspaces of the search codes (``search_subspaces``, or its default)."""
+        if self.search_subspaces is not None:
+            return int(self.search_subspaces)
+        # stored vectors: the codes only steer filtered walks' scans; keep
+        # them small (and shared with the build codec's where they match)
+        return DEFAULT_SEARCH_SUBSPACES if not self.store_vectors and dim >= BALANCED_MIN_DIM else 32
 
     def build_subspaces(self, dim: int) -> int:
         """PQ subspaces of the build codes for ``dim``-dimensional vectors
@@ -358,13 +411,24 @@ def _threads(threads: int | None) -> int:
     """None -> 0 (every core); else a validated positive int."""
     if threads is None:
         return 0
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= 1024:
-        raise errors.InvalidInputError(f"threads must be None or an integer in [1, 1024], got {threads!r}")
+    if (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
+            or not 1 <= threads <= native.MAX_THREADS):
+        raise errors.InvalidInputError(
+            f"threads must be None or an integer in [1, {native.MAX_THREADS}], got {threads!r}")
     return int(threads)
 
 
 class LeannIndex:
     """An HNSW index over ids 0..n-1.  Create it with :meth:`build`.
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(1).normal(size=(1000, 16)).astype(np.float32)
+    >>> index = LeannIndex.build(x, IndexConfig(metric="l2", store_vectors=True))
+    >>> int(index.search(x[3], k=1).ids[0])
+    3
+    >>> index.delete([3])
+    >>> 3 in index.search(x[3], k=5).ids.tolist()
+    False
 
     Thread-safe: searches from several threads run side by side (the GIL is
     released in C); :meth:`delete`, :attr:`cache_bytes` and :meth:`save`
@@ -412,6 +476,7 @@ class LeannIndex:
         mmap = _MetricMap.fit(cfg.metric, x)
         flash = cfg.builder == "flash"
         msub = cfg.build_subspaces(x.shape[1]) if flash else 0
+        ssub = cfg.resolved_search_subspaces(x.shape[1])
         # Both codecs and the search codes come first, while nothing else is
         # allocated: the training sample never coexists with the graph under
         # construction or with stored vectors (peak memory).
@@ -432,16 +497,20 @@ class LeannIndex:
             # less, graph recall@10 at ef 64 unchanged (0.9816 -> 0.9825).  A
             # codec that also ranks search candidates keeps the default: on
             # MiniLM its two-level recall@10 at ratio 0.15 fell 0.911 -> 0.907.
-            build_only = {} if msub == cfg.search_subspaces else {"kmeans_sample": _BUILD_KMEANS_SAMPLE}
+            build_only = {} if msub == ssub else {"kmeans_sample": _BUILD_KMEANS_SAMPLE}
             codec = train_codec(sample, num_subspaces=msub, pca_dim=cfg.pca_dim,
                                 pca_variance=cfg.pca_variance, sample=cfg.codec_sample, seed=cfg.seed,
                                 accumulate=cfg.accumulate, pca=pca, **build_only)
-        if codec is not None and codec.num_subspaces == cfg.search_subspaces:
+        if codec is not None and codec.num_subspaces == ssub:
             scodec = codec
         else:
-            scodec = train_codec(sample, num_subspaces=cfg.search_subspaces, pca_variance=cfg.pca_variance,
+            scodec = train_codec(sample, num_subspaces=ssub, pca_variance=cfg.pca_variance,
                                  sample=cfg.codec_sample, seed=cfg.seed, pca=pca)
         ncodec = search_codec(scodec, code_distance_bias(scodec, sample, seed=cfg.seed))
+        # the adaptive stop's bound: the code error where searches meet it
+        # (only vector-free searches recompute, so only they need it)
+        calib = None if cfg.store_vectors else code_error_quantiles(
+            scodec, ncodec.bias, sample, native.CALIB_LEVELS, n, seed=cfg.seed)
         del sample
         codes = np.empty((n, ncodec.code_bytes), dtype=np.uint8)
         # the search codes come from the build's feed when the build codec's
@@ -488,7 +557,7 @@ class LeannIndex:
             builder.free()
         index = cls(handle, cfg, mmap, codec)
         index.build_stats = build_stats
-        index._finish_build(x, scodec, ncodec, codes)
+        index._finish_build(x, scodec, ncodec, codes, calib)
         del codes  # the index holds its own copy
         if flash and cfg.store_vectors:
             # the float storage comes last: it never coexists with the
@@ -499,7 +568,7 @@ class LeannIndex:
         return index
 
     def _finish_build(self, x: np.ndarray, scodec: Codec, ncodec: native.NativeCodec,
-                      codes: np.ndarray) -> None:
+                      codes: np.ndarray, calib: np.ndarray | None = None) -> None:
         """LEANN pruning, search codes, compaction and the hub cache."""
         cfg, mmap, n = self._config, self._map, x.shape[0]
         build_codec = self._codec
@@ -511,6 +580,8 @@ class LeannIndex:
             else:
                 self._h.prune(ncodec, codes, cfg.hub_fraction, hub_degree, cfg.resolved_degree, _threads(cfg.threads))
         self._h.set_codes(ncodec, codes)
+        if calib is not None:
+            self._h.set_calibration(calib)
         self._h.pack()
         self._search_codec = scodec
         if cfg.hub_cache_bytes:
@@ -524,21 +595,23 @@ class LeannIndex:
                threads: int | None = None, *, embed: EmbedFn | None = None,
                rerank_ratio: float = DEFAULT_RERANK_RATIO, batch_size: int = 32,
                max_recompute: int | None = None,
-               allowed: np.ndarray | Iterable[int] | None = None) -> SearchResult:
+               allowed: np.ndarray | Iterable[int] | None = None,
+               confidence: float | None = DEFAULT_CONFIDENCE) -> SearchResult:
         """The k nearest neighbours of one query (shape (dim,)) or a batch (nq, dim).
 
         Distances are exact (see the module docs for what each metric
         returns), ascending; missing results are id -1, distance +inf.
 
-        With stored vectors and no filter or deletion, this is a classic HNSW
-        search (``threads`` parallelises a batch; None: every core).
-        Otherwise it is the two-level search: a beam search of width
-        ``ef`` walks the graph on code distances alone, then the best
-        ``max(k, ceil(rerank_ratio * ef))`` nodes of the beam are scored
-        exactly, best code distance
-        first, fetched ``batch_size`` ids at a time from the hub cache, the
-        LRU (:attr:`cache_bytes`), stored vectors, or ``embed``.  So a query
-        recomputes at most that many passages, however wide the walk.
+        With stored vectors this is a classic HNSW search on exact distances
+        (``threads`` parallelises a batch; None: every core); deleted ids and
+        ``allowed`` are honoured inside the walk, in C.  Otherwise it is the
+        two-level search: a beam search of width ``ef`` walks the graph on
+        code distances alone, then the beam's nodes are scored exactly in
+        order of code distance, fetched ``batch_size`` ids at a time from the
+        hub cache, the LRU (:attr:`cache_bytes`) or ``embed``, until no node
+        left could plausibly enter the top k (the adaptive stop, see
+        ``confidence``), and never more than ``max(k, ceil(rerank_ratio *
+        ef))`` or ``max_recompute`` of them, however wide the walk.
 
         Args:
             ef: beam width (raised to k).  None: ``DEFAULT_EF`` (64) for the
@@ -549,11 +622,17 @@ class LeannIndex:
                 built with.  Needed when the index keeps no vectors.  An
                 exception it raises propagates unchanged, with a note naming
                 the ids (also in ``exc.leann_ids``); the index stays usable.
-            rerank_ratio: in (0, 1]: the share of the beam scored exactly.
-                The default recomputes 154 passages per query and reaches
-                recall@10 ~0.91 on 50k MiniLM passages; lower recomputes
-                fewer, with lower recall.
-            batch_size: most ids handed to ``embed`` at once.
+            rerank_ratio: in (0, 1]: the share of the beam scored exactly at
+                most (0.15 * 1024 -> 154 by default).
+            confidence: the adaptive stop, in (0, 1): after the first 2k
+                scores, scoring stops once every candidate left has a code
+                distance above the k-th best exact distance minus the code
+                error that the index measured at build time at quantile
+                ``1 - confidence``; higher scores more.  None scores the
+                whole share (a fixed count).  Indexes saved before the
+                calibration existed always score the whole share.
+            batch_size: most ids handed to ``embed`` at once (the adaptive
+                stop asks only for candidates that can still count).
             threads: the two-level search runs a batch's queries on this
                 many threads only when it is given (None: one), since
                 ``embed`` is then called from several threads at once (some
@@ -568,8 +647,8 @@ class LeannIndex:
         if k > len(self):
             raise errors.InvalidInputError(f"k = {k} exceeds the {len(self)} vectors in the index")
         if ef is not None and (isinstance(ef, bool) or not isinstance(ef, (int, np.integer))
-                               or not 1 <= ef <= 1_000_000):
-            raise errors.InvalidInputError(f"ef must be an integer in [1, 1000000], got {ef!r}")
+                               or not 1 <= ef <= native.MAX_EF):
+            raise errors.InvalidInputError(f"ef must be an integer in [1, {native.MAX_EF}], got {ef!r}")
         q = _as_array(query, "query")
         single = q.ndim == 1
         q = _as_matrix(q[None, :] if single else q, "query")
@@ -579,14 +658,18 @@ class LeannIndex:
         _check_finite(q, "query")
         nthreads = _threads(threads)
         bits = self._allowed_bitset(allowed)
-        if self._h.has_vectors and bits is None and self._h.deleted_count == 0:
+        if self._h.has_vectors:  # C honours deletions and the filter itself
             ef = DEFAULT_EF if ef is None else ef
-            ids, dist, stats = self._h.search(self._map.queries(q), int(k), int(ef), nthreads)
+            ids, dist, stats = self._h.search(self._map.queries(q), int(k), int(ef), nthreads, bits)
             st = {"distance_evals": stats[:, 0], "hops": stats[:, 1]}
         else:
             ef = DEFAULT_CODE_EF if ef is None else ef
+            if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
+                                           or not 0 < confidence < 1):
+                raise errors.InvalidInputError(f"confidence must be None or in (0, 1), got {confidence!r}")
             ids, dist, st = self._search_two_level(q, int(k), int(ef), embed, rerank_ratio, batch_size,
-                                                   max_recompute, bits, nthreads if threads is not None else 1)
+                                                   max_recompute, bits, nthreads if threads is not None else 1,
+                                                   float(confidence or 0.0))
         dist = self._map.distances(dist)
         if single:
             return SearchResult(ids[0], dist[0], {key: v[0] for key, v in st.items()})
@@ -594,7 +677,8 @@ class LeannIndex:
 
     def _search_two_level(self, q: np.ndarray, k: int, ef: int, embed: EmbedFn | None, rerank_ratio: float,
                           batch_size: int, max_recompute: int | None, bits: np.ndarray | None,
-                          workers: int = 1) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+                          workers: int = 1,
+                          confidence: float = 0.0) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         if embed is None and not self._h.has_vectors:
             raise errors.InvalidInputError(
                 "this index keeps no vectors: pass embed=fn, where fn(ids) returns the embeddings of "
@@ -604,8 +688,10 @@ class LeannIndex:
         if (isinstance(rerank_ratio, bool) or not isinstance(rerank_ratio, (int, float))
                 or not 0 < rerank_ratio <= 1):
             raise errors.InvalidInputError(f"rerank_ratio must be in (0, 1], got {rerank_ratio!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= 65536:
-            raise errors.InvalidInputError(f"batch_size must be an integer in [1, 65536], got {batch_size!r}")
+        if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                or not 1 <= batch_size <= native.MAX_BATCH):
+            raise errors.InvalidInputError(
+                f"batch_size must be an integer in [1, {native.MAX_BATCH}], got {batch_size!r}")
         if max_recompute is not None and (isinstance(max_recompute, bool)
                                           or not isinstance(max_recompute, (int, np.integer))
                                           or not k <= max_recompute <= 2**62):
@@ -622,7 +708,7 @@ class LeannIndex:
             for i in range(a, b):
                 ids[i], dist[i], one = self._h.search_recompute(
                     np.ascontiguousarray(qs[i]), k, ef, float(rerank_ratio), int(batch_size),
-                    int(max_recompute or 0), bits, fetch)
+                    int(max_recompute or 0), bits, fetch, confidence)
                 for key in keys:
                     st[key][i] = one[key]
 
@@ -819,8 +905,10 @@ class LeannIndex:
 
     @staticmethod
     def _level_arg(level: int) -> int:
-        if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or not 0 <= level <= 255:
-            raise errors.InvalidInputError(f"level must be an integer in [0, 255], got {level!r}")
+        if (isinstance(level, bool) or not isinstance(level, (int, np.integer))
+                or not 0 <= level <= native.MAX_LEVEL_ARG):
+            raise errors.InvalidInputError(
+                f"level must be an integer in [0, {native.MAX_LEVEL_ARG}], got {level!r}")
         return int(level)
 
     def level(self, node: int) -> int:

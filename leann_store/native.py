@@ -9,6 +9,7 @@ arrays silently.
 from __future__ import annotations
 
 import contextlib
+import errno
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -33,6 +34,20 @@ METRIC_IP = lib.LEANN_METRIC_IP
 BUILDER_FLASH = lib.LEANN_BUILDER_FLASH
 BUILDER_EXACT = lib.LEANN_BUILDER_EXACT
 
+# Limits live once, in leann.h; every Python check reads them from here.
+MAX_DIM = int(lib.LEANN_MAX_DIM)
+MIN_M = int(lib.LEANN_MIN_M)
+MAX_M = int(lib.LEANN_MAX_M)
+MAX_EF_CONSTRUCTION = int(lib.LEANN_MAX_EF_CONSTRUCTION)
+MAX_EF = int(lib.LEANN_MAX_EF)
+MAX_BATCH = int(lib.LEANN_MAX_BATCH)
+MAX_DEGREE = int(lib.LEANN_MAX_DEGREE)
+MAX_LEVEL_ARG = int(lib.LEANN_MAX_LEVEL_ARG)
+MAX_THREADS = int(lib.LEANN_MAX_THREADS)
+MAX_PCA_DIM = int(lib.LEANN_MAX_PCA_DIM)
+#: probabilities at which an index's code error calibration is kept, ascending
+CALIB_LEVELS = tuple(float(lib.leann_calib_level(i)) for i in range(lib.LEANN_CALIB_LEVELS))
+
 
 class BuildCancelled(errors.LeannError):
     """Raised when a running build was cancelled (e.g. Ctrl-C)."""
@@ -52,13 +67,24 @@ def last_error() -> str:
     return ffi.string(lib.leann_last_error()).decode("utf-8", "replace")
 
 
+_IO_ERRNO = {errno.ENOENT: errors.IndexFileNotFoundError, errno.EACCES: errors.IndexFilePermissionError,
+             errno.EPERM: errors.IndexFilePermissionError}
+
+
 def check(status: int) -> None:
-    """Raise the exception that matches a C status code (no-op for LEANN_OK)."""
+    """Raise the exception that matches a C status code (no-op for LEANN_OK).
+
+    A file system failure is an :class:`~leann_store.errors.IndexFileError`
+    (an ``OSError`` carrying the system's ``errno``), and for a missing or
+    forbidden file also a ``FileNotFoundError`` / ``PermissionError``."""
     if status == lib.LEANN_OK:
         return
     msg = last_error() or f"native call failed with status {status}"
     if status == lib.LEANN_ERR_IO:
-        raise OSError(msg)
+        code = int(lib.leann_last_errno())
+        exc = _IO_ERRNO.get(code, errors.IndexFileError)(msg)
+        exc.errno, exc.strerror = (code or None), msg
+        raise exc
     raise _STATUS.get(status, errors.NativeError)(msg)
 
 
@@ -485,14 +511,18 @@ class NativeIndex:
             check(-r)
         return out[:r].astype(np.int64)
 
-    def search(self, queries: np.ndarray, k: int, ef: int,
-               threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, ef: int, threads: int,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Exact search over stored vectors; C honours tombstones and the
+        ``allowed`` bitset (uint64 words) itself."""
         with self._lock.read():
             nq = queries.shape[0]
             ids = np.empty((nq, k), dtype=np.int64)
             dist = np.empty((nq, k), dtype=np.float32)
             stats = ffi.new("leann_search_stats[]", max(nq, 1))
-            check(lib.leann_index_search(self._ptr, _ptr("float[]", queries), nq, k, ef, threads,
+            bits = ffi.NULL if allowed is None else _ptr("uint64_t[]", allowed)
+            check(lib.leann_index_search(self._ptr, _ptr("float[]", queries), nq, k, ef, threads, bits,
+                                         0 if allowed is None else allowed.shape[0],
                                          _ptr("int64_t[]", ids), _ptr("float[]", dist), stats))
             st = np.frombuffer(ffi.buffer(stats, max(nq, 1) * ffi.sizeof("leann_search_stats")),
                                dtype=np.uint64).reshape(max(nq, 1), 2)[:nq].copy()
@@ -515,6 +545,19 @@ class NativeIndex:
             if codes.shape != (self.size, codec.code_bytes) or codes.dtype != np.uint8:
                 raise errors.InvalidInputError("internal: codes do not match the index")
             check(lib.leann_index_set_codes(self._ptr, codec.handle, _ptr("uint8_t[]", codes)))
+
+    def set_calibration(self, quantiles: np.ndarray | None) -> None:
+        """Code error quantiles at ``CALIB_LEVELS`` (None clears them)."""
+        with self._lock.write('replace the calibration'):
+            if quantiles is None:
+                check(lib.leann_index_set_calibration(self._ptr, ffi.NULL, 0))
+                return
+            q = np.ascontiguousarray(quantiles, dtype=np.float32)
+            check(lib.leann_index_set_calibration(self._ptr, _ptr("float[]", q), q.shape[0]))
+
+    def calibration(self) -> np.ndarray | None:
+        out = np.empty(len(CALIB_LEVELS), dtype=np.float32)
+        return out if lib.leann_index_calibration(self._ptr, _ptr("float[]", out)) else None
 
     def search_codec(self) -> NativeCodec | None:
         ptr = lib.leann_index_codec(self._ptr)
@@ -577,7 +620,7 @@ class NativeIndex:
     # ---- two-level search -------------------------------------------------------
     def search_recompute(self, query: np.ndarray, k: int, ef: int, rerank_ratio: float, batch_size: int,
                          max_recompute: int, allowed: np.ndarray | None,
-                         fetch: Any) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+                         fetch: Any, confidence: float = 0.0) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
         """One query.  ``fetch(ids) -> float32 (len(ids), dim)`` supplies rows
         the index cannot find itself; an exception from it propagates and the
         half-done search is freed (the index is untouched)."""
@@ -585,6 +628,7 @@ class NativeIndex:
             p = ffi.new("leann_search_params *")
             p.k, p.ef, p.rerank_ratio, p.batch_size = k, ef, float(rerank_ratio), batch_size
             p.max_recompute = max_recompute
+            p.confidence = float(confidence)
             if allowed is not None:
                 p.allowed = _ptr("uint64_t[]", allowed)
                 p.allowed_words = allowed.shape[0]

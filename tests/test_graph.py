@@ -551,9 +551,9 @@ def test_search_codes_from_the_feed_equal_a_separate_pass(graph_data, metric, se
     got, cols = [], []
     finish, columns = index_mod.LeannIndex._finish_build, Codec.projection_columns
 
-    def capture(self, x, scodec, ncodec, codes):
+    def capture(self, x, scodec, ncodec, codes, *rest):
         got.append((codes.copy(), scodec.project(self._map.vectors(x)), scodec))
-        return finish(self, x, scodec, ncodec, codes)
+        return finish(self, x, scodec, ncodec, codes, *rest)
 
     def spy(self, other):
         cols.append(columns(self, other))

@@ -105,7 +105,7 @@ def test_pickle_and_deepcopy_round_trip(saved, data):
 def test_sections_are_the_documented_ones(saved):
     _, path, _ = saved
     tags = [t for t, _, _ in sections(path.read_bytes())]
-    for tag in ("META", "UMETA", "CODEC", "CODES", "LVL00", "TOMB", "HUBS"):
+    for tag in ("META", "UMETA", "CODEC", "CODES", "LVL00", "TOMB", "HUBS", "CALIB"):
         assert tag in tags
     assert "VECTORS" not in tags
 
@@ -158,6 +158,50 @@ def test_not_an_index_and_missing_files(tmp_path):
         LeannIndex.load(junk)
     with pytest.raises(OSError):
         LeannIndex.load(tmp_path / "missing.leann")
+
+
+def test_missing_or_forbidden_file_is_a_leann_error_and_an_os_error(tmp_path):
+    """A missing file is a FileNotFoundError, a forbidden one a
+    PermissionError, a directory an OSError: each a leann_store error too,
+    carrying the system's errno."""
+    import errno
+
+    from leann_store.errors import IndexFileError, LeannError
+
+    with pytest.raises(FileNotFoundError) as info:
+        LeannIndex.load(tmp_path / "missing.leann")
+    assert isinstance(info.value, LeannError) and isinstance(info.value, IndexFileError)
+    assert info.value.errno == errno.ENOENT and "missing.leann" in str(info.value)
+    with pytest.raises(IndexFileError) as info:
+        LeannIndex.load(tmp_path)
+    assert info.value.errno == errno.EISDIR
+    locked = tmp_path / "locked.leann"
+    locked.write_bytes(b"x" * 100)
+    os.chmod(locked, 0)
+    try:
+        if os.access(locked, os.R_OK):  # root ignores permissions
+            pytest.skip("running as root: cannot make a file unreadable")
+        with pytest.raises(PermissionError) as info:
+            LeannIndex.load(locked)
+        assert isinstance(info.value, LeannError) and info.value.errno == errno.EACCES
+    finally:
+        os.chmod(locked, 0o600)
+
+
+def test_calibration_round_trips_and_bad_calibration_is_corrupt(saved, tmp_path):
+    """The adaptive stop's calibration is saved (a loaded index stops where
+    the original does); a decreasing one is refused on load."""
+    index, path, _ = saved
+    back = LeannIndex.load(path)
+    np.testing.assert_array_equal(index._h.calibration(), back._h.calibration())
+    blob = bytearray(path.read_bytes())
+    for tag, off, length in sections(bytes(blob)):
+        if tag == "CALIB":
+            blob[off:off + 8] = struct.pack("<ff", 1.0, 0.0)  # decreasing
+    bad = tmp_path / "calib.leann"
+    bad.write_bytes(bytes(blob))
+    with pytest.raises(CorruptIndexError):  # the checksum, or the values
+        LeannIndex.load(bad)
 
 
 def test_save_into_a_missing_directory(saved, tmp_path):

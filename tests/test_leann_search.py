@@ -91,8 +91,9 @@ def test_recompute_count_follows_rerank_ratio(pruned, data):
     truth = ground_truth(x, q, 10, "l2")
     ef, recalls = 128, []
     for r in (1.0, 0.5, 0.25, 0.1, 0.01):
-        res = pruned.search(q, k=10, ef=ef, embed=lookup(x), rerank_ratio=r)
-        # exactly the best max(k, ceil(r * ef)) of the beam, whatever the walk saw
+        res = pruned.search(q, k=10, ef=ef, embed=lookup(x), rerank_ratio=r, confidence=None)
+        # without the adaptive stop: exactly the best max(k, ceil(r * ef)) of
+        # the beam, whatever the walk saw
         assert (res.stats["recomputed"] == max(10, int(np.ceil(r * ef)))).all(), (r, res.stats["recomputed"])
         recalls.append(recall_at_k(res.ids, truth))
     assert recalls[0] >= recalls[-1] + 0.05, recalls
@@ -100,10 +101,32 @@ def test_recompute_count_follows_rerank_ratio(pruned, data):
     assert (res.stats["code_evals"] > 5 * res.stats["recomputed"]).all()
 
 
+def test_adaptive_stop_recomputes_fewer_and_keeps_recall(pruned, data):
+    """The adaptive stop scores at most the fixed share, at least 2k, and
+    keeps recall close; a higher confidence scores more; a loaded index
+    stops where the original does (the calibration is saved)."""
+    x, q = data
+    truth = ground_truth(x, q, 10, "l2")
+    fixed = pruned.search(q, k=10, embed=lookup(x), confidence=None)
+    runs = {c: pruned.search(q, k=10, embed=lookup(x), confidence=c) for c in (0.6, 0.8, 0.95)}
+    for res in runs.values():
+        assert (res.stats["recomputed"] <= fixed.stats["recomputed"]).all()
+        assert (res.stats["recomputed"] >= 20).all()
+    assert runs[0.6].stats["recomputed"].sum() <= runs[0.8].stats["recomputed"].sum()
+    assert runs[0.8].stats["recomputed"].sum() <= runs[0.95].stats["recomputed"].sum()
+    assert runs[0.8].stats["recomputed"].mean() < fixed.stats["recomputed"].mean()
+    assert recall_at_k(runs[0.95].ids, truth) >= recall_at_k(fixed.ids, truth) - 0.05
+    calib = pruned._h.calibration()
+    assert calib is not None and (np.diff(calib) >= 0).all()
+    for bad in (0.0, 1.0, -0.1, 2, True, "x"):
+        with pytest.raises(InvalidInputError):
+            pruned.search(q[0], k=10, embed=lookup(x), confidence=bad)
+
+
 def test_wider_walk_same_recomputes(pruned, data):
     x, q = data
-    narrow = pruned.search(q, k=10, ef=64, embed=lookup(x), rerank_ratio=0.5)
-    wide = pruned.search(q, k=10, ef=256, embed=lookup(x), rerank_ratio=0.125)
+    narrow = pruned.search(q, k=10, ef=64, embed=lookup(x), rerank_ratio=0.5, confidence=None)
+    wide = pruned.search(q, k=10, ef=256, embed=lookup(x), rerank_ratio=0.125, confidence=None)
     assert (narrow.stats["recomputed"] == wide.stats["recomputed"]).all()
     assert (wide.stats["code_evals"] > narrow.stats["code_evals"]).all()
     truth = ground_truth(x, q, 10, "l2")

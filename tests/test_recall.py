@@ -208,3 +208,37 @@ def test_introspection(dataset):
     assert index.memory_bytes >= N * DIM * 4
     assert "LeannIndex(" in repr(index)
     assert index.config_dict()["metric"] == "cosine"
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_exact_search_in_c_honours_deletions_and_filters(dataset, metric):
+    """The C exact search itself never returns a deleted id and returns only
+    allowed ones (no detour through Python): k results whenever k exist,
+    the true nearest for a small allowed set, and the plain beam search's
+    answers when nothing is deleted or filtered."""
+    x, q = dataset
+    n = len(x)
+    index = LeannIndex.build(x, IndexConfig(metric=metric, M=12, seed=0, store_vectors=True))
+    qs = index._map.queries(q[:20])
+    plain = index._h.search(qs, 10, 64, 1)
+    dead = np.unique(plain[0][:, :3].ravel())  # the best answers, gone
+    index.delete(dead)
+    ids, dist, _ = index._h.search(qs, 10, 64, 2)
+    assert not np.isin(ids, dead).any() and (ids >= 0).all()
+    assert (np.diff(dist, axis=1) >= 0).all()
+    truth = ground_truth(np.delete(x, dead, axis=0), q[:20], 10, metric)
+    alive = np.delete(np.arange(n), dead)
+    assert recall_at_k(ids, alive[truth]) >= 0.85
+    # a small allowed set: scanned, so exactly the nearest allowed live ids
+    allowed = np.arange(0, n, 101)
+    res = index.search(q[:5], k=5, allowed=allowed)
+    d = exact_distances(x, q[:5], metric)
+    for i in range(5):
+        ok = np.setdiff1d(allowed, dead)
+        assert set(res.ids[i].tolist()) == set(ok[np.argsort(d[i][ok], kind="stable")[:5]].tolist())
+    # a large allowed set: walked; only allowed ids come back
+    mask = np.zeros(n, bool)
+    mask[::2] = True
+    res = index.search(q[:20], k=10, allowed=mask)
+    assert mask[res.ids].all() and not np.isin(res.ids, dead).any()
+    assert set(res.stats) == {"distance_evals", "hops"}  # the exact search, not the two-level one
