@@ -94,8 +94,11 @@ class StoreConfig:
             merged into the graph (the first graph is built when a store
             reaches this many rows; smaller stores are exact).
         merge_fraction: a later merge waits until the delta also holds this
-            share of the graph's rows (each merge re-embeds the graph's rows
-            until incremental insertion lands).
+            share of the graph's rows.  Each merge re-embeds the graph's rows
+            (until incremental insertion lands), so the default 1.0 lets the
+            store double between merges: over a store's life a row is
+            re-embedded about once, while the delta's exact search costs
+            a matrix product over at most as many rows as the graph holds.
         batch_tokens: token budget of one ``embed`` call.
         batch_size: most texts in one ``embed`` call.
 
@@ -105,7 +108,7 @@ class StoreConfig:
 
     index: IndexConfig = field(default_factory=IndexConfig)
     merge_rows: int = 2048
-    merge_fraction: float = 0.5
+    merge_fraction: float = 1.0
     batch_tokens: int = 8192
     batch_size: int = 64
 
