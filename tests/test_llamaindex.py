@@ -512,6 +512,28 @@ def test_ingestion_pipeline_rerun_replaces_a_changed_documents_nodes(store, embe
     assert not any("apples" in t.lower() for t in node_texts(store, "fruit"))
 
 
+async def test_ingestion_pipeline_arun_upserts(store, embed):
+    docstore = SimpleDocumentStore()
+
+    def pipeline() -> IngestionPipeline:
+        return IngestionPipeline(transformations=[SentenceSplitter(chunk_size=24, chunk_overlap=0), embed],
+                                 vector_store=store, docstore=docstore)
+
+    await pipeline().arun(documents=documents())
+    await pipeline().arun(documents=documents(code="Rust has no exceptions; functions return Result."))
+    assert any("Rust" in t for t in node_texts(store, "code"))
+    assert not any("Python" in t for t in node_texts(store, "code"))
+
+
+def test_reopening_with_another_model_is_refused(tmp_path, embed):
+    from leann_store import ModelMismatchError
+
+    with LeannVectorStore(path=tmp_path / "kb", embed_model=embed) as vs:
+        vs.add(filter_nodes(embed))
+    with pytest.raises(ModelMismatchError):
+        LeannVectorStore(path=tmp_path / "kb", embed_model=HashEmbedding(dim=32))
+
+
 def test_refresh_ref_docs(store, embed):
     index = build_index(store, embed)
     changed = documents(water="Glaciers are rivers of ice that carve valleys.")

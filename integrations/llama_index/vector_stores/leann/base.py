@@ -34,7 +34,7 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
-from leann_store import LeannStore, StoreConfig
+from leann_store import Hit, LeannStore, StoreConfig
 
 from .filters import StoreFilter, all_of, to_store_filter
 
@@ -122,7 +122,7 @@ class LeannVectorStore(BasePydanticVectorStore):
         check_model: bool = True,
         **store_options: Any,
     ) -> None:
-        super().__init__(path=None if path is None else os.fspath(path))
+        super().__init__(path=None if path is None else os.fspath(path))  # type: ignore[call-arg]
         if embed_model is None:
             from llama_index.core import Settings
 
@@ -247,10 +247,10 @@ class LeannVectorStore(BasePydanticVectorStore):
         )
         search_options = {name: kwargs[name] for name in SEARCH_OPTIONS if name in kwargs}
         q = np.asarray(query.query_embedding, dtype=np.float32)
+        hits: Sequence[Hit]
         if mode == VectorStoreQueryMode.MMR:
-            fetch_k = _mmr_fetch_k(k, kwargs)
-            hits = self._store.search(q, k=fetch_k, filter=store_filter, **search_options)
-            hits = self._mmr_select(q, hits, k, _mmr_threshold(query, kwargs))
+            candidates = self._store.search(q, k=_mmr_fetch_k(k, kwargs), filter=store_filter, **search_options)
+            hits = self._mmr_select(q, candidates, k, _mmr_threshold(query, kwargs))
         else:
             hits = self._store.search(q, k=k, filter=store_filter, **search_options)
         return VectorStoreQueryResult(
@@ -270,7 +270,7 @@ class LeannVectorStore(BasePydanticVectorStore):
             return -float(distance)
         return 1.0 / (1.0 + float(distance))
 
-    def _mmr_select(self, q: np.ndarray, hits: Sequence[Any], k: int, threshold: Optional[float]) -> List[Any]:
+    def _mmr_select(self, q: np.ndarray, hits: Sequence[Hit], k: int, threshold: Optional[float]) -> List[Hit]:
         if len(hits) <= 1:
             return list(hits)
         ids = [h.id for h in hits]
