@@ -1,0 +1,679 @@
+"""The ``leann-store`` command: index folders, ask questions, offline.
+
+::
+
+    leann-store build docs/ notes.md --index kb     # incremental: re-run after edits
+    leann-store search kb "how do I rotate the logs?" -k 5
+    leann-store info kb
+    leann-store check kb
+    leann-store demo                                # the standard library's docstrings
+
+Passages are embedded with the default model (all-MiniLM-L6-v2 from the
+``hf`` extra) or ``--model DIR``; the index keeps no embeddings, searches
+re-embed the few passages they visit.  ``build`` keeps a content digest per
+file in each passage's metadata (``source``, ``file_hash``) and on a re-run
+embeds only new and changed files, deleting the passages of changed and
+removed ones.
+
+Exit status: 0 done, 1 failed (a store or model error, printed), 2 bad usage
+or a missing path or index, 3 nothing to index, 4 the index was made with
+another model, 5 no model installed, 130 interrupted (the index keeps its
+last committed state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from . import sources
+from .errors import FilterError, LeannError, ModelMismatchError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_EMPTY, EXIT_MODEL_MISMATCH, EXIT_NO_MODEL = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130
+#: the command's own record in an index directory: how it was built (the
+#: store ignores files it does not know)
+BUILD_FILE = "leann-cli.json"
+#: sample questions of ``demo``
+DEMO_QUESTIONS = (
+    "How do I parse a JSON string into Python objects?",
+    "Run a shell command and capture its output",
+    "Create a temporary directory that is removed automatically",
+    "Find every match of a regular expression in a string",
+    "Copy a file together with its permission bits",
+    "Compress bytes with gzip",
+)
+DEMO_LIMIT = 3000
+
+
+class CommandError(Exception):
+    """A failure the command reports in one line, with its exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------- output
+
+class _Out:
+    """Messages to stderr (silent with --quiet), results to stdout, bars on stderr."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def note(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    def bar(self, total: int | None, desc: str, unit: str = "file") -> Any:
+        from tqdm.auto import tqdm
+        return tqdm(total=total, desc=desc, unit=unit, disable=self.quiet, file=sys.stderr,
+                    dynamic_ncols=True, mininterval=0.5, smoothing=0.1)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _snippet(text: str, width: int = 220) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[:width - 1].rstrip() + "…"
+
+
+# ---------------------------------------------------------------- model and store
+
+def _load_model(model: str | None, out: _Out) -> Any:
+    from .models import load_model
+    t0 = time.perf_counter()
+    embedder = load_model(model)
+    out.note(f"model {embedder.name} ({embedder.dim}-d, {embedder.threads} threads) "
+             f"loaded in {time.perf_counter() - t0:.1f} s")
+    return embedder
+
+
+def _no_embed(texts: Sequence[str]) -> np.ndarray:
+    raise CommandError("this command does not embed (no model loaded)")
+
+
+def _require_index(path: str) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise CommandError(f"no index at {path}: build one with `leann-store build SOURCE --index {path}`",
+                           EXIT_USAGE)
+    if not (p / "docstore.sqlite").is_file():
+        raise CommandError(f"{path} is not a leann-store index (no docstore.sqlite in it)", EXIT_USAGE)
+    return p
+
+
+def _read_build_record(index: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((index / BUILD_FILE).read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_build_record(index: Path, record: dict[str, Any]) -> None:
+    """Atomically (temp file, fsync, rename): a crash leaves the old record."""
+    fd, tmp = tempfile.mkstemp(prefix=".leann-cli-", dir=index)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, index / BUILD_FILE)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def _open_for_reading(index: Path) -> Any:
+    """The store without its model: for info and check."""
+    from .store import LeannStore
+    return LeannStore.open(index, embed=_no_embed, check_model=False, read_only=True, progress=False)
+
+
+def _model_for(index: Path, model: str | None) -> str | None:
+    """--model, else the model directory the index was built with (None: the default)."""
+    if model is not None:
+        return model
+    path = _read_build_record(index).get("model_path")
+    return str(path) if path else None
+
+
+# ---------------------------------------------------------------- build
+
+@dataclass
+class _Indexed:
+    """What the index holds of one source file."""
+    ids: list[str] = field(default_factory=list)
+    hashes: set[str] = field(default_factory=set)
+    chunking: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Plan:
+    new: list[sources.Document] = field(default_factory=list)
+    changed: list[sources.Document] = field(default_factory=list)
+    unchanged: int = 0
+    removed: list[str] = field(default_factory=list)   # sources whose passages go
+    unreadable: list[str] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.new or self.changed or self.removed)
+
+
+def _passage_id(source: str, index: int) -> str:
+    """Stable per (file, position): a rebuilt file's passages replace its old ones."""
+    return f"{hashlib.blake2b(source.encode(), digest_size=10).hexdigest()}:{index}"
+
+
+def _under(source: str, roots: Sequence[Path]) -> bool:
+    p = Path(source)
+    return any(p == r or r in p.parents for r in roots)
+
+
+def _indexed_files(store: Any) -> dict[str, _Indexed]:
+    held: dict[str, _Indexed] = {}
+    for rec in store.find(None):
+        src = rec.metadata.get("source")
+        if not isinstance(src, str):
+            continue  # not a passage this command wrote
+        entry = held.setdefault(src, _Indexed())
+        entry.ids.append(rec.id)
+        entry.hashes.add(str(rec.metadata.get("file_hash")))
+        entry.chunking.add(str(rec.metadata.get("chunking")))
+    return held
+
+
+def _plan(scan: sources.ScanResult, held: dict[str, _Indexed], chunking: str, out: _Out) -> _Plan:
+    plan = _Plan()
+    found: set[str] = set()
+    with out.bar(len(scan.files), "reading") as bar:
+        for path in scan.files:
+            src = str(path)
+            found.add(src)
+            try:
+                doc = sources.read_document(path, root=scan.root_of.get(path))
+                if doc is None:
+                    plan.unreadable.append(f"{src} (binary)")
+            except (OSError, ValueError) as exc:  # unreadable, or a PDF its parser refuses
+                plan.unreadable.append(f"{src} ({exc})")
+                doc = None
+            bar.update(1)
+            if doc is None:
+                if src in held:
+                    plan.removed.append(src)
+                continue
+            old = held.get(src)
+            if old is None:
+                plan.new.append(doc)
+            elif old.hashes == {doc.digest} and old.chunking == {chunking}:
+                plan.unchanged += 1
+            else:
+                plan.changed.append(doc)
+    plan.removed += [s for s in held if s not in found and _under(s, scan.roots)]
+    return plan
+
+
+def _print_plan(plan: _Plan, dry_run: bool) -> None:
+    verb = "would" if dry_run else "will"
+    print(f"{len(plan.new)} new, {len(plan.changed)} changed, {len(plan.removed)} removed, "
+          f"{plan.unchanged} unchanged files")
+    if dry_run:
+        for title, items in (("new", [str(d.path) for d in plan.new]),
+                             ("changed", [str(d.path) for d in plan.changed]),
+                             ("removed", plan.removed)):
+            for s in items[:20]:
+                print(f"  {title:8} {s}")
+            if len(items) > 20:
+                print(f"  {title:8} ... and {len(items) - 20} more")
+        if plan.empty():
+            print("the index is up to date: nothing would change")
+        else:
+            print(f"(dry run: nothing was changed; `build` without --dry-run {verb} apply this)")
+
+
+def _chunk(docs: list[sources.Document], size: int, overlap: int, chunking: str,
+           out: _Out) -> tuple[list[str], list[dict[str, Any]], list[str], dict[str, list[str]]]:
+    texts: list[str] = []
+    metas: list[dict[str, Any]] = []
+    ids: list[str] = []
+    per_file: dict[str, list[str]] = {}
+    with out.bar(len(docs), "chunking") as bar:
+        for doc in docs:
+            src = str(doc.path)
+            file_ids = per_file.setdefault(src, [])
+            for c in sources.chunk_document(doc, size=size, overlap=overlap):
+                pid = _passage_id(src, c.index)
+                texts.append(c.text)
+                ids.append(pid)
+                file_ids.append(pid)
+                metas.append({"source": src, "title": doc.title, "heading": c.heading,
+                              "chunk": c.index, "line": c.start_line, "kind": doc.kind,
+                              "file_hash": doc.digest, "chunking": chunking})
+            bar.update(1)
+    return texts, metas, ids, per_file
+
+
+def cmd_build(args: argparse.Namespace, out: _Out) -> int:
+    t_start = time.perf_counter()
+    size, overlap = args.chunk_size, args.overlap
+    if overlap is None:
+        overlap = sources.default_overlap(size)
+    if size <= 0 or not 0 <= overlap < size:
+        raise CommandError(f"need --chunk-size > 0 and 0 <= --overlap < --chunk-size "
+                           f"(got {size} and {overlap})", EXIT_USAGE)
+    chunking = f"{size}/{overlap}"
+    try:
+        scan = sources.scan(args.sources)
+    except FileNotFoundError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    for reason, n in sorted(scan.skipped.items()):
+        out.note(f"skipped {n}: {reason}")
+    index = Path(args.index)
+    exists = (index / "docstore.sqlite").is_file()
+    if index.exists() and not index.is_dir():
+        raise CommandError(f"--index {args.index} is a file, not a folder", EXIT_USAGE)
+    if index.is_dir() and not exists and any(index.iterdir()):
+        raise CommandError(f"--index {args.index} is a folder that holds something else than an index",
+                           EXIT_USAGE)
+    if not scan.files and not exists:
+        raise CommandError("nothing to index: no .txt .md .rst .py .html .json files under "
+                           + " ".join(args.sources), EXIT_EMPTY)
+
+    if args.dry_run:
+        held: dict[str, _Indexed] = {}
+        if exists:
+            store = _open_for_reading(index)
+            try:
+                held = _indexed_files(store)
+            finally:
+                store.close()
+        plan = _plan(scan, held, chunking, out)
+        _print_plan(plan, dry_run=True)
+        return EXIT_OK
+
+    embedder = _load_model(args.model, out)
+    from .store import LeannStore
+    embedded0 = embedder.passages  # from here: the store's model check, then ours
+    store = LeannStore.open(index, embed=embedder, model=embedder.identity, progress=not out.quiet)
+    try:
+        held = _indexed_files(store)
+        plan = _plan(scan, held, chunking, out)
+        for bad in plan.unreadable[:10]:
+            out.note(f"skipped {bad}")
+        out.note(f"{len(plan.new)} new, {len(plan.changed)} changed, {len(plan.removed)} removed, "
+                 f"{plan.unchanged} unchanged files")
+        docs = plan.new + plan.changed
+        texts, metas, ids, per_file = _chunk(docs, size, overlap, chunking, out)
+        if not texts and store.count() == 0 and not plan.removed:
+            raise CommandError("nothing to index: the files found hold no text", EXIT_EMPTY)
+        deleted = 0
+        if plan.removed:
+            deleted += store.delete([i for s in plan.removed for i in held[s].ids])
+        t_embed = time.perf_counter()
+        if texts:
+            with out.bar(len(texts), "embedding", unit="passage") as bar:
+                vecs = embedder.embed(texts, progress=bar.update)
+            embed_s = time.perf_counter() - t_embed
+            out.note(f"writing the index ({len(texts)} passages)...")
+            # one call: the store builds its graph straight from these vectors
+            store.add(texts, metadatas=metas, ids=ids, embeddings=vecs)
+        else:
+            embed_s = 0.0
+        # passages of changed files past their new count
+        stale = []
+        for d in plan.changed:
+            kept = set(per_file.get(str(d.path), ()))
+            stale += [i for i in held[str(d.path)].ids if i not in kept]
+        if stale:
+            deleted += store.delete(stale)
+        stats = store.stats()
+        model_texts = embedder.passages - embedded0
+        record = {
+            "model": embedder.identity, "model_path": str(args.model) if args.model else None,
+            "chunk_size": size, "overlap": overlap, "sources": [str(r) for r in scan.roots],
+            "last_build": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "files": plan.unchanged + len(docs), "passages": stats["documents"],
+            "embedded": len(texts), "model_texts": model_texts, "deleted": deleted, "embed_seconds": round(embed_s, 3),
+            "build_seconds": round(time.perf_counter() - t_start, 3),
+        }
+        _write_build_record(index, record)
+    finally:
+        store.close()
+    rate = len(texts) / embed_s if embed_s > 0 else 0.0
+    total_s = time.perf_counter() - t_start
+    print(f"indexed {record['files']} files: {len(plan.new)} new, {len(plan.changed)} changed, "
+          f"{len(plan.removed)} removed, {plan.unchanged} unchanged")
+    extra = model_texts - len(texts)
+    print(f"embedded {len(texts)} passages in {embed_s:.1f} s ({rate:.1f} passages/s)"
+          + (f" (+{extra} texts the store embedded: model check, recompute)" if extra else "")
+          + f", deleted {deleted}; {stats['documents']} passages in {index}; "
+          f"index {_size(stats['index_bytes'] + stats['delta_bytes'])}, "
+          f"docstore {_size(stats['docstore_bytes'])}; took {total_s:.1f} s")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- search
+
+def _score(metric: str, distance: float) -> float:
+    return 1.0 - distance if metric == "cosine" else -distance
+
+
+def cmd_search(args: argparse.Namespace, out: _Out) -> int:
+    index = _require_index(args.index)
+    flt = None
+    if args.filter is not None:
+        try:
+            flt = json.loads(args.filter)
+        except ValueError as exc:
+            raise CommandError(f"--filter is not JSON: {exc}", EXIT_USAGE) from None
+    if args.k <= 0:
+        raise CommandError("-k must be at least 1", EXIT_USAGE)
+    embedder = _load_model(_model_for(index, args.model), out)
+    from .store import LeannStore
+    store = LeannStore.open(index, embed=embedder, model=embedder.identity, read_only=True,
+                            progress=False)
+    try:
+        t0 = time.perf_counter()
+        q = embedder.embed_query(args.query)
+        t1 = time.perf_counter()
+        try:
+            hits = store.search(q, k=args.k, filter=flt)
+        except FilterError as exc:
+            raise CommandError(f"--filter: {exc}", EXIT_USAGE) from None
+        t2 = time.perf_counter()
+        metric = store.metric
+    finally:
+        store.close()
+    recomputed = int(hits.stats.get("recomputed", 0))
+    timing = {"total_ms": round((t2 - t0) * 1e3, 1), "query_embed_ms": round((t1 - t0) * 1e3, 1),
+              "search_ms": round((t2 - t1) * 1e3, 1), "recomputed": recomputed}
+    if args.json:
+        results = [{"id": h.id, "score": round(_score(metric, h.distance), 6),
+                    "distance": h.distance, "source": h.metadata.get("source"),
+                    "title": h.metadata.get("title"), "heading": h.metadata.get("heading"),
+                    "line": h.metadata.get("line"), "text": h.text, "metadata": h.metadata}
+                   for h in hits]
+        json.dump({"query": args.query, "results": results, **timing}, sys.stdout, indent=1)
+        print()
+        return EXIT_OK
+    if not hits:
+        print("no results" + (" match the filter" if flt is not None else ""))
+    for rank, h in enumerate(hits, 1):
+        src = h.metadata.get("source", h.id)
+        line = h.metadata.get("line")
+        where = f"{src}:{line}" if line else str(src)
+        heading = h.metadata.get("heading") or h.metadata.get("title") or ""
+        print(f"{rank:2}. {_score(metric, h.distance):.3f}  {where}" + (f"  [{heading}]" if heading else ""))
+        print(f"    {_snippet(h.text)}")
+    print(f"{len(hits)} results in {timing['total_ms']:.0f} ms (query {timing['query_embed_ms']:.0f} ms, "
+          f"search {timing['search_ms']:.0f} ms; {recomputed} passages recomputed)")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- info, check
+
+def cmd_info(args: argparse.Namespace, out: _Out) -> int:
+    index = _require_index(args.index)
+    store = _open_for_reading(index)
+    try:
+        stats = store.stats()
+        sources_held = {r.metadata.get("source") for r in store.find(None)}
+    finally:
+        store.close()
+    record = _read_build_record(index)
+    passages = stats["documents"]
+    index_bytes = stats["index_bytes"] + stats["delta_bytes"]
+    info = {
+        "index": str(index.resolve()),
+        "documents": len(sources_held - {None}),
+        "passages": passages,
+        "index_bytes": index_bytes,
+        "graph_bytes": stats["index_bytes"],
+        "delta_vector_bytes": stats["delta_bytes"],
+        "docstore_bytes": stats["docstore_bytes"],
+        "index_bytes_per_passage": round(index_bytes / passages, 1) if passages else 0,
+        "model": stats.get("model"),
+        "dim": stats.get("dim"),
+        "metric": stats.get("metric"),
+        "codec": stats.get("codec"),
+        "graph": stats.get("graph"),
+        "graph_rows": stats.get("graph_rows"),
+        "delta_rows": stats.get("delta_rows"),
+        "deleted": stats.get("deleted"),
+        "created": stats.get("created"),
+        "last_merge": stats.get("last_merge"),
+        "last_build": record.get("last_build"),
+        "chunking": f"{record['chunk_size']}/{record['overlap']}" if "chunk_size" in record else None,
+    }
+    if args.json:
+        json.dump(info, sys.stdout, indent=1)
+        print()
+        return EXIT_OK
+    codec = info["codec"] or {}
+    graph = info["graph"] or {}
+    lines = [
+        ("index", info["index"]),
+        ("documents", f"{info['documents']} files"),
+        ("passages", f"{passages} ({info['graph_rows']} in the graph, {info['delta_rows']} in the exact "
+                     f"delta segment, {info['deleted']} deleted nodes)"),
+        ("index bytes", f"{_size(index_bytes)} ({info['index_bytes_per_passage']} B/passage; graph "
+                        f"{_size(info['graph_bytes'])}, delta vectors {_size(info['delta_vector_bytes'])})"),
+        ("docstore bytes", f"{_size(info['docstore_bytes'])} (text and metadata)"),
+        ("model", f"{info['model']} ({info['dim']}-d, {info['metric']})"),
+        ("codec", f"4-bit PQ, {codec.get('search_subspaces')} subspaces ({codec.get('code_bytes')} B/passage)"
+                  if info["graph_rows"] and codec.get("search_subspaces") else
+                  "none yet: the store searches its rows exactly until it builds a graph"),
+        ("graph degree", f"M={graph.get('M')}, hubs {graph.get('hub_degree')}, others {graph.get('degree')}"),
+        ("chunking", f"{info['chunking']} tokens (size/overlap)" if info["chunking"] else "unknown"),
+        ("last build", info["last_build"] or "unknown (not built by this command)"),
+    ]
+    for key, value in lines:
+        print(f"{key:15} {value}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace, out: _Out) -> int:
+    index = _require_index(args.index)
+    store = _open_for_reading(index)
+    try:
+        t0 = time.perf_counter()
+        store.check()
+        n = store.count()
+    finally:
+        store.close()
+    print(f"{index}: consistent ({n} passages, checked in {time.perf_counter() - t0:.2f} s)")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- demo
+
+def _hnsw_float32_bytes(vecs: np.ndarray, M: int) -> tuple[int, str]:
+    """Bytes of a float32 HNSW index over ``vecs``: hnswlib's saved file when
+    hnswlib is installed, else the float32 vectors plus a base layer of 2M
+    4-byte links per node (upper layers left out: a lower bound)."""
+    n, d = vecs.shape
+    try:
+        import hnswlib  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        return n * d * 4 + n * (2 * M * 4 + 4), f"computed: n*d*4 + n*(2M*4+4), M={M}"
+    idx = hnswlib.Index(space="cosine", dim=d)
+    idx.init_index(max_elements=n, M=M, ef_construction=200, random_seed=0)
+    idx.set_num_threads(max(1, os.cpu_count() or 1))
+    idx.add_items(vecs)
+    with tempfile.TemporaryDirectory() as tmp:
+        f = os.path.join(tmp, "hnsw.bin")
+        idx.save_index(f)
+        return os.path.getsize(f), f"hnswlib {getattr(hnswlib, '__version__', '')} saved file, M={M}".replace("  ", " ")
+
+
+def cmd_demo(args: argparse.Namespace, out: _Out) -> int:
+    if args.limit <= 0:
+        raise CommandError("--limit must be at least 1", EXIT_USAGE)
+    if args.index and Path(args.index).exists() and any(Path(args.index).iterdir()):
+        raise CommandError(f"--index {args.index} is not empty: the demo writes a new index", EXIT_USAGE)
+    t0 = time.perf_counter()
+    out.note("reading the standard library's docstrings...")
+    passages = sources.stdlib_docstrings(args.limit)
+    if not passages:
+        raise CommandError("found no standard-library docstrings to index", EXIT_EMPTY)
+    out.note(f"{len(passages)} docstring passages from {len({p.module for p in passages})} modules "
+             f"({time.perf_counter() - t0:.1f} s)")
+    embedder = _load_model(args.model, out)
+    texts = [p.text for p in passages]
+    te = time.perf_counter()
+    with out.bar(len(texts), "embedding", unit="passage") as bar:
+        vecs = embedder.embed(texts, progress=bar.update)
+    embed_s = time.perf_counter() - te
+    from .store import LeannStore, StoreConfig
+    # a graph however few the passages (a store keeps small ones exact by default)
+    config = StoreConfig.from_options(metric="cosine", merge_rows=16)
+    store = (LeannStore.open(args.index, embed=embedder, config=config, model=embedder.identity,
+                             progress=not out.quiet)
+             if args.index else
+             LeannStore.temporary(embed=embedder, config=config, model=embedder.identity,
+                                  progress=not out.quiet))
+    try:
+        tb = time.perf_counter()
+        store.add(texts, metadatas=[{"source": p.path, "title": p.qualname, "module": p.module}
+                                    for p in passages],
+                  ids=[f"{p.qualname}#{i}" for i, p in enumerate(passages)], embeddings=vecs)
+        build_s = time.perf_counter() - tb
+        stats = store.stats()
+        ours = stats["index_bytes"] + stats["delta_bytes"]
+        theirs, how = _hnsw_float32_bytes(vecs, int(stats.get("graph", {}).get("M") or 16))
+        n = len(texts)
+        print(f"\nindexed {n} passages: embedding {embed_s:.1f} s ({n / embed_s:.1f} passages/s), "
+              f"index build {build_s:.1f} s")
+        print(f"  leann-store index      {_size(ours):>10}  ({ours / n:7.1f} B/passage)")
+        print(f"  float32 HNSW index     {_size(theirs):>10}  ({theirs / n:7.1f} B/passage; {how})")
+        if ours:
+            print(f"  -> {theirs / ours:.0f}x smaller; both keep the passages' text beside the index "
+                  f"(here a {_size(stats['docstore_bytes'])} SQLite docstore)")
+        for question in DEMO_QUESTIONS:
+            tq = time.perf_counter()
+            hits = store.search(embedder.embed_query(question), k=args.k)
+            ms = (time.perf_counter() - tq) * 1e3
+            print(f"\nQ: {question}\n   {ms:.0f} ms, {hits.stats.get('recomputed', 0)} passages recomputed")
+            for h in hits:
+                first = h.text.split("\n", 1)
+                body = first[1] if len(first) > 1 else ""
+                print(f"   {1 - h.distance:.3f}  {h.metadata.get('title')}: {_snippet(body, 110)}")
+    finally:
+        store.close()
+    out.note(f"\ndemo done in {time.perf_counter() - t0:.0f} s; index your own files with "
+             "`leann-store build FOLDER --index DIR`")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- arguments
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="leann-store", description="Index documents into a tiny-index vector store and search them, offline.",
+        epilog="exit status: 0 ok, 1 failed, 2 usage or missing path, 3 nothing to index, "
+               "4 index made with another model, 5 no model installed, 130 interrupted")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def common(sp: argparse.ArgumentParser, model: bool = True) -> None:
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes")
+        if model:
+            sp.add_argument("--model", metavar="DIR",
+                            help="a local sentence-transformers model directory (default: "
+                                 "all-MiniLM-L6-v2 from the hf extra; search: the one the index was built with)")
+
+    b = sub.add_parser("build", help="index files and folders (incremental)",
+                       description="Index files and folders (.txt .md .rst .py .html .json, .pdf with the "
+                                   "pdf extra); a re-run embeds only new and changed files.")
+    b.add_argument("sources", nargs="+", metavar="SOURCE", help="files and folders to index")
+    b.add_argument("--index", required=True, metavar="DIR", help="the index directory (created)")
+    b.add_argument("--chunk-size", type=int, default=sources.DEFAULT_CHUNK_SIZE, metavar="N",
+                   help="tokens per passage at most (default %(default)s)")
+    b.add_argument("--overlap", type=int, default=None, metavar="N",
+                   help=f"tokens shared by consecutive passages (default {sources.DEFAULT_OVERLAP})")
+    b.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
+    common(b)
+    b.set_defaults(func=cmd_build)
+
+    s = sub.add_parser("search", help="ask an index a question")
+    s.add_argument("index", metavar="DIR")
+    s.add_argument("query")
+    s.add_argument("-k", type=int, default=5, help="results (default %(default)s)")
+    s.add_argument("--filter", metavar="JSON", help='metadata filter, e.g. \'{"kind": "markdown"}\'')
+    s.add_argument("--json", action="store_true", help="results as JSON")
+    common(s)
+    s.set_defaults(func=cmd_search)
+
+    i = sub.add_parser("info", help="what an index holds and its size")
+    i.add_argument("index", metavar="DIR")
+    i.add_argument("--json", action="store_true", help="as JSON")
+    common(i, model=False)
+    i.set_defaults(func=cmd_info)
+
+    c = sub.add_parser("check", help="the index's consistency check")
+    c.add_argument("index", metavar="DIR")
+    common(c, model=False)
+    c.set_defaults(func=cmd_check)
+
+    d = sub.add_parser("demo", help="index the standard library's docstrings and answer sample questions")
+    d.add_argument("--limit", type=int, default=DEMO_LIMIT, metavar="N",
+                   help="docstring passages to index (default %(default)s)")
+    d.add_argument("-k", type=int, default=3, help="passages shown per question (default %(default)s)")
+    d.add_argument("--index", metavar="DIR", help="keep the demo index here (default: a temporary one)")
+    common(d)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns its exit status."""
+    args = _parser().parse_args(argv)
+    out = _Out(getattr(args, "quiet", False))
+    try:
+        return int(args.func(args, out))
+    except CommandError as exc:
+        print(f"leann-store: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("\nleann-store: interrupted; the index keeps its last committed state "
+              "(re-run the command to finish)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ModelMismatchError as exc:
+        print(f"leann-store: error: {exc}\n  pass --model with the model the index was built with, "
+              "or build a new index", file=sys.stderr)
+        return EXIT_MODEL_MISMATCH
+    except LeannError as exc:
+        from .models import ModelUnavailableError
+        code = EXIT_NO_MODEL if isinstance(exc, ModelUnavailableError) else EXIT_FAILED
+        print(f"leann-store: error: {exc}", file=sys.stderr)
+        return code
+    except FileNotFoundError as exc:
+        print(f"leann-store: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # `leann-store search ... | head`
+        with contextlib.suppress(OSError):
+            sys.stdout.close()
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
