@@ -333,10 +333,12 @@ class LeannVectorStore(VectorStore):
         **kwargs: Any,
     ) -> list[str]:
         texts, metadatas, ids = self._rows(texts, metadatas, ids, **kwargs)
-        vectors = await self._embedding.aembed_documents(texts) if texts else []
+        if not texts or not _overrides(self._embedding, "aembed_documents"):
+            # the store embeds in the worker thread, in its token-budgeted batches
+            return await asyncio.to_thread(self._store.add, texts, metadatas=metadatas, ids=ids)
+        vectors = np.asarray(await self._embedding.aembed_documents(texts), dtype=np.float32)
         return await asyncio.to_thread(
-            self._store.add, texts, metadatas=metadatas, ids=ids,
-            embeddings=np.asarray(vectors, dtype=np.float32) if texts else None,
+            self._store.add, texts, metadatas=metadatas, ids=ids, embeddings=vectors
         )
 
     async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
@@ -477,7 +479,10 @@ class LeannVectorStore(VectorStore):
         """Open the store in ``folder`` (written by :meth:`save_local` or used as a
         ``path``) with ``embeddings``; changes are saved in place. A different embedding
         model than the one the store was built with raises ``ModelMismatchError``.
-        Keyword arguments go to the constructor (``read_only=True``, ``model=``, ...)."""
+        Keyword arguments go to the constructor (``read_only=True``, ``model=``, ...);
+        FAISS's ``allow_dangerous_deserialization`` is accepted and ignored, so code
+        written for FAISS runs unchanged: nothing here is unpickled."""
+        kwargs.pop("allow_dangerous_deserialization", None)
         if not (Path(folder) / _STORE_MARKER).exists():
             raise FileNotFoundError(f"{folder} holds no leann store (no {_STORE_MARKER})")
         return cls(embeddings, folder, **kwargs)
