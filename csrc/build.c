@@ -243,41 +243,47 @@ static inline float pair_dist(const leann_builder *b, uint32_t x, uint32_t y) {
     return b->l2(b->vectors + (size_t)x * b->p.dim, b->vectors + (size_t)y * b->p.dim, b->p.dim);
 }
 
-/* HNSW heuristic: keep a candidate only if it is closer to the base than to
- * every neighbour kept so far.  cands sorted ascending.  Flash: once a few
- * neighbours are kept, the candidate's virtual ADT scores all of them at
- * once with the lookup kernel over the kept neighbours' code blocks. */
+/* The selection heuristic (leann_select) seen from the builder.  Flash:
+ * once a few neighbours are kept, a candidate's virtual ADT scores all of
+ * them at once with the lookup kernel over the kept neighbours' code
+ * blocks (s->selblocks, filled as they are kept). */
 #define SIMD_SELECT_MIN 4
-#define SELECT_PREFETCH 8
+typedef struct {
+    const leann_builder *b;
+    scratch *s;
+} build_sel;
+
+static int build_occluded(void *ctx, uint32_t c, float d, const leann_cand *kept, int k) {
+    const build_sel *x = ctx;
+    const leann_builder *b = x->b;
+    if (b->flash && k >= SIMD_SELECT_MIN) {
+        b->vadt(b->codec, b->codes + (size_t)c * b->cb, x->s->vtab);
+        b->scan(x->s->selblocks, (size_t)(k + 15) / 16, b->cb, x->s->vtab, x->s->seld);
+        int good = 1;
+        for (int j = 0; j < k; j++) good &= !((float)x->s->seld[j] < d);
+        return !good;
+    }
+    for (int j = 0; j < k; j++)
+        if (pair_dist(b, c, kept[j].id) < d) return 1;
+    return 0;
+}
+
+static void build_kept(void *ctx, uint32_t c, int k) {
+    const build_sel *x = ctx;
+    const leann_builder *b = x->b;
+    leann_block_put(x->s->selblocks + (size_t)(k / 16) * 16 * b->cb, b->cb, k % 16, b->codes + (size_t)c * b->cb);
+}
+
+static void build_prefetch(void *ctx, uint32_t c) {
+    const build_sel *x = ctx;
+    LEANN_PREFETCH(x->b->codes + (size_t)c * x->b->cb); /* codes scattered over all n */
+}
+
 static int select_neighbors(const leann_builder *b, scratch *s, const leann_cand *cands, int nc,
                             int m, float bias, leann_cand *out) {
-    int k = 0;
-    if (b->flash) /* candidates' own codes: scattered over all n; start the first misses */
-        for (int i = 0; i < nc && i < SELECT_PREFETCH; i++) LEANN_PREFETCH(b->codes + (size_t)cands[i].id * b->cb);
-    for (int i = 0; i < nc && k < m; i++) {
-        int good = 1;
-        if (b->flash && i + SELECT_PREFETCH < nc)
-            LEANN_PREFETCH(b->codes + (size_t)cands[i + SELECT_PREFETCH].id * b->cb);
-        float di = cands[i].d + bias;
-        if (b->flash && k >= SIMD_SELECT_MIN) {
-            b->vadt(b->codec, b->codes + (size_t)cands[i].id * b->cb, s->vtab);
-            b->scan(s->selblocks, (size_t)(k + 15) / 16, b->cb, s->vtab, s->seld);
-            for (int j = 0; j < k; j++) good &= !((float)s->seld[j] < di);
-        } else {
-            for (int j = 0; j < k; j++) {
-                if (pair_dist(b, cands[i].id, out[j].id) < di) {
-                    good = 0;
-                    break;
-                }
-            }
-        }
-        if (!good) continue;
-        if (b->flash)
-            leann_block_put(s->selblocks + (size_t)(k / 16) * 16 * b->cb, b->cb, k % 16,
-                            b->codes + (size_t)cands[i].id * b->cb);
-        out[k++] = cands[i];
-    }
-    return k;
+    build_sel x = {b, s};
+    leann_selector sel = {build_occluded, b->flash ? build_kept : NULL, b->flash ? build_prefetch : NULL, &x};
+    return leann_select(&sel, cands, nc, m, bias, out);
 }
 
 static inline uint8_t *list_blocks(leann_builder *b, uint32_t v, int l) {
@@ -294,33 +300,43 @@ static inline void list_put(leann_builder *b, uint32_t v, int l, int pos, uint32
                         b->codes + (size_t)id * b->cb);
 }
 
+/* One list of the builder, for leann_reverse_link. */
+typedef struct {
+    leann_builder *b;
+    scratch *s;
+    uint32_t v;
+    int l;
+} build_list;
+
+static void build_list_dists(void *ctx, const uint32_t *ids, int deg, uint32_t q, leann_cand *pool) {
+    build_list *x = ctx;
+    leann_builder *b = x->b;
+    if (b->flash) { /* the list's code blocks, scored at once from v's virtual ADT */
+        b->vadt(b->codec, b->codes + (size_t)x->v * b->cb, x->s->vtab);
+        b->scan(list_blocks(b, x->v, x->l), (size_t)(deg + 15) / 16, b->cb, x->s->vtab, x->s->qc.d16_tmp);
+        for (int i = 0; i < deg; i++) pool[i] = (leann_cand){(float)x->s->qc.d16_tmp[i], ids[i]};
+    } else {
+        for (int i = 0; i < deg; i++) pool[i] = (leann_cand){pair_dist(b, x->v, ids[i]), ids[i]};
+    }
+    pool[deg] = (leann_cand){pair_dist(b, x->v, q), q};
+}
+
+static void build_list_put(void *ctx, int pos, uint32_t id) {
+    build_list *x = ctx;
+    list_put(x->b, x->v, x->l, pos, id);
+}
+
 /* Add q to v's list at level l (caller holds v's lock). */
 static void add_reverse(leann_builder *b, scratch *s, uint32_t v, int l, uint32_t q) {
     int deg, cap = l == 0 ? b->g.cap0 : b->g.capU;
-    uint32_t *ids = leann_graph_list(&b->g, v, l, &deg);
-    uint16_t *degp = leann_graph_degp(&b->g, v, l);
-    for (int i = 0; i < deg; i++)
-        if (ids[i] == q) return;
-    if (deg < cap) {
-        list_put(b, v, l, deg, q);
-        *degp = (uint16_t)(deg + 1);
-        return;
-    }
-    /* full: re-select among the current neighbours and q, seen from v */
-    leann_cand *pool = s->pool;
-    if (b->flash) {
-        b->vadt(b->codec, b->codes + (size_t)v * b->cb, s->vtab);
-        b->scan(list_blocks(b, v, l), (size_t)(deg + 15) / 16, b->cb, s->vtab, s->qc.d16_tmp);
-        for (int i = 0; i < deg; i++) pool[i] = (leann_cand){(float)s->qc.d16_tmp[i], ids[i]};
-    } else {
-        for (int i = 0; i < deg; i++) pool[i] = (leann_cand){pair_dist(b, v, ids[i]), ids[i]};
-    }
-    pool[deg] = (leann_cand){pair_dist(b, v, q), q};
-    leann_cand_sort(pool, (size_t)deg + 1);
-    /* not s->selected: insert() is iterating over it */
-    int k = select_neighbors(b, s, pool, deg + 1, cap, 0.0f, s->reselected);
-    for (int i = 0; i < k; i++) list_put(b, v, l, i, s->reselected[i].id);
-    *degp = (uint16_t)k;
+    const uint32_t *ids = leann_graph_list(&b->g, v, l, &deg);
+    build_sel xs = {b, s};
+    leann_selector sel = {build_occluded, b->flash ? build_kept : NULL, b->flash ? build_prefetch : NULL, &xs};
+    build_list xl = {b, s, v, l};
+    leann_list_ops ops = {build_list_dists, build_list_put, &xl};
+    /* out: not s->selected, which insert() is iterating over */
+    *leann_graph_degp(&b->g, v, l) = (uint16_t)leann_reverse_link(&sel, &ops, ids, deg, cap, q, s->pool,
+                                                                  s->reselected);
 }
 
 /* Set q's own list at level l to sel[0..k); keep links others added meanwhile

@@ -392,6 +392,7 @@ int leann_index_load(const char *path, leann_index **out) {
         leann_file_close(f);
         return LEANN_ERR_NOMEM;
     }
+    atomic_init(&idx->vpool, NULL);
     st = load_file(f, idx);
     leann_file_close(f);
     if (st != LEANN_OK) {

@@ -268,6 +268,65 @@ static inline int leann_cand_less(leann_cand a, leann_cand b) {
 void leann_cand_sort(leann_cand *a, size_t n);
 int leann_cmp_u64(const void *a, const void *b); /* qsort comparator */
 
+/* ---- neighbour selection and reverse links: the only ones (build.c and
+ * prune.c call these; each supplies how it measures distances and stores a
+ * list) ---- */
+typedef struct {
+    /* 1 when one of kept[0..k) is closer to candidate c than d, c's
+     * distance to the base (selection bias included) */
+    int (*occluded)(void *ctx, uint32_t c, float d, const leann_cand *kept, int k);
+    void (*kept)(void *ctx, uint32_t c, int k); /* c became kept[k] (may be NULL) */
+    void (*prefetch)(void *ctx, uint32_t c);    /* a candidate looked at soon (may be NULL) */
+    void *ctx;
+} leann_selector;
+
+#define LEANN_SELECT_PREFETCH 8
+/* The HNSW heuristic: walk the candidates (ascending by distance to the
+ * base) and keep one only if no neighbour kept so far is closer to it than
+ * the base is (its distance + bias); at most cap.  Returns how many were
+ * written to out.  Inline so that each caller's callbacks inline too. */
+static inline int leann_select(const leann_selector *sel, const leann_cand *cands, int nc, int cap, float bias,
+                               leann_cand *out) {
+    int k = 0;
+    if (sel->prefetch)
+        for (int i = 0; i < nc && i < LEANN_SELECT_PREFETCH; i++) sel->prefetch(sel->ctx, cands[i].id);
+    for (int i = 0; i < nc && k < cap; i++) {
+        if (sel->prefetch && i + LEANN_SELECT_PREFETCH < nc) sel->prefetch(sel->ctx, cands[i + LEANN_SELECT_PREFETCH].id);
+        if (k && sel->occluded(sel->ctx, cands[i].id, cands[i].d + bias, out, k)) continue;
+        if (sel->kept) sel->kept(sel->ctx, cands[i].id, k);
+        out[k++] = cands[i];
+    }
+    return k;
+}
+
+/* How a reverse link reads and writes one list. */
+typedef struct {
+    /* pool[i] = {distance from the list's owner, ids[i]} for i < deg, and
+     * pool[deg] the same for v */
+    void (*dists)(void *ctx, const uint32_t *ids, int deg, uint32_t v, leann_cand *pool);
+    void (*put)(void *ctx, int pos, uint32_t id); /* store list entry pos */
+    void *ctx;
+} leann_list_ops;
+
+/* Offer the link owner -> v to the owner's list ids[0..deg) of capacity
+ * cap: nothing if it is there, appended while there is room, else the list
+ * is re-selected by the heuristic among its links and v.  pool and out:
+ * cap + 1 entries of scratch.  Returns the list's new degree. */
+static inline int leann_reverse_link(const leann_selector *sel, const leann_list_ops *ops, const uint32_t *ids,
+                                     int deg, int cap, uint32_t v, leann_cand *pool, leann_cand *out) {
+    for (int i = 0; i < deg; i++)
+        if (ids[i] == v) return deg;
+    if (deg < cap) {
+        ops->put(ops->ctx, deg, v);
+        return deg + 1;
+    }
+    ops->dists(ops->ctx, ids, deg, v, pool);
+    leann_cand_sort(pool, (size_t)deg + 1);
+    int k = leann_select(sel, pool, deg + 1, cap, 0.0f, out);
+    for (int i = 0; i < k; i++) ops->put(ops->ctx, i, out[i].id);
+    return k;
+}
+
 /* Visited set: a bitset, cleared word by word through the list of words a
  * search touched (cheap for small searches on large graphs). */
 typedef struct {
@@ -388,6 +447,9 @@ int leann_walk_step(leann_walk *w, const leann_graph *g, leann_qctx *qc);
 
 /* ---- the index (search.c, prune.c, index_io.c) ---- */
 typedef struct leann_lru leann_lru;
+typedef struct leann_vlist leann_vlist;
+typedef struct leann_vpool leann_vpool;
+void leann_vpool_free(leann_vpool *p);
 struct leann_index {
     leann_graph g;
     uint8_t *codes;      /* n * code_bytes or NULL */
@@ -402,6 +464,7 @@ struct leann_index {
     uint16_t *hub_vecs;
     size_t nhub;
     leann_lru *lru;      /* cross-query cache of recomputed rows, or NULL */
+    _Atomic(leann_vpool *) vpool; /* visited sets of two-level and filtered searches (search.c) */
     float calib[LEANN_CALIB_LEVELS]; /* code error quantiles (leann_index_set_calibration) */
     int has_calib;
     char *umeta;         /* caller's metadata blob, saved with the index */

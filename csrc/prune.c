@@ -31,16 +31,17 @@ static inline float code_pair(const leann_codec *c, const uint8_t *codes, int cb
     return (float)leann_sdt_dist(c, codes + (size_t)x * cb, codes + (size_t)y * cb);
 }
 
-/* HNSW heuristic over candidates sorted ascending by distance to the base. */
-static int heuristic(const leann_codec *c, const uint8_t *codes, int cb, const leann_cand *cands, int nc,
-                     int cap, uint32_t *out) {
-    int k = 0;
-    for (int i = 0; i < nc && k < cap; i++) {
-        int good = 1;
-        for (int j = 0; j < k && good; j++) good = !(code_pair(c, codes, cb, cands[i].id, out[j]) < cands[i].d);
-        if (good) out[k++] = cands[i].id;
-    }
-    return k;
+/* The selection heuristic (leann_select) on code distances. */
+static int prune_occluded(void *ctx, uint32_t c, float d, const leann_cand *kept, int k) {
+    const prune_job *job = ctx;
+    for (int j = 0; j < k; j++)
+        if (code_pair(job->codec, job->codes, job->cb, c, kept[j].id) < d) return 1;
+    return 0;
+}
+
+static int heuristic(const prune_job *job, const leann_cand *cands, int nc, int cap, leann_cand *out) {
+    leann_selector sel = {prune_occluded, NULL, NULL, (void *)job};
+    return leann_select(&sel, cands, nc, cap, 0.0f, out);
 }
 
 static int prune_task(void *p, int tid, int nt) {
@@ -49,7 +50,12 @@ static int prune_task(void *p, int tid, int nt) {
     prune_job *job = p;
     const leann_graph *g = job->g;
     leann_cand *cands = leann_malloc(((size_t)g->cap0 + 1) * sizeof *cands, "prune scratch");
-    if (!cands) return LEANN_ERR_NOMEM;
+    leann_cand *kept = leann_malloc(((size_t)job->hub_degree + 1) * sizeof *kept, "prune scratch");
+    if (!cands || !kept) {
+        free(cands);
+        free(kept);
+        return LEANN_ERR_NOMEM;
+    }
     for (;;) {
         size_t v = atomic_fetch_add(&job->next, 1);
         if (v >= g->n) break;
@@ -59,30 +65,40 @@ static int prune_task(void *p, int tid, int nt) {
             cands[i] = (leann_cand){code_pair(job->codec, job->codes, job->cb, (uint32_t)v, list[i]), list[i]};
         leann_cand_sort(cands, (size_t)deg);
         int cap = job->hub[v] ? job->hub_degree : job->degree;
-        job->deg[v] = (uint16_t)heuristic(job->codec, job->codes, job->cb, cands, deg, cap,
-                                          job->ids + v * (size_t)job->hub_degree);
+        int k = heuristic(job, cands, deg, cap, kept);
+        for (int i = 0; i < k; i++) job->ids[v * (size_t)job->hub_degree + (size_t)i] = kept[i].id;
+        job->deg[v] = (uint16_t)k;
     }
     free(cands);
+    free(kept);
     return LEANN_OK;
 }
 
+/* One pruned list, for leann_reverse_link. */
+typedef struct {
+    prune_job *job;
+    uint32_t u;
+} prune_list;
+
+static void prune_list_dists(void *ctx, const uint32_t *ids, int deg, uint32_t v, leann_cand *pool) {
+    const prune_list *x = ctx;
+    const prune_job *job = x->job;
+    for (int i = 0; i < deg; i++) pool[i] = (leann_cand){code_pair(job->codec, job->codes, job->cb, x->u, ids[i]), ids[i]};
+    pool[deg] = (leann_cand){code_pair(job->codec, job->codes, job->cb, x->u, v), v};
+}
+
+static void prune_list_put(void *ctx, int pos, uint32_t id) {
+    const prune_list *x = ctx;
+    x->job->ids[(size_t)x->u * x->job->hub_degree + (size_t)pos] = id;
+}
+
 /* Add v to u's list; when full, re-select u's list among its links and v. */
-static void add_reverse(prune_job *job, leann_cand *pool, uint32_t *tmp, uint32_t u, uint32_t v) {
-    uint32_t *ids = job->ids + (size_t)u * job->hub_degree;
-    int deg = job->deg[u];
-    for (int i = 0; i < deg; i++)
-        if (ids[i] == v) return;
-    if (deg < job->hub_degree) {
-        ids[deg] = v;
-        job->deg[u] = (uint16_t)(deg + 1);
-        return;
-    }
-    for (int i = 0; i < deg; i++) pool[i] = (leann_cand){code_pair(job->codec, job->codes, job->cb, u, ids[i]), ids[i]};
-    pool[deg] = (leann_cand){code_pair(job->codec, job->codes, job->cb, u, v), v};
-    leann_cand_sort(pool, (size_t)deg + 1);
-    int k = heuristic(job->codec, job->codes, job->cb, pool, deg + 1, job->hub_degree, tmp);
-    memcpy(ids, tmp, (size_t)k * sizeof(uint32_t));
-    job->deg[u] = (uint16_t)k;
+static void add_reverse(prune_job *job, leann_cand *pool, leann_cand *out, uint32_t u, uint32_t v) {
+    leann_selector sel = {prune_occluded, NULL, NULL, job};
+    prune_list x = {job, u};
+    leann_list_ops ops = {prune_list_dists, prune_list_put, &x};
+    job->deg[u] = (uint16_t)leann_reverse_link(&sel, &ops, job->ids + (size_t)u * job->hub_degree, job->deg[u],
+                                               job->hub_degree, v, pool, out);
 }
 
 int leann_index_prune(leann_index *idx, const leann_codec *codec, const uint8_t *codes, double hub_fraction,
@@ -111,7 +127,7 @@ int leann_index_prune(leann_index *idx, const leann_codec *codec, const uint8_t 
     uint32_t *first = NULL;
     uint64_t *first_off = leann_malloc((n + 1) * sizeof(uint64_t), "pruned link snapshot");
     leann_cand *pool = leann_malloc(((size_t)hub_degree + 1) * sizeof *pool, "prune scratch");
-    uint32_t *tmp = leann_malloc(((size_t)hub_degree + 1) * sizeof *tmp, "prune scratch");
+    leann_cand *tmp = leann_malloc(((size_t)hub_degree + 1) * sizeof *tmp, "prune scratch");
     int st = LEANN_OK;
     if (!hub || !order || !job.ids || !job.deg || !first_off || !pool || !tmp) {
         st = LEANN_ERR_NOMEM;

@@ -9,6 +9,7 @@ int leann_index_from_builder(leann_graph *g, uint8_t *codes, int code_bytes, flo
                              const leann_build_params *p, leann_index **out) {
     leann_index *idx = leann_calloc(1, sizeof *idx, "index");
     if (!idx) return LEANN_ERR_NOMEM;
+    atomic_init(&idx->vpool, NULL);
     idx->g = *g;
     idx->codes = codes;
     idx->code_bytes = codes ? code_bytes : 0;
@@ -29,6 +30,7 @@ void leann_index_free(leann_index *idx) {
     free(idx->hub_ids);
     free(idx->hub_vecs);
     leann_lru_free(idx->lru);
+    leann_vpool_free(atomic_load(&idx->vpool));
     free(idx->umeta);
     free(idx);
 }
@@ -229,6 +231,85 @@ static leann_cand cheap_pop(cheap *h, int max) {
     return top;
 }
 
+/* ---- visited sets: a pool per index, each set reset in O(1) by an epoch
+ * (hnswlib's VisitedListPool): a search takes one and gives it back, so no
+ * search allocates or clears an n-entry set. ---- */
+struct leann_vlist {
+    uint16_t *stamp;          /* n entries; visited when == epoch */
+    uint16_t epoch;
+    struct leann_vlist *next; /* free list */
+};
+
+struct leann_vpool {
+    pthread_mutex_t mu;
+    leann_vlist *free;
+};
+
+/* The index's pool, created on first use (racing creators: one wins). */
+static leann_vpool *vpool_of(const leann_index *cidx) {
+    leann_index *idx = (leann_index *)cidx; /* the pool is the only state a search changes */
+    leann_vpool *p = atomic_load_explicit(&idx->vpool, memory_order_acquire);
+    if (p) return p;
+    leann_vpool *mine = leann_calloc(1, sizeof *mine, "visited pool");
+    if (!mine) return NULL;
+    if (pthread_mutex_init(&mine->mu, NULL) != 0) {
+        free(mine);
+        leann_fail(LEANN_ERR_NOMEM, "cannot create the visited pool's lock");
+        return NULL;
+    }
+    leann_vpool *none = NULL;
+    if (atomic_compare_exchange_strong_explicit(&idx->vpool, &none, mine, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return mine;
+    pthread_mutex_destroy(&mine->mu);
+    free(mine);
+    return none; /* another thread's */
+}
+
+static leann_vlist *vpool_get(const leann_index *idx) {
+    leann_vpool *p = vpool_of(idx);
+    if (!p) return NULL;
+    pthread_mutex_lock(&p->mu);
+    leann_vlist *v = p->free;
+    if (v) p->free = v->next;
+    pthread_mutex_unlock(&p->mu);
+    if (!v) {
+        v = leann_calloc(1, sizeof *v, "visited set");
+        if (v) v->stamp = leann_calloc(idx->g.n ? idx->g.n : 1, sizeof(uint16_t), "visited set");
+        if (v && !v->stamp) {
+            free(v);
+            v = NULL;
+        }
+        if (!v) return NULL;
+    }
+    if (++v->epoch == 0) { /* wrapped: every stamp may look current */
+        memset(v->stamp, 0, idx->g.n * sizeof(uint16_t));
+        v->epoch = 1;
+    }
+    return v;
+}
+
+static void vpool_put(const leann_index *idx, leann_vlist *v) {
+    if (!v) return;
+    leann_vpool *p = atomic_load_explicit(&((leann_index *)idx)->vpool, memory_order_acquire);
+    pthread_mutex_lock(&p->mu);
+    v->next = p->free;
+    p->free = v;
+    pthread_mutex_unlock(&p->mu);
+}
+
+void leann_vpool_free(leann_vpool *p) {
+    if (!p) return;
+    for (leann_vlist *v = p->free; v;) {
+        leann_vlist *next = v->next;
+        free(v->stamp);
+        free(v);
+        v = next;
+    }
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
 enum { SEARCH_RUNNING = 0, SEARCH_WAITING = 1, SEARCH_DONE = 2 };
 
 struct leann_search {
@@ -241,7 +322,7 @@ struct leann_search {
     size_t nallowed;         /* returnable nodes (allowed and not deleted) */
     float *q, *table, *row;
     float rq;
-    uint64_t *visited;
+    leann_vlist *vis;   /* visited stamps, from the index's pool */
     cheap cq, beam; /* walk candidates (min-heap), the ef best returnable (max-heap) */
     size_t target, pos; /* beam entries to score exactly at most; next one */
     leann_cand *ex;     /* exact distances so far, capacity target */
@@ -308,8 +389,8 @@ static int walk(leann_search *s) {
         s->st.hops++;
         for (int i = 0; i < deg; i++) {
             uint32_t u = nb[i];
-            if (s->visited[u >> 6] >> (u & 63) & 1) continue;
-            s->visited[u >> 6] |= 1ull << (u & 63);
+            if (s->vis->stamp[u] == s->vis->epoch) continue;
+            s->vis->stamp[u] = s->vis->epoch;
             int st = visit(s, u, approx(s, u));
             if (st != LEANN_OK) return st;
         }
@@ -412,7 +493,7 @@ void leann_search_free(leann_search *s) {
     free(s->q);
     free(s->table);
     free(s->row);
-    free(s->visited);
+    vpool_put(s->idx, s->vis);
     free(s->cq.a);
     free(s->beam.a);
     free(s->ex);
@@ -511,12 +592,12 @@ static int search_new(const leann_index *idx, const float *query, const leann_se
     s->row = leann_malloc((size_t)idx->dim * sizeof(float), "search row");
     if (!exact_walk)
         s->table = leann_malloc(((size_t)c->msub * 16 + (size_t)c->dp) * sizeof(float), "search table");
-    s->visited = leann_calloc((n + 63) / 64, sizeof(uint64_t), "visited set");
+    s->vis = vpool_get(idx);
     s->ex = leann_malloc((size_t)s->ef * sizeof(leann_cand), "search results");
     s->asked = leann_malloc((size_t)s->batch * sizeof(int64_t), "search batch");
     int cap = idx->g.cap0 > idx->g.capU ? idx->g.cap0 : idx->g.capU;
     s->nbuf = leann_malloc(((size_t)cap + 256) * sizeof(uint32_t), "search scratch");
-    if (!s->q || !s->row || (!exact_walk && !s->table) || !s->visited || !s->ex || !s->asked || !s->nbuf ||
+    if (!s->q || !s->row || (!exact_walk && !s->table) || !s->vis || !s->ex || !s->asked || !s->nbuf ||
         (s->adaptive && !s->best)) {
         leann_search_free(s);
         return LEANN_ERR_NOMEM;
@@ -556,7 +637,7 @@ static int search_new(const leann_index *idx, const float *query, const leann_se
                 }
             }
         }
-        s->visited[cur >> 6] |= 1ull << (cur & 63);
+        s->vis->stamp[cur] = s->vis->epoch;
         st = visit(s, cur, curd);
     }
     if (st != LEANN_OK) {
