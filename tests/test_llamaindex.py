@@ -254,6 +254,12 @@ def test_nested_filters(fc, embed):
     assert set(fc.rows) - {n.node_id for n in fc.store.get_nodes()} == {"n3"}
 
 
+@pytest.mark.parametrize("operator, value", [("text_match", "F%R"), ("text_match", "F_R"),
+                                             ("text_match_insensitive", "f%r"), ("contains", "med%")])
+def test_text_filters_take_wildcards_literally(fc, embed, operator, value):
+    assert query_ids(fc.store, embed, MetadataFilters(filters=[f("identifier", value, operator)])) == set()
+
+
 def test_filter_on_nested_metadata_key(store, embed):
     nodes = embedded(embed, [
         TextNode(id_="a", text="one", metadata={"author": {"name": "ann", "langs": ["en", "fr"]}}),
