@@ -92,6 +92,12 @@ class LeannVectorStore(BasePydanticVectorStore):
     Async: ``async_add``, ``aquery``, ``adelete``, ``adelete_nodes``,
     ``aget_nodes`` and ``aclear`` run the store in a worker thread.
 
+    Large builds: one large add builds the graph straight from the nodes'
+    embeddings, while later adds wait in an exact delta segment whose merges
+    re-embed the graph's rows, so hand VectorStoreIndex all nodes at once::
+
+        VectorStoreIndex(nodes, storage_context=storage_context, insert_batch_size=len(nodes))
+
     Args:
         path: the store's directory (created if missing); None: a temporary
             store, removed on ``close()``.
