@@ -211,35 +211,34 @@ class LeannVectorStore(VectorStore):
         texts: Iterable[str],
         metadatas: list[dict[str, Any]] | None = None,
         *,
-        ids: list[str] | None = None,
+        ids: Sequence[str | None] | None = None,
         **kwargs: Any,
     ) -> list[str]:
         """Embed and upsert ``texts``; returns their ids (given ones kept, others generated)."""
-        texts, metadatas, ids = self._rows(texts, metadatas, ids, **kwargs)
-        return self._store.add(texts, metadatas=metadatas, ids=ids)
+        return self._store.add(*self._rows(texts, metadatas, ids, **kwargs))
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
         """Upsert Documents; ids from ``ids=``, then ``Document.id``, then generated.
 
         The caller's Documents are not modified.
         """
-        texts, metadatas, ids = self._document_rows(documents, kwargs.pop("ids", None))
-        return self.add_texts(texts, metadatas, ids=ids, **kwargs)
+        texts, metadatas, doc_ids = self._document_rows(documents, kwargs.pop("ids", None))
+        return self.add_texts(texts, metadatas, ids=doc_ids, **kwargs)
 
     def add_embeddings(
         self,
         text_embeddings: Iterable[tuple[str, Sequence[float]]],
         metadatas: list[dict[str, Any]] | None = None,
         *,
-        ids: list[str] | None = None,
+        ids: Sequence[str | None] | None = None,
         **kwargs: Any,
     ) -> list[str]:
         """Upsert texts with embeddings computed earlier by this store's model (as FAISS's
         ``add_embeddings``). Later searches recompute them with ``embed_documents``."""
         pairs = list(text_embeddings)
-        texts, metadatas, ids = self._rows([t for t, _ in pairs], metadatas, ids, **kwargs)
         vectors = np.asarray([v for _, v in pairs], dtype=np.float32)
-        return self._store.add(texts, metadatas=metadatas, ids=ids, embeddings=vectors)
+        return self._store.add(*self._rows([t for t, _ in pairs], metadatas, ids, **kwargs),
+                               embeddings=vectors)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         """Delete ``ids`` (missing ones are fine), or every document matching ``filter=``,
@@ -329,21 +328,19 @@ class LeannVectorStore(VectorStore):
         texts: Iterable[str],
         metadatas: list[dict[str, Any]] | None = None,
         *,
-        ids: list[str] | None = None,
+        ids: Sequence[str | None] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        texts, metadatas, ids = self._rows(texts, metadatas, ids, **kwargs)
-        if not texts or not _overrides(self._embedding, "aembed_documents"):
+        rows = self._rows(texts, metadatas, ids, **kwargs)
+        if not rows[0] or not _overrides(self._embedding, "aembed_documents"):
             # the store embeds in the worker thread, in its token-budgeted batches
-            return await asyncio.to_thread(self._store.add, texts, metadatas=metadatas, ids=ids)
-        vectors = np.asarray(await self._embedding.aembed_documents(texts), dtype=np.float32)
-        return await asyncio.to_thread(
-            self._store.add, texts, metadatas=metadatas, ids=ids, embeddings=vectors
-        )
+            return await asyncio.to_thread(self._store.add, *rows)
+        vectors = np.asarray(await self._embedding.aembed_documents(rows[0]), dtype=np.float32)
+        return await asyncio.to_thread(self._store.add, *rows, embeddings=vectors)
 
     async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
-        texts, metadatas, ids = self._document_rows(documents, kwargs.pop("ids", None))
-        return await self.aadd_texts(texts, metadatas, ids=ids, **kwargs)
+        texts, metadatas, doc_ids = self._document_rows(documents, kwargs.pop("ids", None))
+        return await self.aadd_texts(texts, metadatas, ids=doc_ids, **kwargs)
 
     async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
         return await asyncio.to_thread(self.delete, ids, **kwargs)
@@ -407,7 +404,7 @@ class LeannVectorStore(VectorStore):
         embedding: Embeddings,
         metadatas: list[dict[str, Any]] | None = None,
         *,
-        ids: list[str] | None = None,
+        ids: Sequence[str | None] | None = None,
         path: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ) -> Self:
@@ -428,7 +425,7 @@ class LeannVectorStore(VectorStore):
         embedding: Embeddings,
         metadatas: list[dict[str, Any]] | None = None,
         *,
-        ids: list[str] | None = None,
+        ids: Sequence[str | None] | None = None,
         path: str | os.PathLike[str] | None = None,
         **kwargs: Any,
     ) -> Self:
@@ -509,8 +506,8 @@ class LeannVectorStore(VectorStore):
         filter: Filter | None, embed: EmbedFn | None, options: dict[str, Any],
     ) -> list[tuple[Document, float]]:
         query = np.asarray(vector, dtype=np.float32)
-        hits = self._store.search(query, k=max(k, fetch_k), filter=filter, embed=embed,
-                                  **options)
+        hits: list[Any] = self._store.search(query, k=max(k, fetch_k), filter=filter,
+                                             embed=embed, **options)
         if not hits:
             return []
         try:
@@ -522,7 +519,9 @@ class LeannVectorStore(VectorStore):
             if not hits:
                 return []
             candidates = self._store.embeddings([hit.id for hit in hits], embed=embed)
-        chosen = maximal_marginal_relevance(query, candidates, lambda_mult=lambda_mult, k=k)
+        chosen = maximal_marginal_relevance(
+            query, candidates.tolist(), lambda_mult=lambda_mult, k=k
+        )
         return [(_to_document(hits[i]), float(hits[i].distance)) for i in chosen]
 
     def _async_recompute(self) -> EmbedFn | None:
@@ -556,17 +555,17 @@ class LeannVectorStore(VectorStore):
         kwargs.pop("batch_size", None)
         if kwargs:
             raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
-        texts = list(texts)
-        n = len(texts)
-        if metadatas is None:
-            metadatas = [{} for _ in range(n)]
-        elif len(metadatas) != n:
+        text_list = list(texts)
+        n = len(text_list)
+        if metadatas is not None and len(metadatas) != n:
             raise ValueError(f"got {len(metadatas)} metadatas for {n} texts")
-        if ids is None:
-            ids = [None] * n
-        elif len(ids) != n:
+        if ids is not None and len(ids) != n:
             raise ValueError(f"got {len(ids)} ids for {n} texts")
-        return texts, [dict(md or {}) for md in metadatas], list(ids)
+        return (
+            text_list,
+            [dict(md or {}) for md in metadatas] if metadatas is not None else [{} for _ in text_list],
+            list(ids) if ids is not None else [None] * n,
+        )
 
     @staticmethod
     def _document_rows(
