@@ -385,6 +385,42 @@ def test_path_store_persists_between_objects(tmp_path):
         assert vs.similarity_search("alpha", k=1) == [Document(id="a", page_content="alpha", metadata={"k": 1})]
 
 
+def test_read_only_reader_beside_a_writer(tmp_path):
+    texts, table = clustered_table(60, seed=19)
+    emb = TableEmbedding(table, 16)
+    with LeannVectorStore(emb, tmp_path / "kb") as writer:
+        writer.add_texts(texts[:40], ids=texts[:40])
+        with LeannVectorStore(emb, tmp_path / "kb", read_only=True) as reader:
+            assert len(reader) == 40
+            writer.add_texts(texts[40:], ids=texts[40:])
+            assert reader.similarity_search(texts[50], k=1)[0].id == texts[50]  # sees the commit
+            with pytest.raises(ValueError):
+                reader.add_texts(["no"])
+
+
+class FailingEmbedding(TableEmbedding):
+    """Embeds until told to fail, then raises from embed_documents (a model server down)."""
+
+    fail = False
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if self.fail:
+            raise ConnectionError("embedding server unreachable")
+        return super().embed_documents(texts)
+
+
+def test_a_failing_model_raises_its_own_error_and_the_store_stays_usable():
+    texts, table = clustered_table(100, seed=23)
+    emb = FailingEmbedding(table, 16)
+    with LeannVectorStore.from_texts(texts, emb, ids=texts, **GRAPH) as vs:
+        emb.fail = True
+        with pytest.raises(ConnectionError, match="unreachable"):
+            vs.similarity_search("passage 8", k=3)  # recompute needs the model
+        emb.fail = False
+        assert vs.similarity_search("passage 8", k=3)[0].id == "passage 8"
+        vs.store.check()
+
+
 # -- retrievers, construction -----------------------------------------------------------
 
 def test_retrievers_of_all_three_search_types(mmr_store):
