@@ -114,6 +114,39 @@ def load_query_set(name: str, nq: int) -> np.ndarray:
     return np.load(CORPUS / f)[:nq].astype(np.float32)
 
 
+def load_query_texts(name: str, nq: int) -> list[str]:
+    f = {"summaries": "queries.jsonl", "short": "queries_short.jsonl"}[name]
+    out = []
+    with open(CORPUS / f, encoding="utf-8") as fh:
+        for line in fh:
+            out.append(json.loads(line)["text"])
+            if len(out) == nq:
+                break
+    return out
+
+
+def real_model_latency(args, index, name: str, truth: np.ndarray) -> dict:
+    """The default search with the real model on the CPU: the query text is
+    embedded, then every recomputed passage is re-embedded from its text
+    (the LRU is off, so each query pays for its own recomputes)."""
+    if not hasattr(args, "_model"):
+        args._model = Model(args.threads)
+        with gzip.open(CORPUS / "passages.jsonl.gz", "rt", encoding="utf-8") as f:
+            args._texts = [json.loads(line)["text"] for line in f][:args.n]
+    model, texts = args._model, args._texts
+    queries = load_query_texts(name, args.latency_queries)
+    lat, found, rec = [], [], []
+    for text in queries:
+        t = time.perf_counter()
+        qv = model.encode([text])[0]
+        r = index.search(qv, k=10, embed=lambda ids: model.encode([texts[i] for i in ids]))
+        lat.append(1000 * (time.perf_counter() - t))
+        found.append(r.ids)
+        rec.append(int(r.stats["recomputed"]))
+    return {"queries": len(queries), "latency_p50_ms": pct(lat, 50), "latency_p95_ms": pct(lat, 95),
+            "recall@10": recall(np.array(found), truth[:len(found)], 10), "recomputed_mean": float(np.mean(rec))}
+
+
 def run_tradeoff(args, emb) -> dict:
     """Index bytes per passage against recomputes at recall@10, for each
     preset, on both query sets: the default search (no knobs), then a sweep
@@ -153,6 +186,12 @@ def run_tradeoff(args, emb) -> dict:
                       f"mean {row['recomputed_mean']:.1f} p50 {row['recomputed_p50']:.0f} "
                       f"p95 {row['recomputed_p95']:.0f}", flush=True)
             rep["sets"][name] = rows
+            if args.latency_queries:
+                real = real_model_latency(args, index, name, truth[name])
+                rep.setdefault("real_model", {})[name] = real
+                print(f"  {preset:8} {name:9} real model, {real['queries']} queries: p50 "
+                      f"{real['latency_p50_ms']:.0f} ms, p95 {real['latency_p95_ms']:.0f} ms, "
+                      f"R@10 {real['recall@10']:.3f}, recomputed mean {real['recomputed_mean']:.1f}", flush=True)
         out[preset] = rep
     return out
 
@@ -325,7 +364,8 @@ def main(argv=None) -> int:
     p.add_argument("--rerun-leann", action="store_true")
     p.add_argument("--skip-stored", action="store_true")
     p.add_argument("--tradeoff", action="store_true",
-                   help="only the bytes-vs-recomputes map: --presets on both query sets, lookup embed")
+                   help="only the bytes-vs-recomputes map: --presets on both query sets, lookup embed "
+                        "(and --latency-queries of each set timed with the real model)")
     p.add_argument("--presets", default="compact,balanced,fast")
     p.add_argument("--confidences", default="0.7,0.8,0.9")
     p.add_argument("--budgets", default="30,50,100,150")
@@ -344,8 +384,9 @@ def main(argv=None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.tradeoff:
         emb = np.load(CORPUS / "emb_f16.npy")[:args.n].astype(np.float32)
-        report = {"machine": platform.platform(), "args": vars(args), "time": time.strftime("%Y%m%d-%H%M%S"),
+        report = {"machine": platform.platform(), "time": time.strftime("%Y%m%d-%H%M%S"),
                   "tradeoff": run_tradeoff(args, emb)}
+        report["args"] = {k: v for k, v in vars(args).items() if not k.startswith("_")}
         out = RESULTS / f"search_tradeoff-{args.n}-{report['time']}.json"
         out.write_text(json.dumps(report, indent=1, default=float))
         print("JSON:", out)

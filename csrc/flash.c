@@ -293,10 +293,20 @@ static inline void subspace_dists(const leann_codec *c, const float *y, int i, f
     }
 }
 
+int leann_codec_valid_subspaces(int msub) {
+    switch (msub) {
+    case 8: case 16: case 32: case 64: /* build and search codes */
+    case 80: case 96: case 112: case 128: /* search codes (groups of 8 for the kernels) */
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 int leann_codec_new(int dp, int msub, const float *centroids, float scale, int accumulate,
                     leann_codec **out) {
     *out = NULL;
-    if (msub != 8 && msub != 16 && msub != 32 && msub != 64 && msub != 80 && msub != 96 && msub != 112 && msub != 128)
+    if (!leann_codec_valid_subspaces(msub))
         return leann_fail(LEANN_ERR_INVALID, "number of subspaces must be 8, 16, 32, 64, 96 or 128, got %d", msub);
     if (dp <= 0 || dp % msub != 0 || dp > LEANN_MAX_DIM)
         return leann_fail(LEANN_ERR_INVALID,

@@ -269,8 +269,7 @@ static int load_file(const leann_file *f, leann_index *idx) {
         return BAD("index file '%s': section 'META' has bad degrees", name);
     if (m[7] >= n) return BAD("index file '%s': section 'META' has entry point %llu of %llu", name, (unsigned long long)m[7], (unsigned long long)n);
     if (m[8] > LEANN_MAX_LEVEL) return BAD("index file '%s': section 'META' has %llu levels", name, (unsigned long long)m[8]);
-    if (m[9] != 0 && m[9] != 4 && m[9] != 8 && m[9] != 16 && m[9] != 32 &&
-        (m[0] < 2 || (m[9] != 40 && m[9] != 48 && m[9] != 56 && m[9] != 64)))
+    if (m[9] != 0 && (m[9] > 64 || !leann_codec_valid_subspaces((int)m[9] * 2) || (m[0] < 2 && m[9] > 32)))
         return BAD("index file '%s': section 'META' has code size %llu", name, (unsigned long long)m[9]);
     if (m[10] > 1 || m[11] > 1 || m[12] > n || m[13] > (m[0] >= 2 ? 1u : 0u) || (m[13] && !m[9]))
         return BAD("index file '%s': section 'META' has bad flags", name);

@@ -57,7 +57,8 @@ enum {
     LEANN_MAX_DEGREE = 255,      /* link caps after pruning (byte degrees) */
     LEANN_MAX_LEVEL_ARG = 255,   /* levels a caller may name */
     LEANN_MAX_THREADS = 1024,
-    LEANN_MAX_PCA_DIM = 4096
+    LEANN_MAX_PCA_DIM = 4096,
+    LEANN_MAX_BUILD_SUBSPACES = 64 /* build codes; search codes may have more */
 };
 
 /* Hand memory the C allocator holds free back to the system (glibc:
@@ -96,6 +97,8 @@ enum { LEANN_ACC8 = 8, LEANN_ACC16 = 16 };
  * the build kernels take up to 64); centroids: msub*16*dsub floats; scale > 0. */
 int leann_codec_new(int dp, int msub, const float *centroids, float scale,
                     int accumulate, leann_codec **out);
+/* 1 if msub is a number of subspaces leann_codec_new takes, else 0. */
+int leann_codec_valid_subspaces(int msub);
 void leann_codec_free(leann_codec *codec);
 int leann_codec_code_bytes(const leann_codec *codec);
 /* codes: n * code_bytes; threads <= 0 means all cores. */

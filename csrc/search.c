@@ -461,11 +461,15 @@ static size_t score_end(const leann_search *s) {
     return j;
 }
 
-/* Score the next batch of the beam: rows at hand now, the rest go to `need`. */
+/* Score the next batch of the beam: rows at hand now, the rest go to `need`.
+ * With the adaptive stop a batch is the next batch_size positions below the
+ * bound, whether their rows are cached or not, so that where the search
+ * stops (and what it returns) does not depend on what the caches hold. */
 static int next_batch(leann_search *s, int64_t *need, int *nneed) {
     const leann_index *idx = s->idx;
     int st = LEANN_OK, m = 0;
     size_t end = score_end(s);
+    if (s->adaptive && end > s->pos + (size_t)s->batch) end = s->pos + (size_t)s->batch;
     while (s->pos < end && m < s->batch && st == LEANN_OK) {
         uint32_t id = s->beam.a[s->pos++].id;
         if (idx->vectors) {
@@ -480,7 +484,6 @@ static int next_batch(leann_search *s, int64_t *need, int *nneed) {
             need[m] = id;
             s->asked[m++] = id;
         }
-        if (!m) end = score_end(s); /* a row at hand moved the bound */
     }
     s->nasked = (size_t)m;
     *nneed = m;

@@ -33,7 +33,7 @@ from numpy.random import Generator, default_rng
 from . import errors, native
 from ._checks import check_finite
 
-_VALID_SUBSPACES = (8, 16, 32, 64, 80, 96, 112, 128)
+_VALID_SUBSPACES = native.VALID_SUBSPACES
 _BLOCK = 4096  # rows per block in the covariance and projection products
 _SCALE_SAMPLE = 1024  # rows x msub x 16 table entries: plenty for a percentile
 _ERROR_SAMPLE = 8192  # rows that estimate a codec's mean squared coding error

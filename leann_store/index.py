@@ -61,13 +61,13 @@ DEFAULT_CONFIDENCE = 0.8
 #: small vector needs no more)
 DEFAULT_SEARCH_SUBSPACES = 80
 BALANCED_MIN_DIM = 256
-_SEARCH_SUBSPACES = (8, 16, 32, 64, 80, 96, 112, 128)
-#: named presets (IndexConfig.preset): search code size, measured on 50k
-#: MiniLM passages of the devcorpus (benchmarks/search_bench.py)
+_SEARCH_SUBSPACES = native.VALID_SUBSPACES
+_BUILD_SUBSPACES = tuple(m for m in native.VALID_SUBSPACES if m <= native.MAX_BUILD_SUBSPACES)
+#: named presets (IndexConfig.preset): the search codes' size (see preset)
 PRESETS: dict[str, dict[str, Any]] = {
-    "compact": {"search_subspaces": 32},   # 16-byte codes, ~32 B/passage
-    "balanced": {"search_subspaces": None},  # 40-byte codes, ~56 B/passage (the default)
-    "fast": {"search_subspaces": 96},      # 48-byte codes, ~65 B/passage
+    "compact": {"search_subspaces": 32, "search_confidence": 0.95},  # 16-byte codes
+    "balanced": {"search_subspaces": None},  # 40-byte codes from 256 dimensions (the default)
+    "fast": {"search_subspaces": 96},        # 48-byte codes
 }
 #: link caps after pruning (IndexConfig.hub_degree / degree).  Measured on
 #: 50k MiniLM passages (benchmarks/search_bench.py): 12/4 keep the index near
@@ -110,10 +110,11 @@ class IndexConfig:
             rank candidates before exact recompute, so they set how many
             recomputes a recall costs.  None: ``DEFAULT_SEARCH_SUBSPACES``
             (80, the "balanced" preset) when vectors are not stored and have
-            at least ``BALANCED_MIN_DIM`` (256) dimensions, else 32.  On 50k MiniLM
-            passages, recall@10 0.90 takes ~150 recomputes with 16-byte
-            codes, ~45 with 32-byte and ~30 with 40-byte ones (see
-            :meth:`preset`).
+            at least ``BALANCED_MIN_DIM`` (256) dimensions, else 32.  See
+            :meth:`preset` for what each size costs and saves.
+        search_confidence: the adaptive stop's confidence that searches of
+            this index use unless they pass their own (``LeannIndex.search``'s
+            ``confidence``); None: a fixed count.
         hub_cache_bytes: budget of the persistent hub cache (float16
             embeddings of the most-linked nodes, saved with the index); 0 = off.
         seed: seeds codec training and level assignment; with ``threads=1``
@@ -158,6 +159,7 @@ class IndexConfig:
     hub_degree: int | None = None
     degree: int | None = None
     search_subspaces: int | None = None
+    search_confidence: float | None = DEFAULT_CONFIDENCE
     hub_cache_bytes: int = 0
     seed: int = 0
     threads: int | None = None
@@ -185,7 +187,7 @@ class IndexConfig:
             _int("threads", 1, native.MAX_THREADS, self.threads)
         if self.num_subspaces is not None and (
                 isinstance(self.num_subspaces, bool) or not isinstance(self.num_subspaces, (int, np.integer))
-                or self.num_subspaces not in (8, 16, 32, 64)):
+                or self.num_subspaces not in _BUILD_SUBSPACES):
             raise errors.InvalidInputError(
                 f"num_subspaces must be 8, 16, 32, 64 or None, got {self.num_subspaces!r}")
         if self.pca_dim is not None:
@@ -224,16 +226,30 @@ class IndexConfig:
             raise errors.InvalidInputError(
                 f"search_subspaces must be one of {_SEARCH_SUBSPACES} or None, got {self.search_subspaces!r}")
         _int("hub_cache_bytes", 0, 2**48, self.hub_cache_bytes)
+        _check_confidence(self.search_confidence, "search_confidence")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "IndexConfig":
         """A named configuration, any field overridable.
 
-        ``"compact"`` (16-byte search codes, ~32 bytes per passage),
-        ``"balanced"`` (the default: 40-byte codes, ~56 bytes) and ``"fast"``
-        (48-byte codes, ~65 bytes): bigger codes rank candidates better, so
-        the adaptive stop recomputes fewer passages for the same recall.
-        Measured on 50k MiniLM passages, see ``benchmarks/search_bench.py``.
+        Bigger search codes rank candidates better, so a search recomputes
+        fewer passages for the same recall.  Measured on the devcorpus (50k
+        MiniLM passages, 2000 queries of each set, default search: recall@10
+        and mean recomputes, summaries / short keyword queries;
+        ``python benchmarks/search_bench.py --tradeoff --queries 2000``):
+
+        ============  ===============  ==============  ==============
+        preset        bytes / passage  summaries       short queries
+        ============  ===============  ==============  ==============
+        ``compact``   31.9             0.909 @ 137     0.853 @ 139
+        ``balanced``  56.4             0.942 @ 38      0.919 @ 44
+        ``fast``      65.0             0.958 @ 32      0.936 @ 37
+        ============  ===============  ==============  ==============
+
+        ``compact`` searches at ``search_confidence=0.95``: 0.909 @ 137 on
+        the summaries, 0.853 @ 139 on the short queries (at 0.8: 0.842 @ 85
+        and 0.784 @ 94).  ``balanced`` is the
+        default ``IndexConfig()`` for vectors of 256 dimensions or more.
 
         >>> IndexConfig.preset("compact").search_subspaces
         32
@@ -273,6 +289,16 @@ class IndexConfig:
         if self.degree is not None:
             return self.degree
         return min(DEFAULT_DEGREE, self.resolved_hub_degree)
+
+
+def _check_confidence(value: Any, name: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not 0 < value < 1):
+        raise errors.InvalidInputError(f"{name} must be None or in (0, 1), got {value!r}")
+
+
+#: ``LeannIndex.search(confidence=...)`` default: the index's ``search_confidence``
+FROM_CONFIG: Any = "from config"
 
 
 @dataclass
@@ -596,7 +622,7 @@ class LeannIndex:
                rerank_ratio: float = DEFAULT_RERANK_RATIO, batch_size: int = 32,
                max_recompute: int | None = None,
                allowed: np.ndarray | Iterable[int] | None = None,
-               confidence: float | None = DEFAULT_CONFIDENCE) -> SearchResult:
+               confidence: float | None = FROM_CONFIG) -> SearchResult:
         """The k nearest neighbours of one query (shape (dim,)) or a batch (nq, dim).
 
         Distances are exact (see the module docs for what each metric
@@ -624,7 +650,8 @@ class LeannIndex:
                 the ids (also in ``exc.leann_ids``); the index stays usable.
             rerank_ratio: in (0, 1]: the share of the beam scored exactly at
                 most (0.15 * 1024 -> 154 by default).
-            confidence: the adaptive stop, in (0, 1): after the first 2k
+            confidence: the adaptive stop (default: the index's
+                ``IndexConfig.search_confidence``, 0.8), in (0, 1): after the first 2k
                 scores, scoring stops once every candidate left has a code
                 distance above the k-th best exact distance minus the code
                 error that the index measured at build time at quantile
@@ -664,9 +691,9 @@ class LeannIndex:
             st = {"distance_evals": stats[:, 0], "hops": stats[:, 1]}
         else:
             ef = DEFAULT_CODE_EF if ef is None else ef
-            if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
-                                           or not 0 < confidence < 1):
-                raise errors.InvalidInputError(f"confidence must be None or in (0, 1), got {confidence!r}")
+            if confidence is FROM_CONFIG:
+                confidence = self._config.search_confidence
+            _check_confidence(confidence, "confidence")
             ids, dist, st = self._search_two_level(q, int(k), int(ef), embed, rerank_ratio, batch_size,
                                                    max_recompute, bits, nthreads if threads is not None else 1,
                                                    float(confidence or 0.0))

@@ -45,6 +45,9 @@ MAX_DEGREE = int(lib.LEANN_MAX_DEGREE)
 MAX_LEVEL_ARG = int(lib.LEANN_MAX_LEVEL_ARG)
 MAX_THREADS = int(lib.LEANN_MAX_THREADS)
 MAX_PCA_DIM = int(lib.LEANN_MAX_PCA_DIM)
+MAX_BUILD_SUBSPACES = int(lib.LEANN_MAX_BUILD_SUBSPACES)
+#: numbers of PQ subspaces a codec may have (build codes take up to 64)
+VALID_SUBSPACES = tuple(m for m in range(1, 129) if lib.leann_codec_valid_subspaces(m))
 #: probabilities at which an index's code error calibration is kept, ascending
 CALIB_LEVELS = tuple(float(lib.leann_calib_level(i)) for i in range(lib.LEANN_CALIB_LEVELS))
 

@@ -123,6 +123,45 @@ def test_adaptive_stop_recomputes_fewer_and_keeps_recall(pruned, data):
             pruned.search(q[0], k=10, embed=lookup(x), confidence=bad)
 
 
+def test_presets_and_the_configured_confidence(data):
+    """Presets are configurations; an index searches at its configured
+    confidence unless the search names one, and saves it."""
+    from leann_store.index import PRESETS
+
+    x, q = data
+    assert IndexConfig.preset("compact").search_subspaces == 32
+    assert IndexConfig.preset("balanced") == IndexConfig()
+    assert IndexConfig.preset("fast", metric="l2").metric == "l2"
+    assert set(PRESETS) == {"compact", "balanced", "fast"}
+    with pytest.raises(InvalidInputError, match="preset"):
+        IndexConfig.preset("tiny")
+    for bad in (0.0, 1.0, True, "x"):
+        with pytest.raises(InvalidInputError, match="search_confidence"):
+            IndexConfig(search_confidence=bad)
+    fixed = LeannIndex.build(x, IndexConfig(metric="l2", M=16, seed=0, search_confidence=None))
+    a = fixed.search(q, k=10, embed=lookup(x))
+    b = fixed.search(q, k=10, embed=lookup(x), confidence=None)
+    np.testing.assert_array_equal(a.stats["exact"], b.stats["exact"])  # rows scored (cached or not)
+    c = fixed.search(q, k=10, embed=lookup(x), confidence=0.6)
+    assert c.stats["exact"].sum() < a.stats["exact"].sum()
+
+
+def test_adaptive_stop_does_not_depend_on_the_caches(data):
+    """Where the adaptive stop ends (and what a search returns) is the same
+    whether the rows come from the LRU, the hub cache or embed."""
+    x, q = data
+    index = LeannIndex.build(x, IndexConfig(metric="l2", M=16, seed=0, hub_cache_bytes=64 * 1024))
+    index.cache_bytes = 0
+    cold = index.search(q, k=10, embed=lookup(x))
+    index.cache_bytes = 8 << 20
+    warm1 = index.search(q, k=10, embed=lookup(x))
+    warm2 = index.search(q, k=10, embed=lookup(x))  # now many rows are cached
+    assert warm2.stats["cache_hits"].sum() > 0
+    for res in (warm1, warm2):
+        np.testing.assert_array_equal(res.ids, cold.ids)
+        np.testing.assert_array_equal(res.stats["exact"], cold.stats["exact"])
+
+
 def test_wider_walk_same_recomputes(pruned, data):
     x, q = data
     narrow = pruned.search(q, k=10, ef=64, embed=lookup(x), rerank_ratio=0.5, confidence=None)
