@@ -2,7 +2,7 @@
 
 Pure conversion, no evaluation: ``leann_store`` applies the result inside the
 search.  Every ``FilterOperator`` and ``FilterCondition`` of llama-index-core
-maps onto one field operator or logical operator of the store, and nested
+maps onto the store's field and logical operators, and nested
 ``MetadataFilters`` nest (the core's own ``build_metadata_filter_fn`` refuses
 them).  The missing-key rule is the store's, which is LlamaIndex's: a filter
 on a key a node lacks matches only ``NE`` and ``NIN`` (and ``IS_EMPTY``, which
@@ -23,6 +23,10 @@ from llama_index.core.vector_stores.types import (
 )
 
 StoreFilter = Dict[str, Any]
+
+
+def _as_list(value: Any) -> List[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _op(name: str, listed: bool = False) -> Callable[[str, Any], StoreFilter]:
@@ -65,10 +69,6 @@ _CONDITIONS = {
 }
 
 
-def _as_list(value: Any) -> List[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
 def _field_filter(f: MetadataFilter) -> StoreFilter:
     op = FilterOperator(f.operator)
     try:
@@ -95,7 +95,7 @@ def to_store_filter(filters: Optional[Union[MetadataFilters, MetadataFilter]]) -
     parts = [p for p in (to_store_filter(f) for f in filters.filters) if p is not None]
     condition = FilterCondition(filters.condition or FilterCondition.AND)
     if not parts:
-        # an empty group filters nothing, except NOT, whose "none of nothing" is all too
+        # an empty group selects every node; so does an empty NOT ("none of no filters")
         return None
     return {_CONDITIONS[condition]: parts}
 
