@@ -530,11 +530,13 @@ async def test_async_search_does_not_block_the_event_loop():
         start = time.perf_counter()
         docs = await vs.asimilarity_search("passage 4", k=3)
         mmr = await vs.amax_marginal_relevance_search("passage 4", k=3, fetch_k=10)
+        await vs.aadd_texts(["one more passage"], ids=["late"])
         elapsed = time.perf_counter() - start
         done.set()
         await task
         assert docs[0].page_content == "passage 4" and mmr[0].page_content == "passage 4"
-        assert elapsed >= 0.6 and emb.documents_embedded > recomputed  # queries and recompute ran
+        assert elapsed >= 0.9 and emb.documents_embedded > recomputed  # queries, recompute, add ran
+        assert vs.get_by_ids(["late"])
         assert len(gaps) >= 20 and max(gaps) < 0.25, (len(gaps), max(gaps))
     finally:
         vs.close()

@@ -204,6 +204,9 @@ class LeannVectorStore(VectorStore):
     def __len__(self) -> int:
         return len(self._store)
 
+    def __repr__(self) -> str:
+        return f"LeannVectorStore({self._store!r}, embedding={type(self._embedding).__name__})"
+
     # -- writes ------------------------------------------------------------------------
 
     def add_texts(
