@@ -210,7 +210,7 @@ def _plan(scan: sources.ScanResult, held: dict[str, _Indexed], chunking: str, ou
             src = str(path)
             found.add(src)
             try:
-                doc = sources.read_document(path, root=scan.root_of.get(path))
+                doc = sources.read_document(path)
                 if doc is None:
                     plan.unreadable.append(f"{src} (binary)")
             except (OSError, ValueError) as exc:  # unreadable, or a PDF its parser refuses
@@ -325,9 +325,6 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
         texts, metas, ids, per_file = _chunk(docs, size, overlap, chunking, out)
         if not texts and store.count() == 0 and not plan.removed:
             raise CommandError("nothing to index: the files found hold no text", EXIT_EMPTY)
-        deleted = 0
-        if plan.removed:
-            deleted += store.delete([i for s in plan.removed for i in held[s].ids])
         t_embed = time.perf_counter()
         if texts:
             with out.bar(len(texts), "embedding", unit="passage") as bar:
@@ -338,17 +335,17 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
             store.add(texts, metadatas=metas, ids=ids, embeddings=vecs)
         else:
             embed_s = 0.0
-        # passages of changed files past their new count
-        stale = []
+        # after the add, so an interrupted build leaves the index as it was:
+        # removed files' passages, and changed files' past their new count
+        stale = [i for src in plan.removed for i in held[src].ids]
         for d in plan.changed:
             kept = set(per_file.get(str(d.path), ()))
             stale += [i for i in held[str(d.path)].ids if i not in kept]
-        if stale:
-            deleted += store.delete(stale)
+        deleted = store.delete(stale) if stale else 0
         stats = store.stats()
         model_texts = embedder.passages - embedded0
         record = {
-            "model": embedder.identity, "model_path": str(args.model) if args.model else None,
+            "model": embedder.identity, "model_path": str(embedder.path) if args.model else None,
             "chunk_size": size, "overlap": overlap, "sources": [str(r) for r in scan.roots],
             "last_build": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "files": plan.unchanged + len(docs), "passages": stats["documents"],
@@ -363,8 +360,9 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
     print(f"indexed {record['files']} files: {len(plan.new)} new, {len(plan.changed)} changed, "
           f"{len(plan.removed)} removed, {plan.unchanged} unchanged")
     extra = model_texts - len(texts)
-    print(f"embedded {len(texts)} passages in {embed_s:.1f} s ({rate:.1f} passages/s)"
-          + (f" (+{extra} texts the store embedded: model check, recompute)" if extra else "")
+    by_store = ("" if extra <= 0 else " (+1 text: the store's model check)" if extra == 1 else
+                f" (+{extra} texts the store embedded: its model check and a graph merge)")
+    print(f"embedded {len(texts)} passages in {embed_s:.1f} s ({rate:.1f} passages/s){by_store}"
           + f", deleted {deleted}; {stats['documents']} passages in {index}; "
           f"index {_size(stats['index_bytes'] + stats['delta_bytes'])}, "
           f"docstore {_size(stats['docstore_bytes'])}; took {total_s:.1f} s")
@@ -479,9 +477,7 @@ def cmd_info(args: argparse.Namespace, out: _Out) -> int:
                         f"{_size(info['graph_bytes'])}, delta vectors {_size(info['delta_vector_bytes'])})"),
         ("docstore bytes", f"{_size(info['docstore_bytes'])} (text and metadata)"),
         ("model", f"{info['model']} ({info['dim']}-d, {info['metric']})"),
-        ("codec", f"4-bit PQ, {codec.get('search_subspaces')} subspaces ({codec.get('code_bytes')} B/passage)"
-                  if info["graph_rows"] and codec.get("search_subspaces") else
-                  "none yet: the store searches its rows exactly until it builds a graph"),
+        ("codec", _codec_line(codec, info["graph_rows"])),
         ("graph degree", f"M={graph.get('M')}, hubs {graph.get('hub_degree')}, others {graph.get('degree')}"),
         ("chunking", f"{info['chunking']} tokens (size/overlap)" if info["chunking"] else "unknown"),
         ("last build", info["last_build"] or "unknown (not built by this command)"),
@@ -489,6 +485,18 @@ def cmd_info(args: argparse.Namespace, out: _Out) -> int:
     for key, value in lines:
         print(f"{key:15} {value}")
     return EXIT_OK
+
+
+def _codec_line(codec: dict[str, Any], graph_rows: int | None) -> str:
+    if not graph_rows:
+        return "none yet: the store searches its rows exactly until it builds a graph"
+    subspaces = codec.get("subspaces", codec.get("search_subspaces"))
+    parts = [f"4-bit PQ codes, {subspaces} subspaces" if subspaces else "4-bit PQ codes"]
+    if codec.get("code_bytes"):
+        parts.append(f"{codec['code_bytes']} B/passage")
+    if codec.get("pca_dim"):
+        parts.append(f"PCA to {codec['pca_dim']} dims")
+    return ", ".join(parts)
 
 
 def cmd_check(args: argparse.Namespace, out: _Out) -> int:

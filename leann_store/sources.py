@@ -280,21 +280,20 @@ def _pdf_text(path: Path) -> tuple[str, str]:
     return "\n\n".join(p for p in pages if p), str(meta_title).strip()
 
 
-def module_name(path: Path, root: Path | None = None) -> str:
-    """Dotted module name of a Python file relative to ``root`` (else its stem)."""
-    try:
-        parts = list(path.with_suffix("").relative_to(root).parts) if root else [path.stem]
-    except ValueError:
-        parts = [path.stem]
-    if len(parts) > 1 and parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts) or path.stem
+def module_name(path: Path) -> str:
+    """Dotted module name of a Python file: its enclosing packages (folders
+    with an ``__init__.py``) and its stem, so ``json/decoder.py`` is
+    ``json.decoder`` wherever the scan started."""
+    parts = [] if path.stem == "__init__" else [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder != folder.parent:
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return ".".join(parts) or path.parent.name or path.stem
 
 
-def read_document(path: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None,
-                  data: bytes | None = None) -> Document | None:
-    """The text of ``path`` (None for a binary file).  ``root``: the folder
-    the file was found under, for Python module names."""
+def read_document(path: str | os.PathLike[str], *, data: bytes | None = None) -> Document | None:
+    """The text of ``path`` (None for a binary file)."""
     path = Path(path)
     if data is None:
         data = path.read_bytes()
@@ -311,7 +310,7 @@ def read_document(path: str | os.PathLike[str], *, root: str | os.PathLike[str] 
         text, title = html_to_text(text)
         kind = "markdown"
     elif kind == "python":
-        title = module_name(path, Path(root) if root else None)
+        title = module_name(path)
     elif kind in ("markdown", "rst"):
         heads = [h for _, h, boundary in _headings(text.splitlines(), kind, "") if boundary]
         title = heads[0] if heads else ""
@@ -638,7 +637,7 @@ def stdlib_modules() -> list[tuple[str, Path | None]]:
                 if any(p.startswith("_") and p != "__init__.py" or p in ("test", "tests", "idle_test")
                        for p in rel.parts):
                     continue
-                out.append((module_name(f, lib), f))
+                out.append((module_name(f), f))
         else:
             out.append((name, None))
     return out

@@ -95,7 +95,7 @@ def test_build_search_info_check(model, corpus: Path, tmp_path: Path, capsys) ->
     assert [r["score"] for r in got["results"]] == sorted((r["score"] for r in got["results"]), reverse=True)
     got = search_json(capsys, index, "rain", "-k", "2", "--filter", '{"kind": "python"}')
     assert got["results"] and all(r["source"].endswith("tool.py") for r in got["results"])
-    assert all(r["heading"].startswith("code.tool") for r in got["results"])  # module code.tool
+    assert all(r["heading"].startswith("tool") for r in got["results"])  # module tool (no package)
     code, out, err = run(capsys, "search", index, "weather forecast", "-k", "1")
     assert code == 0 and "page.html:" in out and "[Forecast]" in out and "passages recomputed" in out
     code, out, _ = run(capsys, "info", index)
@@ -150,6 +150,7 @@ def test_interrupted_build_leaves_the_index_as_it_was(model, corpus: Path, tmp_p
     held = sources_in(index)
     (corpus / "guide.md").write_text("# Guide\n\nCompletely new text about sailing boats.\n")
     (corpus / "extra.md").write_text("Another new file.\n")
+    (corpus / "data.json").unlink()
 
     def interrupted(texts, progress=None):
         raise KeyboardInterrupt
@@ -158,7 +159,7 @@ def test_interrupted_build_leaves_the_index_as_it_was(model, corpus: Path, tmp_p
     code, _, err = run(capsys, "build", corpus, "--index", index)
     assert code == 130 and "interrupted" in err
     monkeypatch.undo()
-    assert sources_in(index) == held
+    assert sources_in(index) == held                             # data.json's passage too
     assert search_json(capsys, index, "log rotation")["results"][0]["source"].endswith("guide.md")
     assert run(capsys, "check", index)[0] == 0
 

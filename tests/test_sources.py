@@ -94,8 +94,12 @@ def test_read_document_kinds_titles_and_binary(tree: Path, tmp_path: Path) -> No
     assert read_document(tree / "b.txt").title == "b.txt"
     pkg = write(tmp_path / "lib" / "pkg" / "mod.py", "x = 1\n")
     init = write(tmp_path / "lib" / "pkg" / "__init__.py", "")
-    assert read_document(pkg, root=tmp_path / "lib").title == "pkg.mod"
-    assert read_document(init, root=tmp_path / "lib").title == "pkg"
+    write(tmp_path / "lib" / "pkg" / "sub" / "__init__.py", "")
+    deep = write(tmp_path / "lib" / "pkg" / "sub" / "leaf.py", "x = 1\n")
+    assert read_document(pkg).title == "pkg.mod"
+    assert read_document(init).title == "pkg"
+    assert read_document(deep).title == "pkg.sub.leaf"
+    assert read_document(write(tmp_path / "lib" / "script.py", "")).title == "script"
     assert read_document(write(tmp_path / "bin.txt", b"abc\0def")) is None
     latin = read_document(write(tmp_path / "l.txt", "caf\xe9\r\nline".encode("cp1252")))
     assert latin is not None and latin.text == "café\nline"
@@ -157,7 +161,7 @@ def test_real_files_chunk_within_size() -> None:
     import json as json_mod
     folder = Path(json_mod.__file__).parent
     for path in sorted(folder.glob("*.py")):
-        doc = read_document(path, root=folder.parent)
+        doc = read_document(path)
         chunks = sources.chunk_document(doc, size=120)
         assert chunks and max(count_tokens([c.text for c in chunks])) <= 120
         assert all(c.heading.startswith("json") for c in chunks)
