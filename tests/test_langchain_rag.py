@@ -169,17 +169,18 @@ def test_real_minilm_recall_at_5_on_devcorpus(capsys):
     """Queries and recompute through the real model; the passages come in with the
     corpus's own vectors of the same model (embedding them here would take minutes on a
     small CPU, and the model gives them back, checked below)."""
-    pytest.importorskip("langchain_huggingface")
+    n, nq, k = 500, 12, 5  # a dozen queries: each re-embeds ~10 passages on the CPU
+    texts, metadatas, stored = _devcorpus(n)
+    model_path = _minilm_path()
     pytest.importorskip("sentence_transformers")
+    pytest.importorskip("langchain_huggingface")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from langchain_huggingface import HuggingFaceEmbeddings
 
-    n, nq, k = 500, 12, 5  # a dozen queries: each re-embeds ~10 passages on the CPU
-    texts, metadatas, stored = _devcorpus(n)
     with open(DEVCORPUS / "queries.jsonl", encoding="utf-8") as f:
         queries = [json.loads(line)["text"] for line in islice(f, nq)]
-    hf = HuggingFaceEmbeddings(model_name=str(_minilm_path()), model_kwargs={"device": "cpu"},
+    hf = HuggingFaceEmbeddings(model_name=str(model_path), model_kwargs={"device": "cpu"},
                                encode_kwargs={"normalize_embeddings": True})
     emb = CountingEmbeddings(hf)
     vs = LeannVectorStore(emb, merge_rows=64)  # a graph, as in any store past a few thousand rows
