@@ -301,6 +301,18 @@ def test_query_doc_ids_and_node_ids(store, embed):
     assert len(store.query(VectorStoreQuery(query_embedding=q, similarity_top_k=9, node_ids=[])).ids) == 4
 
 
+def test_search_options_reach_the_store(tmp_path, embed):
+    from leann_store import InvalidInputError
+
+    with LeannVectorStore(path=tmp_path / "kb", embed_model=embed, **GRAPH_OPTIONS) as vs:
+        vs.add(filter_nodes(embed, FILTER_ROWS + FILLERS))
+        q = VectorStoreQuery(query_embedding=embed.vector("stars and planets"), similarity_top_k=3)
+        assert vs.query(q, ef=32, rerank_ratio=1.0, confidence=None, batch_size=4).ids[0] == "n3"
+        with pytest.raises(InvalidInputError, match="rerank_ratio"):
+            vs.query(q, rerank_ratio=5.0)
+        assert vs.query(q, some_other_stores_option=1).ids[0] == "n3"   # ignored
+
+
 @pytest.mark.parametrize("mode", [VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID,
                                   VectorStoreQueryMode.TEXT_SEARCH, VectorStoreQueryMode.SVM])
 def test_unsupported_modes_are_a_clear_error(store, embed, mode):

@@ -34,7 +34,7 @@ from llama_index.vector_stores.leann import LeannVectorStore  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "bench" / "devcorpus"
 N_PASSAGES = 300
-N_QUERIES = 30
+N_QUERIES = 50
 K = 5
 
 
@@ -75,11 +75,15 @@ def test_recall_at_5_against_exact_search(tmp_path, corpus, embed_model):
 
     truth = np.argsort(-(qemb @ emb.T), axis=1)[:, :K]
     ids = [p["id"] for p in passages]
-    retriever = index.as_retriever(similarity_top_k=K)
+    # the store's adaptive stop at its default confidence (0.8) scores about 2k
+    # passages exactly at this size and gives recall@5 near 0.9; 0.95 scores a
+    # few more (see LeannIndex.search)
+    retriever = index.as_retriever(similarity_top_k=K, vector_store_kwargs={"confidence": 0.95})
     hits = 0
     for qi, query in enumerate(queries):
         found = {n.node.node_id for n in retriever.retrieve(query)}
         hits += len(found & {ids[j] for j in truth[qi]})
     recall = hits / (N_QUERIES * K)
+    print(f"recall@{K} = {recall:.3f} over {N_QUERIES} queries, {N_PASSAGES} passages")
     vector_store.close()
     assert recall >= 0.9, f"recall@{K} = {recall:.3f}"

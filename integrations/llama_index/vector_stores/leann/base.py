@@ -43,8 +43,8 @@ NODE_ID_KEY = "_node_id"
 #: the key of the persist file that names the store directory beside it
 MANIFEST_KEY = "leann_vector_store"
 MANIFEST_FORMAT = 1
-#: query kwargs handed to ``LeannStore.search``
-SEARCH_OPTIONS = ("ef", "rerank_ratio", "max_recompute", "batch_size")
+#: query kwargs handed to ``LeannStore.search`` (see ``LeannIndex.search``)
+SEARCH_OPTIONS = ("ef", "rerank_ratio", "max_recompute", "batch_size", "confidence")
 #: candidates searched per result in MMR mode, unless ``mmr_prefetch_k`` / ``mmr_prefetch_factor``
 DEFAULT_MMR_PREFETCH_FACTOR = 4.0
 #: cosine between a node's own embedding and ``embed_model``'s below which the first add refuses
@@ -230,7 +230,8 @@ class LeannVectorStore(BasePydanticVectorStore):
         """Top ``similarity_top_k`` nodes; modes DEFAULT and MMR.
 
         kwargs: the store's search options (``ef``, ``rerank_ratio``,
-        ``max_recompute``, ``batch_size``); for MMR ``mmr_threshold`` (when
+        ``max_recompute``, ``batch_size``, ``confidence``: the adaptive stop,
+        higher recomputes more); for MMR ``mmr_threshold`` (when
         the query has none), ``mmr_prefetch_k`` or ``mmr_prefetch_factor``.
         Similarities are higher-is-better (``similarity``); in MMR mode they
         are still each node's similarity to the query, in MMR order."""
