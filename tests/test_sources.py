@@ -174,3 +174,44 @@ def test_stdlib_docstrings_cover_modules_evenly() -> None:
     assert len({p.module for p in got}) == 60          # module docstrings first, one per module
     assert all(p.text.startswith(p.qualname) for p in got)
     assert max(count_tokens([p.text for p in got])) <= sources.DEFAULT_CHUNK_SIZE
+
+
+def minimal_pdf(pages: list[str], title: str) -> bytes:
+    """A valid PDF with one line of Helvetica text per page (no PDF library needed)."""
+    objs = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]
+    kids = []
+    for text in pages:
+        content = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+        objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {len(objs) + 2} 0 R "
+                    f"/Resources << /Font << /F1 {{font}} 0 R >> >> >>".encode())
+        kids.append(len(objs))
+        objs.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content))
+    objs.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    font = len(objs)
+    objs.append(f"<< /Title ({title}) >>".encode())
+    info = len(objs)
+    objs = [o.replace(b"{font}", str(font).encode()) for o in objs]
+    objs[1] = (f"<< /Type /Pages /Kids [{' '.join(f'{k} 0 R' for k in kids)}] /Count {len(kids)} >>").encode()
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for i, o in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (i, o)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
+    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objs) + 1, info, xref)
+    return bytes(out)
+
+
+def test_pdf_files_need_the_pdf_extra(tmp_path: Path) -> None:
+    pdf = write(tmp_path / "docs" / "report.pdf", minimal_pdf(["First page text.", "Second page."], "Report"))
+    if not sources.pdf_supported():
+        res = scan([tmp_path / "docs"])
+        assert res.files == [] and any("leann-store[pdf]" in k for k in res.skipped)
+        return
+    assert scan([tmp_path / "docs"]).files == [pdf]
+    doc = read_document(pdf)
+    assert doc is not None and doc.title == "Report"
+    assert "First page text." in doc.text and "Second page." in doc.text
