@@ -282,7 +282,8 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
                            f"(got {size} and {overlap})", EXIT_USAGE)
     chunking = f"{size}/{overlap}"
     try:
-        scan = sources.scan(args.sources)
+        with out.bar(None, "scanning") as bar:
+            scan = sources.scan(args.sources, progress=bar.update)
     except FileNotFoundError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
     for reason, n in sorted(scan.skipped.items()):

@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from . import tokens as _tokens
 
@@ -111,12 +111,13 @@ def _is_venv(folder: Path) -> bool:
 
 
 def scan(sources: Sequence[str | os.PathLike[str]], *, gitignore: bool = True,
-         max_bytes: int = DEFAULT_MAX_BYTES) -> ScanResult:
+         max_bytes: int = DEFAULT_MAX_BYTES, progress: Callable[[int], Any] | None = None) -> ScanResult:
     """Files under ``sources`` (folders and files) with a known suffix.
 
     A file named directly is taken whatever its suffix (read as text).
     ``.gitignore`` files at and below a named folder apply.  A missing source
-    is a ``FileNotFoundError`` naming it."""
+    is a ``FileNotFoundError`` naming it.  ``progress(n)`` is called with the
+    files taken from each folder."""
     result = ScanResult()
     seen: set[Path] = set()
     pdf_ok = pdf_supported()
@@ -155,6 +156,7 @@ def scan(sources: Sequence[str | os.PathLike[str]], *, gitignore: bool = True,
                     keep.append(d)
                     rules_at[sub] = rules.extended(sub, [".gitignore"]) if gitignore else rules
             dirnames[:] = keep
+            before = len(result.files)
             for name in sorted(filenames):
                 path = folder / name
                 kind = SUFFIXES.get(path.suffix.lower())
@@ -170,6 +172,8 @@ def scan(sources: Sequence[str | os.PathLike[str]], *, gitignore: bool = True,
                     result.skipped[f"larger than {max_bytes >> 20} MiB"] += 1
                 else:
                     take(path, root)
+            if progress is not None:
+                progress(len(result.files) - before)
     return result
 
 

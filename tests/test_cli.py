@@ -85,7 +85,7 @@ def test_build_search_info_check(model, corpus: Path, tmp_path: Path, capsys) ->
     code, out, err = run(capsys, "build", corpus, "--index", index)
     assert code == 0, err
     assert "6 new, 0 changed, 0 removed, 0 unchanged" in out and "passages/s" in out
-    assert "embedding" in err                                    # progress bars on stderr
+    assert "scanning" in err and "embedding" in err              # progress bars on stderr
     assert set(sources_in(index)) == {"guide.md", "notes.txt", "tool.py", "page.html", "data.json",
                                       "open.rst"}                # .gitignore'd and binary files skipped
     got = search_json(capsys, index, "when are the logs rotated?")
