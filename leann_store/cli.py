@@ -600,6 +600,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="leann-store", description="Index documents into a tiny-index vector store and search them, offline.",
         epilog="exit status: 0 ok, 1 failed, 2 usage or missing path, 3 nothing to index, "
                "4 index made with another model, 5 no model installed, 130 interrupted")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"leann-store {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
