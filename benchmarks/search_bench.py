@@ -28,6 +28,12 @@ Usage:  python benchmarks/search_bench.py            (full: ~15 min on 2 cores w
                                                       JSON is there; the model re-embeds
                                                       ~40 ms/passage)
         python benchmarks/search_bench.py --quick    (n=20k, 3 timed queries, ~3 min)
+        python benchmarks/search_bench.py --tradeoff --queries 2000 --latency-queries 0
+                                                     (index bytes per passage against recomputes
+                                                      and recall@10 for each preset, on both query
+                                                      sets: summaries and short keyword queries;
+                                                      ~15 min; --latency-queries 21 adds the real
+                                                      model's p50/p95 latency per set)
 """
 
 from __future__ import annotations
