@@ -338,3 +338,39 @@ def test_default_build_codes_by_dimension(clustered_data):
     cfg = IndexConfig(metric="l2", M=8, seed=0, store_vectors=True)
     assert LeannIndex.build(small, cfg).codec.num_subspaces == 32
     assert LeannIndex.build(wide, cfg).codec.num_subspaces == 64
+
+
+def test_limits_come_from_c():
+    """Every limit Python checks is read from leann.h, and the C side
+    enforces the same bound."""
+    from leann_store import native
+
+    assert (native.MAX_EF, native.MAX_BATCH, native.MAX_M, native.MAX_DEGREE) == (1_000_000, 65536, 256, 255)
+    assert native.VALID_SUBSPACES == (8, 16, 32, 64, 80, 96, 112, 128)
+    with pytest.raises(InvalidInputError, match=str(native.MAX_M)):
+        IndexConfig(M=native.MAX_M + 1)
+    with pytest.raises(InvalidInputError, match=str(native.MAX_DEGREE)):
+        IndexConfig(hub_degree=native.MAX_DEGREE + 1)
+    with pytest.raises(InvalidInputError):
+        IndexConfig(num_subspaces=80)  # search codes only
+    IndexConfig(M=native.MAX_M, search_subspaces=128)
+
+
+def test_calibration_is_validated_in_c():
+    """A calibration must have the C-defined count of finite, non-decreasing
+    quantiles; clearing it turns the adaptive stop off."""
+    from leann_store import native
+
+    data = clustered(600, 16, seed=3)
+    index = LeannIndex.build(data, IndexConfig(metric="l2", M=8, seed=0))
+    h, levels = index._h, len(native.CALIB_LEVELS)
+    good = h.calibration()
+    assert good is not None and len(good) == levels
+    for bad in (good[:-1], np.full(levels, np.nan), good[::-1] - np.arange(levels)):
+        with pytest.raises(InvalidInputError):
+            h.set_calibration(bad)
+    np.testing.assert_array_equal(h.calibration(), good)  # untouched
+    h.set_calibration(None)
+    assert h.calibration() is None
+    fixed = index.search(data[:5], k=5, embed=lambda ids: data[ids], rerank_ratio=0.1)
+    assert (fixed.stats["exact"] == 103).all()  # the whole share: no stop without a calibration
