@@ -3,11 +3,14 @@
 Table ``docs`` holds one row per live document: the external string id, the
 text, the string that was embedded when it differs from the text, metadata as
 JSON (types kept exactly: see :func:`leann_store.filters.check_metadata`),
-a token count (filled lazily, see :mod:`leann_store.tokens`), and where its
-vector lives: ``node`` (its node in the current graph generation) or ``vec``
-(float32 bytes, while the row waits in the exact delta segment).  Table
-``meta`` holds the store's settings, the model fingerprint, the graph
-generation and a write counter.
+a token count (filled lazily, see :mod:`leann_store.tokens`), and ``node``,
+its node in the current graph generation.  A row without a node waits in the
+exact delta segment, and table ``vecs`` holds its vector (float32 bytes) until
+a merge puts it in the graph and drops the vector; kept apart from ``docs``,
+the vectors leave whole free pages behind (``auto_vacuum=INCREMENTAL`` hands
+them back) rather than half-empty document pages.  Table ``meta`` holds the
+store's settings, the model fingerprint, the graph generation and a write
+counter.
 
 Every write is one transaction; with ``journal_mode=WAL`` and
 ``synchronous=FULL`` a committed transaction survives power loss and kill -9.
@@ -43,10 +46,9 @@ CREATE TABLE IF NOT EXISTS docs (
     embed_text TEXT,
     metadata TEXT NOT NULL,
     tokens INTEGER,
-    node INTEGER UNIQUE,
-    vec BLOB,
-    CHECK ((node IS NULL) != (vec IS NULL))
+    node INTEGER UNIQUE
 );
+CREATE TABLE IF NOT EXISTS vecs (rowid INTEGER PRIMARY KEY, vec BLOB NOT NULL);
 """
 
 
@@ -61,6 +63,7 @@ class Docstore:
         self._conns_lock = threading.Lock()
         if not read_only:
             conn = self._conn()
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new database only
             conn.executescript(_SCHEMA)
             if self.get_meta("schema") is None:
                 with self.write() as cur:
@@ -154,12 +157,15 @@ class Docstore:
         rows: list[int] = []
         for part in _chunks(list(ids)):
             marks = ",".join("?" * len(part))
-            for rowid, node in cur.execute(f"SELECT rowid, node FROM docs WHERE id IN ({marks})", part).fetchall():
+            found = cur.execute(f"SELECT rowid, node FROM docs WHERE id IN ({marks})", part).fetchall()
+            for rowid, node in found:
                 if node is None:
                     rows.append(int(rowid))
                 else:
                     nodes.append(int(node))
             cur.execute(f"DELETE FROM docs WHERE id IN ({marks})", part)
+        for part in _chunks(rows):
+            cur.execute(f"DELETE FROM vecs WHERE rowid IN ({','.join('?' * len(part))})", part)
         return nodes, rows
 
     @staticmethod
@@ -168,18 +174,22 @@ class Docstore:
         returns their rowids."""
         out = []
         for r in rows:
-            cur.execute("INSERT INTO docs (id, text, embed_text, metadata, tokens, node, vec) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)", r)
-            out.append(int(cur.lastrowid))  # type: ignore[arg-type]
+            cur.execute("INSERT INTO docs (id, text, embed_text, metadata, tokens, node) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", r[:6])
+            rowid = int(cur.lastrowid)  # type: ignore[arg-type]
+            if r[6] is not None:
+                cur.execute("INSERT INTO vecs VALUES (?, ?)", (rowid, r[6]))
+            out.append(rowid)
         return out
 
     @staticmethod
     def assign_nodes(cur: sqlite3.Cursor, rowids: np.ndarray) -> None:
         """Row ``rowids[i]`` becomes node i of a new graph generation (its
         vector is dropped); every other row must be in the delta."""
-        cur.execute("UPDATE docs SET node = NULL, vec = x'' WHERE node IS NOT NULL")
-        cur.executemany("UPDATE docs SET node = ?, vec = NULL WHERE rowid = ?",
+        cur.execute("UPDATE docs SET node = NULL WHERE node IS NOT NULL")
+        cur.executemany("UPDATE docs SET node = ? WHERE rowid = ?",
                         ((i, int(r)) for i, r in enumerate(rowids.tolist())))
+        cur.execute("DELETE FROM vecs")
 
     def graph_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """(nodes, rowids) of the rows in the graph."""
@@ -189,7 +199,7 @@ class Docstore:
 
     def delta_rows(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(rowids, float32 vectors) of the rows in the delta segment, by rowid."""
-        got = self._conn().execute("SELECT rowid, vec FROM docs WHERE node IS NULL ORDER BY rowid").fetchall()
+        got = self._conn().execute("SELECT rowid, vec FROM vecs ORDER BY rowid").fetchall()
         rowids = np.array([r for r, _ in got], dtype=np.int64)
         vecs = np.empty((len(got), dim), dtype=np.float32)
         for i, (_, blob) in enumerate(got):
@@ -283,15 +293,23 @@ class Docstore:
         bad = conn.execute("SELECT count(*) FROM docs WHERE json_valid(metadata) = 0").fetchone()[0]
         if bad:
             out.append(f"{bad} rows hold invalid metadata JSON")
+        bad = conn.execute("SELECT count(*) FROM docs LEFT JOIN vecs ON docs.rowid = vecs.rowid "
+                           "WHERE (docs.node IS NULL) = (vecs.rowid IS NULL)").fetchone()[0]
+        if bad:
+            out.append(f"{bad} rows are neither in the graph nor in the delta, or in both")
+        bad = conn.execute("SELECT count(*) FROM vecs WHERE rowid NOT IN (SELECT rowid FROM docs)").fetchone()[0]
+        if bad:
+            out.append(f"{bad} delta vectors belong to no document")
         return out
 
+    def release_free_pages(self) -> None:
+        """Give the file's free pages back (after a merge dropped vectors)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._conn().execute("PRAGMA incremental_vacuum")
+
     def backup(self, dest_path: str) -> None:
-        """A consistent copy of the database (SQLite's online backup)."""
-        dst = sqlite3.connect(dest_path)
-        try:
-            self._conn().backup(dst)
-        finally:
-            dst.close()
+        """A consistent, compacted copy of the database (``VACUUM INTO``)."""
+        self._conn().execute("VACUUM INTO ?", (dest_path,))
 
 
 def _chunks(items: list[Any], size: int = _CHUNK) -> Iterator[list[Any]]:

@@ -339,12 +339,15 @@ def _doc_py(spec: dict) -> Callable[[Any], bool]:
         if key.startswith("$"):
             tests.append(_logical_py(key, value))
         elif isinstance(value, dict) and value and all(k.startswith("$") for k in value):
-            ops = [_op_py(o, a) for o, a in value.items()]
-            tests.append(lambda m, key=key, ops=ops: all(t(_get(m, key)) for t in ops))
+            tests.append(_field_py(key, [_op_py(o, a) for o, a in value.items()]))
         else:
-            t = _op_py("$eq", value)
-            tests.append(lambda m, key=key, t=t: t(_get(m, key)))
+            tests.append(_field_py(key, [_op_py("$eq", value)]))
     return lambda m: all(t(m) for t in tests)
+
+
+def _field_py(key: str, ops: list[Callable[[Any], bool]]) -> Callable[[Any], bool]:
+    """All of ``ops`` on the value at ``key``."""
+    return lambda m: all(t(_get(m, key)) for t in ops)
 
 
 def _logical_py(op: str, value: Any) -> Callable[[Any], bool]:

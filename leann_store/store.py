@@ -192,6 +192,11 @@ class _State:
     delta_vecs: np.ndarray    # their vectors (float32, rows as given)
     generation: int
     version: int
+    delta_sq: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # their squared norms
+
+    def __post_init__(self) -> None:
+        if len(self.delta_sq) != len(self.delta_rows):
+            object.__setattr__(self, "delta_sq", np.einsum("ij,ij->i", self.delta_vecs, self.delta_vecs))
 
     @property
     def graph_live(self) -> int:
@@ -223,10 +228,12 @@ class LeannStore:
         self._filter_cache: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
         self._lock_file: Any = None
         self._temp_finalizer: Any = None
+        created = False
         if read_only:
             if not os.path.isdir(self.path):
                 raise FileNotFoundError(f"no store at {self.path!r}")
         else:
+            created = not os.path.exists(self.path)
             os.makedirs(self.path, exist_ok=True)
             self._take_lock()
         try:
@@ -241,6 +248,8 @@ class LeannStore:
             self._release_lock()
             if hasattr(self, "_docs"):
                 self._docs.close()
+            if created:  # a failed first open leaves nothing behind
+                shutil.rmtree(self.path, ignore_errors=True)
             raise
         self._closed = False
 
@@ -533,6 +542,7 @@ class LeannStore:
         node_row = np.concatenate([st.delta_rows[keep], np.array(rowids, dtype=np.int64)])
         self._set_state(_State(index, node_row, np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32),
                                gen, version))
+        self._docs.release_free_pages()
 
     def flush(self) -> None:
         """Merge the delta segment into the graph now (a rebuild over every
@@ -579,6 +589,7 @@ class LeannStore:
             raise
         self._set_state(_State(index, order, np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32),
                                gen, version))
+        self._docs.release_free_pages()
 
     def _build(self, vecs: np.ndarray) -> LeannIndex:
         show = self.progress if self.progress is not None else None
@@ -651,7 +662,12 @@ class LeannStore:
         if add is not None:
             delta_rows = np.concatenate([delta_rows, add[0]])
             delta_vecs = np.concatenate([delta_vecs, add[1]])
-        self._set_state(_State(st.index, node_row, delta_rows, delta_vecs, st.generation, version))
+        delta_sq = st.delta_sq
+        if rows:
+            delta_sq = delta_sq[keep]
+        if add is not None:
+            delta_sq = np.concatenate([delta_sq, np.einsum("ij,ij->i", add[1], add[1])])
+        self._set_state(_State(st.index, node_row, delta_rows, delta_vecs, st.generation, version, delta_sq))
 
     def _set_state(self, st: _State) -> None:
         with self._state_lock:
@@ -778,12 +794,12 @@ class LeannStore:
 
     def _search_delta(self, st: _State, q: np.ndarray, k: int,
                       allowed: tuple[np.ndarray, np.ndarray] | None) -> list[tuple[float, int]]:
-        rows, vecs = st.delta_rows, st.delta_vecs
+        rows, vecs, sq = st.delta_rows, st.delta_vecs, st.delta_sq
         if allowed is not None:
-            rows, vecs = rows[allowed[1]], vecs[allowed[1]]
+            rows, vecs, sq = rows[allowed[1]], vecs[allowed[1]], sq[allowed[1]]
         if len(rows) == 0:
             return []
-        d = exact_distances(self.metric, q, vecs)
+        d = exact_distances(self.metric, q, vecs, sq)
         top = np.argsort(d, kind="stable")[:k]
         return [(float(d[i]), int(rows[i])) for i in top]
 
@@ -934,16 +950,20 @@ class LeannStore:
 
 
 # ---- helpers -------------------------------------------------------------------
-def exact_distances(metric: str, q: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Distances of rows x to query q as the index reports them (float64)."""
-    x64 = x.astype(np.float64)
-    q64 = q.astype(np.float64)
-    dots = x64 @ q64
+def exact_distances(metric: str, q: np.ndarray, x: np.ndarray, sq: np.ndarray | None = None) -> np.ndarray:
+    """Distances of float32 rows x (squared norms ``sq``) to query q, as the
+    index reports them.  ``einsum`` keeps the product on this thread: a
+    threaded BLAS matrix-vector product costs more than it saves at these
+    sizes, on a busy machine most of all."""
+    dots = np.einsum("ij,j->i", x, q)
+    if sq is None:
+        sq = np.einsum("ij,ij->i", x, x)
     if metric == "ip":
         return -dots
+    qq = float(np.dot(q, q))
     if metric == "cosine":
-        return 1.0 - dots / (np.linalg.norm(x64, axis=1) * max(float(np.linalg.norm(q64)), 1e-300))
-    return np.maximum((x64 * x64).sum(1) - 2 * dots + float(q64 @ q64), 0.0)
+        return 1.0 - dots / np.maximum(np.sqrt(sq) * np.sqrt(qq), 1e-30)
+    return np.maximum(sq - 2.0 * dots + qq, 0.0)
 
 
 def _codec_stats(index: LeannIndex | None) -> dict[str, Any] | None:

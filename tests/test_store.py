@@ -175,7 +175,7 @@ def test_caller_embeddings_are_dropped_once_in_the_graph(tmp_path):
     st = s.stats()
     assert st["graph_rows"] == 200 and st["delta_rows"] == 0
     conn = sqlite3.connect(os.path.join(s.path, "docstore.sqlite"))
-    assert conn.execute("SELECT count(*) FROM docs WHERE vec IS NOT NULL").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM vecs").fetchone()[0] == 0
     conn.close()
     assert st["index_bytes"] < 200 * 16 * 4  # the graph file keeps no float vectors
     s.close()
@@ -477,3 +477,23 @@ def test_metrics_agree_between_delta_and_graph(tmp_path, metric):
     hits = s.search(q, k=100)
     assert np.allclose(sorted(h.distance for h in hits), np.sort(d), rtol=1e-4, atol=1e-4)
     s.close()
+
+
+def test_a_failed_first_open_leaves_no_directory(tmp_path):
+    def broken(texts):
+        raise RuntimeError("no model here")
+
+    with pytest.raises(RuntimeError):
+        LeannStore.open(tmp_path / "new", embed=broken)
+    assert not (tmp_path / "new").exists()
+
+
+def test_snapshot_is_compact_after_merges(tmp_path):
+    s = LeannStore.open(tmp_path / "s", embed=HashEmbed(dim=256), config=SMALL)
+    for i in range(6):
+        s.add(texts_for(60, seed=i), ids=[f"{i}-{j}" for j in range(60)])
+    s.flush()
+    s.snapshot(tmp_path / "copy")
+    s.close()
+    copy = os.path.getsize(tmp_path / "copy" / "docstore.sqlite")
+    assert copy < 360 * 256 * 4  # the merged vectors are gone, not left as free pages
