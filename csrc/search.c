@@ -91,6 +91,123 @@ size_t leann_index_memory(const leann_index *idx) {
     return bytes;
 }
 
+/* ---- visited sets: a pool per index (hnswlib's VisitedListPool), so that
+ * no search allocates or clears an n-entry set.  Two kinds: epoch-stamped
+ * lists (two-level and filtered searches: reset in O(1)) and the graph
+ * walk's bitsets (exact search: reset through the words it touched). ---- */
+struct leann_vlist {
+    uint16_t *stamp;          /* n entries; visited when == epoch */
+    uint16_t epoch;
+    struct leann_vlist *next; /* free list */
+};
+
+typedef struct leann_vbits {
+    leann_visited vis;
+    struct leann_vbits *next; /* free list */
+} leann_vbits;
+
+struct leann_vpool {
+    pthread_mutex_t mu;
+    leann_vlist *free;
+    leann_vbits *free_bits;
+};
+
+/* The index's pool, created on first use (racing creators: one wins). */
+static leann_vpool *vpool_of(const leann_index *cidx) {
+    leann_index *idx = (leann_index *)cidx; /* the pool is the only state a search changes */
+    leann_vpool *p = atomic_load_explicit(&idx->vpool, memory_order_acquire);
+    if (p) return p;
+    leann_vpool *mine = leann_calloc(1, sizeof *mine, "visited pool");
+    if (!mine) return NULL;
+    if (pthread_mutex_init(&mine->mu, NULL) != 0) {
+        free(mine);
+        leann_fail(LEANN_ERR_NOMEM, "cannot create the visited pool's lock");
+        return NULL;
+    }
+    leann_vpool *none = NULL;
+    if (atomic_compare_exchange_strong_explicit(&idx->vpool, &none, mine, memory_order_acq_rel,
+                                                memory_order_acquire))
+        return mine;
+    pthread_mutex_destroy(&mine->mu);
+    free(mine);
+    return none; /* another thread's */
+}
+
+static leann_vlist *vpool_get(const leann_index *idx) {
+    leann_vpool *p = vpool_of(idx);
+    if (!p) return NULL;
+    pthread_mutex_lock(&p->mu);
+    leann_vlist *v = p->free;
+    if (v) p->free = v->next;
+    pthread_mutex_unlock(&p->mu);
+    if (!v) {
+        v = leann_calloc(1, sizeof *v, "visited set");
+        if (v) v->stamp = leann_calloc(idx->g.n ? idx->g.n : 1, sizeof(uint16_t), "visited set");
+        if (v && !v->stamp) {
+            free(v);
+            v = NULL;
+        }
+        if (!v) return NULL;
+    }
+    if (++v->epoch == 0) { /* wrapped: every stamp may look current */
+        memset(v->stamp, 0, idx->g.n * sizeof(uint16_t));
+        v->epoch = 1;
+    }
+    return v;
+}
+
+static void vpool_put(const leann_index *idx, leann_vlist *v) {
+    if (!v) return;
+    leann_vpool *p = atomic_load_explicit(&((leann_index *)idx)->vpool, memory_order_acquire);
+    pthread_mutex_lock(&p->mu);
+    v->next = p->free;
+    p->free = v;
+    pthread_mutex_unlock(&p->mu);
+}
+
+static leann_vbits *vbits_get(const leann_index *idx) {
+    leann_vpool *p = vpool_of(idx);
+    if (!p) return NULL;
+    pthread_mutex_lock(&p->mu);
+    leann_vbits *v = p->free_bits;
+    if (v) p->free_bits = v->next;
+    pthread_mutex_unlock(&p->mu);
+    if (v) return v; /* a walk's start clears what the last one touched */
+    v = leann_calloc(1, sizeof *v, "visited set");
+    if (v && leann_visited_init(&v->vis, idx->g.n) != LEANN_OK) {
+        free(v);
+        v = NULL;
+    }
+    return v;
+}
+
+static void vbits_put(const leann_index *idx, leann_vbits *v) {
+    if (!v) return;
+    leann_vpool *p = atomic_load_explicit(&((leann_index *)idx)->vpool, memory_order_acquire);
+    pthread_mutex_lock(&p->mu);
+    v->next = p->free_bits;
+    p->free_bits = v;
+    pthread_mutex_unlock(&p->mu);
+}
+
+void leann_vpool_free(leann_vpool *p) {
+    if (!p) return;
+    for (leann_vbits *v = p->free_bits; v;) {
+        leann_vbits *next = v->next;
+        leann_visited_free(&v->vis);
+        free(v);
+        v = next;
+    }
+    for (leann_vlist *v = p->free; v;) {
+        leann_vlist *next = v->next;
+        free(v->stamp);
+        free(v);
+        v = next;
+    }
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
 typedef struct {
     const leann_index *idx;
     const float *queries;
@@ -113,8 +230,8 @@ static int search_task(void *p, int tid, int nt) {
     int ef = job->ef > job->k ? job->ef : job->k;
     leann_qctx qc;
     memset(&qc, 0, sizeof qc);
-    leann_visited vis = {0};
-    int st = leann_visited_init(&vis, g->n);
+    leann_vbits *vb = vbits_get(idx);
+    int st = vb ? LEANN_OK : LEANN_ERR_NOMEM;
     leann_beam beam = {0};
     if (st == LEANN_OK) st = leann_beam_init(&beam, (size_t)ef + 1);
     qc.ids_tmp = leann_calloc((size_t)g->cap0 + 16, sizeof(uint32_t), "search scratch");
@@ -133,7 +250,7 @@ static int search_task(void *p, int tid, int nt) {
         float epd = leann_qdist(&qc, ep, NULL);
         qc.evals++;
         for (int l = g->maxlevel; l > 0; l--) leann_greedy(g, &qc, l, &ep, &epd);
-        int len = leann_search_layer(g, &qc, 0, (leann_cand){epd, ep}, ef, &vis, beam);
+        int len = leann_search_layer(g, &qc, 0, (leann_cand){epd, ep}, ef, &vb->vis, beam);
         int64_t *oid = job->ids + qi * (size_t)job->k;
         float *od = job->dist + qi * (size_t)job->k;
         for (int i = 0; i < job->k; i++) {
@@ -145,7 +262,7 @@ static int search_task(void *p, int tid, int nt) {
             job->stats[qi].hops = qc.hops;
         }
     }
-    leann_visited_free(&vis);
+    vbits_put(idx, vb);
     leann_beam_free(&beam);
     free(qc.ids_tmp);
     free(qc.nbr_ids);
@@ -229,85 +346,6 @@ static leann_cand cheap_pop(cheap *h, int max) {
     }
     if (n) h->a[i] = last;
     return top;
-}
-
-/* ---- visited sets: a pool per index, each set reset in O(1) by an epoch
- * (hnswlib's VisitedListPool): a search takes one and gives it back, so no
- * search allocates or clears an n-entry set. ---- */
-struct leann_vlist {
-    uint16_t *stamp;          /* n entries; visited when == epoch */
-    uint16_t epoch;
-    struct leann_vlist *next; /* free list */
-};
-
-struct leann_vpool {
-    pthread_mutex_t mu;
-    leann_vlist *free;
-};
-
-/* The index's pool, created on first use (racing creators: one wins). */
-static leann_vpool *vpool_of(const leann_index *cidx) {
-    leann_index *idx = (leann_index *)cidx; /* the pool is the only state a search changes */
-    leann_vpool *p = atomic_load_explicit(&idx->vpool, memory_order_acquire);
-    if (p) return p;
-    leann_vpool *mine = leann_calloc(1, sizeof *mine, "visited pool");
-    if (!mine) return NULL;
-    if (pthread_mutex_init(&mine->mu, NULL) != 0) {
-        free(mine);
-        leann_fail(LEANN_ERR_NOMEM, "cannot create the visited pool's lock");
-        return NULL;
-    }
-    leann_vpool *none = NULL;
-    if (atomic_compare_exchange_strong_explicit(&idx->vpool, &none, mine, memory_order_acq_rel,
-                                                memory_order_acquire))
-        return mine;
-    pthread_mutex_destroy(&mine->mu);
-    free(mine);
-    return none; /* another thread's */
-}
-
-static leann_vlist *vpool_get(const leann_index *idx) {
-    leann_vpool *p = vpool_of(idx);
-    if (!p) return NULL;
-    pthread_mutex_lock(&p->mu);
-    leann_vlist *v = p->free;
-    if (v) p->free = v->next;
-    pthread_mutex_unlock(&p->mu);
-    if (!v) {
-        v = leann_calloc(1, sizeof *v, "visited set");
-        if (v) v->stamp = leann_calloc(idx->g.n ? idx->g.n : 1, sizeof(uint16_t), "visited set");
-        if (v && !v->stamp) {
-            free(v);
-            v = NULL;
-        }
-        if (!v) return NULL;
-    }
-    if (++v->epoch == 0) { /* wrapped: every stamp may look current */
-        memset(v->stamp, 0, idx->g.n * sizeof(uint16_t));
-        v->epoch = 1;
-    }
-    return v;
-}
-
-static void vpool_put(const leann_index *idx, leann_vlist *v) {
-    if (!v) return;
-    leann_vpool *p = atomic_load_explicit(&((leann_index *)idx)->vpool, memory_order_acquire);
-    pthread_mutex_lock(&p->mu);
-    v->next = p->free;
-    p->free = v;
-    pthread_mutex_unlock(&p->mu);
-}
-
-void leann_vpool_free(leann_vpool *p) {
-    if (!p) return;
-    for (leann_vlist *v = p->free; v;) {
-        leann_vlist *next = v->next;
-        free(v->stamp);
-        free(v);
-        v = next;
-    }
-    pthread_mutex_destroy(&p->mu);
-    free(p);
 }
 
 enum { SEARCH_RUNNING = 0, SEARCH_WAITING = 1, SEARCH_DONE = 2 };
