@@ -14,6 +14,11 @@ MODULES = [
     "leann_store",
     "leann_store.index",
     "leann_store.codec",
+    "leann_store.store",
+    "leann_store.filters",
+    "leann_store.recompute",
+    "leann_store.tokens",
+    "leann_store.sources",
 ]
 
 
