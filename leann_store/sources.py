@@ -10,7 +10,7 @@ Python ``def``/``class``), each with the heading it falls under and the line
 it starts at.  ``stdlib_docstrings`` gives the running interpreter's standard
 library docstrings as passages (``leann-store demo``).
 
->>> [c.heading for c in chunk_text("# Intro\\n\\nHello.\\n\\n# Use\\n\\nRun it.", "markdown", size=4)]
+>>> [c.heading for c in chunk_text("# Intro\\n\\nHello.\\n\\n# Use\\n\\nRun it.", "markdown", size=8)]
 ['Intro', 'Use']
 """
 
