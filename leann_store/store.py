@@ -130,17 +130,24 @@ class StoreConfig:
         return self.index.metric
 
     @classmethod
-    def from_options(cls, **options: Any) -> "StoreConfig":
-        """A config from flat keyword options: names of :class:`IndexConfig`
-        fields go to the index, the others to the store."""
+    def from_options(cls, preset: str | None = None, **options: Any) -> "StoreConfig":
+        """A config from flat keyword options: ``preset`` names an
+        :meth:`IndexConfig.preset` (``"compact"``, ``"balanced"``,
+        ``"fast"``), names of :class:`IndexConfig` fields go to the index,
+        the others to the store.
+
+        >>> StoreConfig.from_options(preset="compact").index == IndexConfig.preset("compact")
+        True
+        """
         index_names = {f.name for f in dataclasses.fields(IndexConfig)}
         store_names = {f.name for f in dataclasses.fields(cls)} - {"index"}
         unknown = set(options) - index_names - store_names
         if unknown:
             raise errors.InvalidInputError(
                 f"unknown store option(s) {sorted(unknown)}; store options: {sorted(store_names)}, "
-                f"index options: {sorted(index_names)}")
-        idx = IndexConfig(**{k: v for k, v in options.items() if k in index_names})
+                f"index options: {sorted(index_names)}, or preset=")
+        index_options = {k: v for k, v in options.items() if k in index_names}
+        idx = IndexConfig.preset(preset, **index_options) if preset is not None else IndexConfig(**index_options)
         return cls(index=idx, **{k: v for k, v in options.items() if k in store_names})
 
     def to_json(self) -> str:
