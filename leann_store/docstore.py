@@ -169,18 +169,17 @@ class Docstore:
         return nodes, rows
 
     @staticmethod
-    def insert(cur: sqlite3.Cursor, rows: Iterable[tuple[Any, ...]]) -> list[int]:
-        """Insert (id, text, embed_text, metadata_json, tokens, node, vec) rows;
-        returns their rowids."""
-        out = []
-        for r in rows:
-            cur.execute("INSERT INTO docs (id, text, embed_text, metadata, tokens, node) "
-                        "VALUES (?, ?, ?, ?, ?, ?)", r[:6])
-            rowid = int(cur.lastrowid)  # type: ignore[arg-type]
-            if r[6] is not None:
-                cur.execute("INSERT INTO vecs VALUES (?, ?)", (rowid, r[6]))
-            out.append(rowid)
-        return out
+    def insert(cur: sqlite3.Cursor, rows: Sequence[tuple[Any, ...]]) -> list[int]:
+        """Insert (id, text, embed_text, metadata_json, tokens, node, vec) rows
+        (vec None for rows in the graph); returns their rowids, numbered on
+        from the largest in use (two statements for the whole batch)."""
+        start = int(cur.execute("SELECT coalesce(max(rowid), 0) FROM docs").fetchone()[0]) + 1
+        rowids = list(range(start, start + len(rows)))
+        cur.executemany("INSERT INTO docs (rowid, id, text, embed_text, metadata, tokens, node) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)", ((rid, *r[:6]) for rid, r in zip(rowids, rows)))
+        cur.executemany("INSERT INTO vecs VALUES (?, ?)",
+                        ((rid, r[6]) for rid, r in zip(rowids, rows) if r[6] is not None))
+        return rowids
 
     @staticmethod
     def assign_nodes(cur: sqlite3.Cursor, rowids: np.ndarray) -> None:

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Mapping, Union
 
-from .errors import FilterError
+from .errors import FilterError, InvalidInputError
 
 FilterLike = Union[Mapping[str, Any], Callable[[dict], Any], None]
 
@@ -407,40 +407,50 @@ def register_sql_functions(conn: Any) -> None:
 
 
 def check_metadata(metadata: Any, where: str = "metadata") -> str:
-    """Metadata as canonical JSON text, or an InvalidInputError naming the
-    key whose value JSON cannot hold exactly (bytes, datetime, set, NaN,
-    integers beyond 64 bits, non-string keys)."""
-    from .errors import InvalidInputError
-
+    """Metadata as JSON text, or an InvalidInputError naming the key whose
+    value JSON cannot hold exactly (bytes, datetime, set, NaN, integers
+    beyond 64 bits, non-string keys).  Flat dicts of plain values, the
+    common case, are checked without a recursive walk."""
     if metadata is None:
         return "{}"
-    if not isinstance(metadata, Mapping):
-        raise InvalidInputError(f"{where} must be a dict, got {type(metadata).__name__}")
-
-    def walk(v: Any, path: str) -> None:
-        if v is None or isinstance(v, (bool, str)):
-            return
-        if isinstance(v, int):
-            if not -(2**63) <= v < 2**63:
-                raise InvalidInputError(f"{where} key {path!r}: integer {v} does not fit 64 bits")
-            return
-        if isinstance(v, float):
-            if not math.isfinite(v):
-                raise InvalidInputError(f"{where} key {path!r}: {v} is not a JSON number")
-            return
-        if isinstance(v, (list, tuple)):
-            for i, x in enumerate(v):
-                walk(x, f"{path}[{i}]")
-            return
-        if isinstance(v, Mapping):
-            for k, x in v.items():
-                if not isinstance(k, str):
-                    raise InvalidInputError(f"{where} key {path!r}: nested key {k!r} is not a string")
-                walk(x, f"{path}.{k}" if path else k)
-            return
-        raise InvalidInputError(
-            f"{where} key {path!r}: a {type(v).__name__} cannot be stored as JSON "
-            "(use str, int, float, bool, None, lists and dicts)")
-
-    walk(metadata, "")
+    if not isinstance(metadata, dict):
+        if not isinstance(metadata, Mapping):
+            raise InvalidInputError(f"{where} must be a dict, got {type(metadata).__name__}")
+        metadata = dict(metadata)
+    for k, v in metadata.items():
+        t = type(v)
+        if type(k) is str and (t is str or t is bool or v is None or (t is int and _INT64_MIN <= v <= _INT64_MAX)
+                               or (t is float and math.isfinite(v))):
+            continue
+        _check_value(metadata, "", where)  # names the first bad key
+        break
     return json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _check_value(v: Any, path: str, where: str) -> None:
+    if v is None or isinstance(v, (bool, str)):
+        return
+    if isinstance(v, int):
+        if not _INT64_MIN <= v <= _INT64_MAX:
+            raise InvalidInputError(f"{where} key {path!r}: integer {v} does not fit 64 bits")
+        return
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise InvalidInputError(f"{where} key {path!r}: {v} is not a JSON number")
+        return
+    if isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            _check_value(x, f"{path}[{i}]", where)
+        return
+    if isinstance(v, Mapping):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise InvalidInputError(f"{where} key {path!r}: key {k!r} is not a string")
+            _check_value(x, f"{path}.{k}" if path else k, where)
+        return
+    raise InvalidInputError(
+        f"{where} key {path!r}: a {type(v).__name__} cannot be stored as JSON "
+        "(use str, int, float, bool, None, lists and dicts)")

@@ -515,8 +515,8 @@ class LeannStore:
             return
         with self._docs.write() as cur:
             nodes, gone = Docstore.delete_ids(cur, [r[0] for r in rows])
-            rowids = Docstore.insert(cur, ((i, t, e, m, None, None, v.tobytes())
-                                           for (i, t, e, m), v in zip(rows, vecs)))
+            rowids = Docstore.insert(cur, [(i, t, e, m, None, None, v.tobytes())
+                                           for (i, t, e, m), v in zip(rows, vecs)])
             version = self._bump(cur)
         self._apply_delete(st, nodes, gone, version, add=(np.array(rowids, dtype=np.int64), vecs))
         if self._merge_due():
@@ -535,11 +535,13 @@ class LeannStore:
         index.save(self._graph_file(gen))
         try:
             with self._docs.write() as cur:
-                Docstore.delete_ids(cur, ids)
+                if old:  # upserts (a new store's bulk load has none)
+                    Docstore.delete_ids(cur, list(old))
                 base = len(keep)
-                Docstore.assign_nodes(cur, st.delta_rows[keep])
-                rowids = Docstore.insert(cur, ((i, t, e, m, None, base + j, None)
-                                               for j, (i, t, e, m) in enumerate(rows)))
+                if len(st.delta_rows):
+                    Docstore.assign_nodes(cur, st.delta_rows[keep])
+                rowids = Docstore.insert(cur, [(i, t, e, m, None, base + j, None)
+                                               for j, (i, t, e, m) in enumerate(rows)])
                 self._merged_meta(cur, gen, len(allv))
                 version = self._bump(cur)
         except BaseException:
