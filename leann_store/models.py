@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import InvalidInputError, LeannError
+from .recompute import length_batches
 from .tokens import count_tokens
 
 #: the default model's display name (the one the ``hf`` extra ships)
@@ -190,22 +191,12 @@ class Embedder:
         return self.passages / self.seconds if self.seconds > 0 else 0.0
 
     def batches(self, texts: Sequence[str]) -> list[list[int]]:
-        """Positions of ``texts`` grouped into batches: shortest first, each
+        """Positions of ``texts`` grouped into batches: longest first, each
         batch's (size x longest text) within the token budget."""
         # the model truncates at max_tokens (its own tokens; tiktoken's count
         # is a close, cheap proxy)
         lengths = [max(1, min(n, self.max_tokens)) for n in count_tokens(texts)]
-        order = sorted(range(len(texts)), key=lengths.__getitem__)
-        out: list[list[int]] = []
-        cur: list[int] = []
-        for i in order:  # ascending, so lengths[i] is the batch's longest
-            if cur and ((len(cur) + 1) * lengths[i] > self.token_budget or len(cur) >= MAX_BATCH):
-                out.append(cur)
-                cur = []
-            cur.append(i)
-        if cur:
-            out.append(cur)
-        return out
+        return [b.tolist() for b in length_batches(lengths, self.token_budget, MAX_BATCH)]
 
     def embed(self, texts: Sequence[str], *,
               progress: Callable[[int], Any] | None = None) -> np.ndarray:

@@ -4,10 +4,10 @@ Every embedding the store asks for (new documents without caller-supplied
 embeddings, the passages a search re-embeds, the rows a merge rebuilds from,
 ``LeannStore.embeddings`` for MMR) goes through :class:`Embedder`:
 
-* texts are ordered by token count and cut into batches capped by a token
-  budget and a row count, so a batch of short passages is not padded to the
-  longest one of the whole request (transformer models pad to the longest
-  text of a call);
+* texts are ordered by token count and cut into batches whose padded size
+  (texts x longest text) stays within a token budget, so a batch of short
+  passages is not padded to the longest one of the whole request
+  (transformer models pad to the longest text of a call);
 * each batch's answer is checked (a float array of the right shape, finite)
   and a bad one is a :class:`~leann_store.errors.CallbackError`, while an
   exception raised by ``embed`` itself propagates unchanged;
@@ -47,21 +47,8 @@ class Embedder:
         self.batch_size = batch_size
 
     def batches(self, tokens: Sequence[int]) -> list[np.ndarray]:
-        """Positions grouped into batches: longest first, each batch at most
-        ``batch_size`` texts and ``batch_tokens`` tokens (a longer text is a
-        batch of its own)."""
-        order = np.argsort(-np.asarray(tokens, dtype=np.int64), kind="stable")
-        out: list[np.ndarray] = []
-        start, total = 0, 0
-        for i, pos in enumerate(order):
-            t = max(1, int(tokens[pos]))
-            if i > start and (i - start >= self.batch_size or total + t > self.batch_tokens):
-                out.append(order[start:i])
-                start, total = i, 0
-            total += t
-        if start < len(order):
-            out.append(order[start:])
-        return out
+        """Positions grouped into batches (see :func:`length_batches`)."""
+        return length_batches(tokens, self.batch_tokens, self.batch_size)
 
     def embed(self, fn: TextEmbedFn, texts: Sequence[str], tokens: Sequence[int | None] | None = None,
               progress: Any = None) -> np.ndarray:
@@ -97,3 +84,25 @@ class Embedder:
             raise errors.CallbackError(f"embed returned NaN or infinity {what}")
         return arr
 
+
+def length_batches(lengths: Sequence[int], token_budget: int, max_batch: int) -> list[np.ndarray]:
+    """Positions grouped into batches, longest texts first: each batch holds
+    at most ``max_batch`` texts and its padded size (texts x its longest
+    text) stays within ``token_budget`` (a longer text is a batch of its
+    own).  The one batching rule of every embedding call: the store's and
+    the command line's model's.
+
+    >>> [b.tolist() for b in length_batches([5, 50, 10, 40], token_budget=100, max_batch=8)]
+    [[1, 3], [2, 0]]
+    """
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    out: list[np.ndarray] = []
+    start = 0
+    for i, pos in enumerate(order):
+        longest = max(1, int(lengths[order[start]]))
+        if i > start and (i - start >= max_batch or (i - start + 1) * longest > token_budget):
+            out.append(order[start:i])
+            start = i
+    if start < len(order):
+        out.append(order[start:])
+    return out

@@ -52,7 +52,7 @@ def test_embed_returns_normalised_rows_in_input_order(model: models.Embedder) ->
         model.embed("one string")
 
 
-def test_batches_sorted_by_length_within_the_token_budget(model: models.Embedder) -> None:
+def test_batches_ordered_by_length_within_the_token_budget(model: models.Embedder) -> None:
     texts = ["word " * n for n in (50, 3, 200, 10, 120, 1, 80)]
     old = model.token_budget
     try:
@@ -63,7 +63,7 @@ def test_batches_sorted_by_length_within_the_token_budget(model: models.Embedder
     flat = [i for b in batches for i in b]
     assert sorted(flat) == list(range(len(texts)))
     lengths = [min(n, model.max_tokens) for n in models.count_tokens(texts)]
-    assert [lengths[i] for i in flat] == sorted(lengths)
+    assert [lengths[i] for i in flat] == sorted(lengths, reverse=True)
     for b in batches:
         assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 300
 
