@@ -19,6 +19,12 @@ recompute counts are the real ones and timings leave the model out.
 3. Store overhead: the same queries through ``LeannStore.search`` and through
    the store's own ``LeannIndex`` with a lookup-by-id embed (identical
    recomputes): the median per-query difference.
+4. Adds in batches (``--batch``, default 1000, with embeddings), as RAG
+   applications add documents all day: total time against the one-call add,
+   the passages its merges re-embedded (until incremental insertion lands, a
+   merge rebuilds the graph from every row), recall@10 at the default search
+   and index bytes per passage against the one-call store, and Chroma's time
+   for the same batched adds.
 
 Usage: python benchmarks/store_bench.py [--n 50000] [--queries 300] [--runs 3] [--quick]
 Prints a table and writes JSON to benchmarks/results/.
@@ -213,11 +219,69 @@ def overhead(store: LeannStore, emb: np.ndarray, qsets: dict, k: int, runs: int)
     return out
 
 
+def recall_at(store: LeannStore, emb: np.ndarray, q: np.ndarray, k: int) -> float:
+    truth = exact_topk(emb, q, k)
+    got = [{int(h.id) for h in store.search(q[i], k=k)} for i in range(len(q))]
+    return float(np.mean([len(g & set(truth[i].tolist())) / k for i, g in enumerate(got)]))
+
+
+def batched(emb, texts, metas, ids, qsets: dict, k: int, batch: int, bulk_path: str) -> dict:
+    lookup = Lookup(emb, texts)
+    path = tempfile.mkdtemp(prefix="leann-store-batched-")
+    store = LeannStore.open(path, embed=lookup, model="lookup")
+    probe_calls = lookup.calls
+    t = time.perf_counter()
+    for s in range(0, len(texts), batch):
+        store.add(texts[s:s + batch], metadatas=metas[s:s + batch], ids=ids[s:s + batch],
+                  embeddings=emb[s:s + batch])
+    elapsed = time.perf_counter() - t
+    st = store.stats()
+    bulk = LeannStore.open(bulk_path, embed=Lookup(emb, texts), model="lookup")
+    out = {"batch": batch, "seconds": elapsed, "reembedded": lookup.calls - probe_calls,
+           "merges": st["generation"], "delta_rows": st["delta_rows"],
+           "bytes_per_passage": st["bytes_per_passage"],
+           "bulk_bytes_per_passage": bulk.stats()["bytes_per_passage"], "recall@10": {}, "bulk_recall@10": {}}
+    for qname, q in qsets.items():
+        out["recall@10"][qname] = recall_at(store, emb, q, k)
+        out["bulk_recall@10"][qname] = recall_at(bulk, emb, q, k)
+    bulk.close()
+    store.close()
+    shutil.rmtree(path, ignore_errors=True)
+    c = chroma_add_batched(emb, texts, metas, ids, batch)
+    out["chroma_s"] = c
+    print(f"  batches of {batch}: {elapsed:.2f} s, {out['reembedded']} passages re-embedded by "
+          f"{out['merges']} graph builds ({st['delta_rows']} rows still exact), "
+          f"{out['bytes_per_passage']:.1f} B/passage (one call: {out['bulk_bytes_per_passage']:.1f})"
+          + (f"; Chroma {c:.2f} s" if c is not None else ""), flush=True)
+    for qname in qsets:
+        print(f"    {qname:>7}: recall@10 {out['recall@10'][qname]:.3f} (one call: "
+              f"{out['bulk_recall@10'][qname]:.3f})", flush=True)
+    return out
+
+
+def chroma_add_batched(emb, texts, metas, ids, batch: int) -> float | None:
+    try:
+        import chromadb
+    except ImportError:
+        return None
+    tmp = tempfile.mkdtemp(prefix="chroma-bench-")
+    try:
+        col = chromadb.PersistentClient(path=tmp).create_collection("bench", metadata={"hnsw:space": "cosine"})
+        t = time.perf_counter()
+        for s in range(0, len(texts), batch):
+            col.add(ids=ids[s:s + batch], documents=texts[s:s + batch], metadatas=metas[s:s + batch],
+                    embeddings=emb[s:s + batch])
+        return time.perf_counter() - t
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50_000)
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=1000, help="rows per add in part 4 (0: skip part 4)")
     ap.add_argument("--quick", action="store_true", help="n=20k, 100 queries, 1 run")
     args = ap.parse_args()
     if args.quick:
@@ -237,6 +301,10 @@ def main() -> None:
     print("3. store overhead over a bare LeannIndex search", flush=True)
     over = overhead(store, emb, qsets, k, args.runs)
     store.close()
+    batch = None
+    if args.batch > 0:
+        print(f"4. adds in batches of {args.batch}", flush=True)
+        batch = batched(emb, texts, metas, ids, qsets, k, args.batch, path)
     shutil.rmtree(path, ignore_errors=True)
 
     print("\n| measure | value |\n|---|---|")
@@ -251,10 +319,19 @@ def main() -> None:
               f"{r['recall@10']:.3f}, {r['full']}/{r['n']}, {r['filter_ms_new']:.1f} / {r['filter_ms_repeated']:.3f} |")
     for q, o in over.items():
         print(f"| overhead per query, {q} (ms) | {o['overhead_ms_p50']:.2f} |")
+    if batch is not None:
+        print(f"| adds in batches of {batch['batch']} (s) | {batch['seconds']:.2f} "
+              f"({batch['seconds'] / add['store_add_s']:.2f}x the one-call add; Chroma "
+              f"{batch['chroma_s'] if batch['chroma_s'] is None else round(batch['chroma_s'], 2)}) |")
+        print(f"| passages re-embedded by merges | {batch['reembedded']} |")
+        for q in qsets:
+            print(f"| batched recall@10, {q} (one call) | {batch['recall@10'][q]:.3f} "
+                  f"({batch['bulk_recall@10'][q]:.3f}) |")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"store_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"n": len(texts), "queries": args.queries, "machine": platform.machine(),
-                               "cores": os.cpu_count(), "bulk_add": add, "filtered": filt, "overhead": over},
+                               "cores": os.cpu_count(), "bulk_add": add, "filtered": filt, "overhead": over,
+                               "batched": batch},
                               indent=2))
     print(f"\nJSON: {out}")
 
