@@ -30,7 +30,8 @@ from .errors import (
 )
 from .errors import FilterError, ModelMismatchError, StoreLockedError, UnknownIdError
 from .index import IndexConfig, LeannIndex, SearchResult
-from .store import Hit, Hits, LeannStore, Record, StoreConfig
+from .config import StoreConfig
+from .store import Hit, Hits, LeannStore, Record
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,8 @@
-"""Input checks shared by the index and the codec."""
+"""Input checks shared by the index, the codec and the store."""
 
 from __future__ import annotations
+
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -29,3 +31,62 @@ def check_finite(x: np.ndarray, name: str) -> None:
         raise errors.InvalidInputError(
             f"{name} row {row} has a component beyond +-{_MAX_ABS:g}, which overflows "
             "float32 distances; rescale the vectors")
+
+
+def str_list(x: Any, name: str) -> list[str]:
+    """A list of strings (one string is refused: it is iterable too)."""
+    if isinstance(x, str):
+        raise errors.InvalidInputError(f"{name} must be a list of strings, not one string")
+    out = list(x)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise errors.InvalidInputError(f"{name}[{i}] must be a string, got {type(t).__name__}")
+    return out
+
+
+def per_row(x: Any, n: int, name: str) -> list[Any]:
+    """One entry per text (None: a list of None)."""
+    if x is None:
+        return [None] * n
+    if isinstance(x, (str, bytes, Mapping)):
+        raise errors.InvalidInputError(f"{name} must be a list with one entry per text")
+    out = list(x)
+    if len(out) != n:
+        raise errors.InvalidInputError(f"{name} has {len(out)} entries for {n} texts")
+    return out
+
+
+def given_embeddings(x: Any, n: int, dim: int) -> np.ndarray:
+    """Caller-supplied embeddings as float32 (n, dim), finite."""
+    try:
+        arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    except (TypeError, ValueError) as exc:
+        raise errors.InvalidInputError(f"embeddings must be an (n, dim) array of floats: {exc}") from exc
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise errors.InvalidInputError(f"embeddings have shape {arr.shape}; expected ({n}, {dim})")
+    if arr.shape[1] != dim:
+        raise errors.DimensionMismatchError(f"embeddings have dimension {arr.shape[1]}, the store has {dim}")
+    if not np.isfinite(arr).all():
+        raise errors.InvalidInputError("embeddings contain NaN or infinity")
+    return arr
+
+
+def last_occurrence(ids: list[str]) -> list[int]:
+    """Positions to keep when ids repeat: the last occurrence of each."""
+    last = {x: i for i, x in enumerate(ids)}
+    return [i for i, x in enumerate(ids) if last[x] == i]
+
+
+def query_vector(q: Any, dim: int) -> np.ndarray:
+    """One finite float32 query vector of the store's dimension."""
+    try:
+        arr = np.asarray(q, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise errors.InvalidInputError(f"query_embedding must be a vector of floats: {exc}") from exc
+    if arr.ndim != 1:
+        raise errors.InvalidInputError(f"query_embedding must be one vector, got shape {arr.shape}")
+    if arr.shape[0] != dim:
+        raise errors.DimensionMismatchError(f"query has dimension {arr.shape[0]}, the store has {dim}")
+    if not np.isfinite(arr).all():
+        raise errors.InvalidInputError("query_embedding contains NaN or infinity")
+    return np.ascontiguousarray(arr)

@@ -552,7 +552,8 @@ def cmd_demo(args: argparse.Namespace, out: _Out) -> int:
     with out.bar(len(texts), "embedding", unit="passage") as bar:
         vecs = embedder.embed(texts, progress=bar.update)
     embed_s = time.perf_counter() - te
-    from .store import LeannStore, StoreConfig
+    from .config import StoreConfig
+    from .store import LeannStore
     # a graph however few the passages (a store keeps small ones exact by default)
     config = StoreConfig.from_options(metric="cosine", merge_rows=16)
     store = (LeannStore.open(args.index, embed=embedder, config=config, model=embedder.identity,

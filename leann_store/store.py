@@ -51,10 +51,8 @@ up later commits on their next search.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -67,10 +65,12 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from . import _checks as checks
 from . import errors
+from .config import StoreConfig, config_diff
 from .docstore import Docstore
 from .filters import Filter, FilterLike, check_metadata, compile_filter
-from .index import IndexConfig, LeannIndex
+from .index import LeannIndex
 from .recompute import Embedder, TextEmbedFn
 from .tokens import count_tokens
 
@@ -80,83 +80,6 @@ PROBE_TEXT = "leann-store model fingerprint: the quick brown fox jumps over the 
 #: models are taken to be the same (batching noise stays far above it)
 PROBE_MIN_COSINE = 0.999
 _FILTER_CACHE = 32  # compiled filters' allowed sets kept per store
-
-
-@dataclass(frozen=True)
-class StoreConfig:
-    """How a store indexes; saved in the store and reused when it is reopened.
-
-    Args:
-        index: the graph's :class:`~leann_store.IndexConfig` (metric, degree,
-            codes...).  ``store_vectors`` must stay False: the store keeps no
-            embeddings once rows are in the graph.
-        merge_rows: rows the exact delta segment holds before they are
-            merged into the graph (the first graph is built when a store
-            reaches this many rows; smaller stores are exact).
-        merge_fraction: a later merge waits until the delta also holds this
-            share of the graph's rows.  Each merge re-embeds the graph's rows
-            (until incremental insertion lands), so the default 1.0 lets the
-            store double between merges: over a store's life a row is
-            re-embedded about once, while the delta's exact search costs
-            a matrix product over at most as many rows as the graph holds.
-        batch_tokens: token budget of one ``embed`` call.
-        batch_size: most texts in one ``embed`` call.
-
-    >>> StoreConfig.from_options(metric="l2", M=16, merge_rows=500).index.M
-    16
-    """
-
-    index: IndexConfig = field(default_factory=IndexConfig)
-    merge_rows: int = 2048
-    merge_fraction: float = 1.0
-    batch_tokens: int = 8192
-    batch_size: int = 64
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.index, IndexConfig):
-            raise errors.InvalidInputError("StoreConfig.index must be an IndexConfig")
-        if self.index.store_vectors:
-            raise errors.InvalidInputError("a store keeps no vectors in its graph: use store_vectors=False")
-        for name, lo in (("merge_rows", 16), ("batch_tokens", 1), ("batch_size", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise errors.InvalidInputError(f"{name} must be an integer >= {lo}, got {v!r}")
-        f = self.merge_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 100:
-            raise errors.InvalidInputError(f"merge_fraction must be a number in [0, 100], got {f!r}")
-
-    @property
-    def metric(self) -> str:
-        return self.index.metric
-
-    @classmethod
-    def from_options(cls, preset: str | None = None, **options: Any) -> "StoreConfig":
-        """A config from flat keyword options: ``preset`` names an
-        :meth:`IndexConfig.preset` (``"compact"``, ``"balanced"``,
-        ``"fast"``), names of :class:`IndexConfig` fields go to the index,
-        the others to the store.
-
-        >>> StoreConfig.from_options(preset="compact").index == IndexConfig.preset("compact")
-        True
-        """
-        index_names = {f.name for f in dataclasses.fields(IndexConfig)}
-        store_names = {f.name for f in dataclasses.fields(cls)} - {"index"}
-        unknown = set(options) - index_names - store_names
-        if unknown:
-            raise errors.InvalidInputError(
-                f"unknown store option(s) {sorted(unknown)}; store options: {sorted(store_names)}, "
-                f"index options: {sorted(index_names)}, or preset=")
-        index_options = {k: v for k, v in options.items() if k in index_names}
-        idx = IndexConfig.preset(preset, **index_options) if preset is not None else IndexConfig(**index_options)
-        return cls(index=idx, **{k: v for k, v in options.items() if k in store_names})
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "StoreConfig":
-        d = json.loads(text)
-        return cls(index=IndexConfig(**d.pop("index")), **d)
 
 
 @dataclass(frozen=True)
@@ -337,7 +260,7 @@ class LeannStore:
             raise errors.CorruptIndexError(f"{self.path!r} is not a leann-store store")
         stored = StoreConfig.from_json(meta["config"])
         if config is not None and config != stored:
-            diff = _config_diff(stored, config)
+            diff = config_diff(stored, config)
             raise errors.InvalidInputError(
                 f"store {self.path!r} was created with other settings ({diff}); open it with config=None "
                 "to use the stored ones")
@@ -474,15 +397,15 @@ class LeannStore:
         Durable when it returns; all or nothing if interrupted.
         """
         self._check_writable()
-        texts = _str_list(texts, "texts")
+        texts = checks.str_list(texts, "texts")
         n = len(texts)
         metas = [check_metadata(m, f"metadatas[{i}]") for i, m in
-                 enumerate(_per_row(metadatas, n, "metadatas"))]
-        ids_out = [uuid.uuid4().hex if i is None else i for i in _per_row(ids, n, "ids")]
+                 enumerate(checks.per_row(metadatas, n, "metadatas"))]
+        ids_out = [uuid.uuid4().hex if i is None else i for i in checks.per_row(ids, n, "ids")]
         for i, x in enumerate(ids_out):
             if not isinstance(x, str) or not x:
                 raise errors.InvalidInputError(f"ids[{i}] must be a non-empty string, got {x!r}")
-        etexts = _per_row(embed_texts, n, "embed_texts")
+        etexts = checks.per_row(embed_texts, n, "embed_texts")
         for i, e in enumerate(etexts):
             if e is not None and not isinstance(e, str):
                 raise errors.InvalidInputError(f"embed_texts[{i}] must be a string or None")
@@ -490,7 +413,7 @@ class LeannStore:
         if n == 0:
             return []
         if embeddings is not None:
-            vecs = _given_embeddings(embeddings, n, self.dim)
+            vecs = checks.given_embeddings(embeddings, n, self.dim)
         else:
             with self._bar(n, "embedding") as bar:
                 vecs = self._embedder.embed(self._embed, emb_in, progress=bar)
@@ -498,7 +421,7 @@ class LeannStore:
             zero = np.flatnonzero(~np.any(vecs != 0, axis=1))
             if zero.size:
                 raise errors.InvalidInputError(f"row {int(zero[0])} has a zero embedding, which has no cosine")
-        keep = _last_occurrence(ids_out)  # positions kept, in order
+        keep = checks.last_occurrence(ids_out)  # positions kept, in order
         rows = [(ids_out[i], texts[i], etexts[i] if etexts[i] != texts[i] else None, metas[i]) for i in keep]
         vecs = vecs[keep]
         with self._write_lock:
@@ -728,7 +651,7 @@ class LeannStore:
         t0 = time.perf_counter()
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
             raise errors.InvalidInputError(f"k must be a positive integer, got {k!r}")
-        q = _query(query_embedding, self.dim)
+        q = checks.query_vector(query_embedding, self.dim)
         fn = embed if embed is not None else self._embed
         hits = Hits()
         stats: dict[str, Any] = {"recomputed": 0, "embed_calls": 0, "cache_hits": 0, "graph": 0, "delta": 0}
@@ -1020,72 +943,11 @@ def _record(row: tuple[Any, ...]) -> Record:
     return Record(i, text, json.loads(meta), etext if etext is not None else text)
 
 
-def _str_list(x: Any, name: str) -> list[str]:
-    if isinstance(x, str):
-        raise errors.InvalidInputError(f"{name} must be a list of strings, not one string")
-    out = list(x)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise errors.InvalidInputError(f"{name}[{i}] must be a string, got {type(t).__name__}")
-    return out
-
-
-def _per_row(x: Any, n: int, name: str) -> list[Any]:
-    if x is None:
-        return [None] * n
-    if isinstance(x, (str, bytes, Mapping)):
-        raise errors.InvalidInputError(f"{name} must be a list with one entry per text")
-    out = list(x)
-    if len(out) != n:
-        raise errors.InvalidInputError(f"{name} has {len(out)} entries for {n} texts")
-    return out
-
-
-def _given_embeddings(x: Any, n: int, dim: int) -> np.ndarray:
-    try:
-        arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-    except (TypeError, ValueError) as exc:
-        raise errors.InvalidInputError(f"embeddings must be an (n, dim) array of floats: {exc}") from exc
-    if arr.ndim != 2 or arr.shape[0] != n:
-        raise errors.InvalidInputError(f"embeddings have shape {arr.shape}; expected ({n}, {dim})")
-    if arr.shape[1] != dim:
-        raise errors.DimensionMismatchError(f"embeddings have dimension {arr.shape[1]}, the store has {dim}")
-    if not np.isfinite(arr).all():
-        raise errors.InvalidInputError("embeddings contain NaN or infinity")
-    return arr
-
-
-def _last_occurrence(ids: list[str]) -> list[int]:
-    last = {x: i for i, x in enumerate(ids)}
-    return [i for i, x in enumerate(ids) if last[x] == i]
-
-
-def _query(q: Any, dim: int) -> np.ndarray:
-    try:
-        arr = np.asarray(q, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise errors.InvalidInputError(f"query_embedding must be a vector of floats: {exc}") from exc
-    if arr.ndim != 1:
-        raise errors.InvalidInputError(f"query_embedding must be one vector, got shape {arr.shape}")
-    if arr.shape[0] != dim:
-        raise errors.DimensionMismatchError(f"query has dimension {arr.shape[0]}, the store has {dim}")
-    if not np.isfinite(arr).all():
-        raise errors.InvalidInputError("query_embedding contains NaN or infinity")
-    return np.ascontiguousarray(arr)
-
-
 def _qualified_name(fn: Any) -> str:
     owner = getattr(fn, "__self__", None)
     if owner is not None:
         return f"{type(owner).__module__}.{type(owner).__qualname__}.{getattr(fn, '__name__', '')}"
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
-
-
-def _config_diff(a: StoreConfig, b: StoreConfig) -> str:
-    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
-    da.update({f"index.{k}": v for k, v in da.pop("index").items()})
-    db.update({f"index.{k}": v for k, v in db.pop("index").items()})
-    return ", ".join(f"{k}: stored {da[k]!r}, requested {db[k]!r}" for k in sorted(da) if da[k] != db[k])
 
 
 def _now() -> str:

@@ -15,6 +15,7 @@ MODULES = [
     "leann_store.index",
     "leann_store.codec",
     "leann_store.store",
+    "leann_store.config",
     "leann_store.filters",
     "leann_store.recompute",
     "leann_store.tokens",

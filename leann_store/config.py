@@ -1,0 +1,98 @@
+"""How a store is configured: :class:`StoreConfig` (the index's own
+:class:`~leann_store.IndexConfig` plus the store's thresholds), saved in the
+store and reused when it is reopened."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import errors
+from .index import IndexConfig
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """How a store indexes; saved in the store and reused when it is reopened.
+
+    Args:
+        index: the graph's :class:`~leann_store.IndexConfig` (metric, degree,
+            codes...).  ``store_vectors`` must stay False: the store keeps no
+            embeddings once rows are in the graph.
+        merge_rows: rows the exact delta segment holds before they are
+            merged into the graph (the first graph is built when a store
+            reaches this many rows; smaller stores are exact).
+        merge_fraction: a later merge waits until the delta also holds this
+            share of the graph's rows.  Each merge re-embeds the graph's rows
+            (until incremental insertion lands), so the default 1.0 lets the
+            store double between merges: over a store's life a row is
+            re-embedded about once, while the delta's exact search costs
+            a matrix product over at most as many rows as the graph holds.
+        batch_tokens: token budget of one ``embed`` call.
+        batch_size: most texts in one ``embed`` call.
+
+    >>> StoreConfig.from_options(metric="l2", M=16, merge_rows=500).index.M
+    16
+    """
+
+    index: IndexConfig = field(default_factory=IndexConfig)
+    merge_rows: int = 2048
+    merge_fraction: float = 1.0
+    batch_tokens: int = 8192
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.index, IndexConfig):
+            raise errors.InvalidInputError("StoreConfig.index must be an IndexConfig")
+        if self.index.store_vectors:
+            raise errors.InvalidInputError("a store keeps no vectors in its graph: use store_vectors=False")
+        for name, lo in (("merge_rows", 16), ("batch_tokens", 1), ("batch_size", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise errors.InvalidInputError(f"{name} must be an integer >= {lo}, got {v!r}")
+        f = self.merge_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 100:
+            raise errors.InvalidInputError(f"merge_fraction must be a number in [0, 100], got {f!r}")
+
+    @property
+    def metric(self) -> str:
+        return self.index.metric
+
+    @classmethod
+    def from_options(cls, preset: str | None = None, **options: Any) -> "StoreConfig":
+        """A config from flat keyword options: ``preset`` names an
+        :meth:`IndexConfig.preset` (``"compact"``, ``"balanced"``,
+        ``"fast"``), names of :class:`IndexConfig` fields go to the index,
+        the others to the store.
+
+        >>> StoreConfig.from_options(preset="compact").index == IndexConfig.preset("compact")
+        True
+        """
+        index_names = {f.name for f in dataclasses.fields(IndexConfig)}
+        store_names = {f.name for f in dataclasses.fields(cls)} - {"index"}
+        unknown = set(options) - index_names - store_names
+        if unknown:
+            raise errors.InvalidInputError(
+                f"unknown store option(s) {sorted(unknown)}; store options: {sorted(store_names)}, "
+                f"index options: {sorted(index_names)}, or preset=")
+        index_options = {k: v for k, v in options.items() if k in index_names}
+        idx = IndexConfig.preset(preset, **index_options) if preset is not None else IndexConfig(**index_options)
+        return cls(index=idx, **{k: v for k, v in options.items() if k in store_names})
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "StoreConfig":
+        d = json.loads(text)
+        return cls(index=IndexConfig(**d.pop("index")), **d)
+
+
+def config_diff(a: StoreConfig, b: StoreConfig) -> str:
+    """The settings where two configs differ, as text for an error message."""
+    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
+    da.update({f"index.{k}": v for k, v in da.pop("index").items()})
+    db.update({f"index.{k}": v for k, v in db.pop("index").items()})
+    return ", ".join(f"{k}: stored {da[k]!r}, requested {db[k]!r}" for k in sorted(da) if da[k] != db[k])
