@@ -93,7 +93,9 @@ def exact_topk(emb: np.ndarray, q: np.ndarray, k: int, allowed: np.ndarray | Non
     return np.take_along_axis(part, order, 1)
 
 
-def chroma_add(emb: np.ndarray, texts: list[str], metas: list[dict], ids: list[str]) -> float | None:
+def chroma_add(emb: np.ndarray, texts: list[str], metas: list[dict], ids: list[str],
+               batch: int | None = None) -> float | None:
+    """Seconds Chroma takes to add the rows, ``batch`` a call (None: its largest batch)."""
     try:
         import chromadb
     except ImportError:
@@ -102,7 +104,7 @@ def chroma_add(emb: np.ndarray, texts: list[str], metas: list[dict], ids: list[s
     try:
         client = chromadb.PersistentClient(path=tmp)
         col = client.create_collection("bench", metadata={"hnsw:space": "cosine"})
-        step = client.get_max_batch_size() if hasattr(client, "get_max_batch_size") else 5000
+        step = batch or (client.get_max_batch_size() if hasattr(client, "get_max_batch_size") else 5000)
         t = time.perf_counter()
         for s in range(0, len(texts), step):
             col.add(ids=ids[s:s + step], documents=texts[s:s + step], metadatas=metas[s:s + step],
@@ -247,7 +249,7 @@ def batched(emb, texts, metas, ids, qsets: dict, k: int, batch: int, bulk_path: 
     bulk.close()
     store.close()
     shutil.rmtree(path, ignore_errors=True)
-    c = chroma_add_batched(emb, texts, metas, ids, batch)
+    c = chroma_add(emb, texts, metas, ids, batch)
     out["chroma_s"] = c
     print(f"  batches of {batch}: {elapsed:.2f} s, {out['reembedded']} passages re-embedded by "
           f"{out['merges']} graph builds ({st['delta_rows']} rows still exact), "
@@ -257,23 +259,6 @@ def batched(emb, texts, metas, ids, qsets: dict, k: int, batch: int, bulk_path: 
         print(f"    {qname:>7}: recall@10 {out['recall@10'][qname]:.3f} (one call: "
               f"{out['bulk_recall@10'][qname]:.3f})", flush=True)
     return out
-
-
-def chroma_add_batched(emb, texts, metas, ids, batch: int) -> float | None:
-    try:
-        import chromadb
-    except ImportError:
-        return None
-    tmp = tempfile.mkdtemp(prefix="chroma-bench-")
-    try:
-        col = chromadb.PersistentClient(path=tmp).create_collection("bench", metadata={"hnsw:space": "cosine"})
-        t = time.perf_counter()
-        for s in range(0, len(texts), batch):
-            col.add(ids=ids[s:s + batch], documents=texts[s:s + batch], metadatas=metas[s:s + batch],
-                    embeddings=emb[s:s + batch])
-        return time.perf_counter() - t
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
