@@ -7,6 +7,13 @@
 #include <stdlib.h>
 
 /* ---- levels ---- */
+int leann_graph_random_level(uint64_t seed, size_t i, int M) {
+    /* uniform in (0, 1] from a hash of (seed, id): deterministic per node */
+    double u = ((double)(leann_mix64(seed * 0x632BE59BD9B4E019ull + i) >> 11) + 1.0) * 0x1.0p-53;
+    double lv = floor(-log(u) * (1.0 / log((double)M)));
+    return lv > LEANN_MAX_LEVEL ? LEANN_MAX_LEVEL : (int)lv;
+}
+
 int leann_graph_alloc_levels(leann_graph *g, size_t n, int M, uint64_t seed) {
     memset(g, 0, sizeof *g);
     g->n = n;
@@ -18,13 +25,9 @@ int leann_graph_alloc_levels(leann_graph *g, size_t n, int M, uint64_t seed) {
     g->levels = leann_malloc(n, "node levels");
     g->ubase = leann_malloc(n * sizeof(uint32_t), "upper-level index");
     if (!g->levels || !g->ubase) return LEANN_ERR_NOMEM;
-    double mult = 1.0 / log((double)M);
     size_t slots = 0;
     for (size_t i = 0; i < n; i++) {
-        /* uniform in (0, 1] from a hash of (seed, id): deterministic per node */
-        double u = ((double)(leann_mix64(seed * 0x632BE59BD9B4E019ull + i) >> 11) + 1.0) * 0x1.0p-53;
-        double lv = floor(-log(u) * mult);
-        int l = lv > LEANN_MAX_LEVEL ? LEANN_MAX_LEVEL : (int)lv;
+        int l = leann_graph_random_level(seed, i, M);
         g->levels[i] = (uint8_t)l;
         g->ubase[i] = (uint32_t)slots;
         slots += (size_t)l;
@@ -35,6 +38,23 @@ int leann_graph_alloc_levels(leann_graph *g, size_t n, int M, uint64_t seed) {
     g->degU = leann_calloc(slots ? slots : 1, sizeof(uint16_t), "upper-level degrees");
     if (!g->idsU || !g->degU) return LEANN_ERR_NOMEM;
     return LEANN_OK;
+}
+
+int leann_graph_alloc_lists(leann_graph *g) {
+    size_t slots = 0;
+    g->ubase = leann_malloc((g->n ? g->n : 1) * sizeof(uint32_t), "upper-level index");
+    if (!g->ubase) return LEANN_ERR_NOMEM;
+    for (size_t i = 0; i < g->n; i++) {
+        g->ubase[i] = (uint32_t)slots;
+        slots += g->levels[i];
+    }
+    if (slots >= LEANN_NONE) return leann_fail(LEANN_ERR_INVALID, "too many upper-level nodes");
+    g->nslots = slots;
+    g->ids0 = leann_calloc(g->n ? g->n : 1, (size_t)g->cap0 * sizeof(uint32_t), "level-0 links");
+    g->deg0 = leann_calloc(g->n ? g->n : 1, sizeof(uint16_t), "level-0 degrees");
+    g->idsU = leann_calloc(slots ? slots : 1, (size_t)g->capU * sizeof(uint32_t), "upper-level links");
+    g->degU = leann_calloc(slots ? slots : 1, sizeof(uint16_t), "upper-level degrees");
+    return g->ids0 && g->deg0 && g->idsU && g->degU ? LEANN_OK : LEANN_ERR_NOMEM;
 }
 
 void leann_graph_free(leann_graph *g) {
@@ -290,7 +310,7 @@ static inline uint32_t code_dist_permuted(const uint8_t *t, const uint8_t *code,
 }
 
 float leann_qdist(const leann_qctx *qc, uint32_t id, const uint8_t *codes_all) {
-    if (qc->flash) {
+    if (qc->flash || qc->codes) {
         uint32_t s = code_dist_permuted(qc->table, codes_all + (size_t)id * qc->cb, qc->cb);
         return (float)s;
     }
@@ -364,9 +384,15 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
             if (vis && leann_visit(vis, id)) continue;
             ids[out++] = id;
         }
-        for (int i = 0; i < out; i++) {
-            if (i + 1 < out) LEANN_PREFETCH(qc->vectors + (size_t)ids[i + 1] * qc->dim);
-            ds[i] = qc->dist(qc->q, qc->vectors + (size_t)ids[i] * qc->dim, qc->dim);
+        if (qc->codes) {
+            for (int i = 0; i < out; i++) LEANN_PREFETCH(qc->codes + (size_t)ids[i] * qc->cb);
+            for (int i = 0; i < out; i++)
+                ds[i] = (float)code_dist_permuted(qc->table, qc->codes + (size_t)ids[i] * qc->cb, qc->cb);
+        } else {
+            for (int i = 0; i < out; i++) {
+                if (i + 1 < out) LEANN_PREFETCH(qc->vectors + (size_t)ids[i + 1] * qc->dim);
+                ds[i] = qc->dist(qc->q, qc->vectors + (size_t)ids[i] * qc->dim, qc->dim);
+            }
         }
     }
     qc->evals += (uint64_t)(qc->flash ? deg : out); /* flash scores the whole list */

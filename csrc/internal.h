@@ -251,6 +251,13 @@ static inline uint16_t *leann_graph_degp(const leann_graph *g, uint32_t v, int l
     return l == 0 ? g->deg0 + v : g->degU + (size_t)g->ubase[v] + (size_t)l - 1;
 }
 int leann_graph_alloc_levels(leann_graph *g, size_t n, int M, uint64_t seed);
+/* The random top level of node i (the HNSW distribution for M), a hash of
+ * (seed, i): the same node draws the same level in a bulk build and when
+ * it is inserted later. */
+int leann_graph_random_level(uint64_t seed, size_t i, int M);
+/* Node levels known, the fixed-stride arrays for them: ubase, nslots and
+ * zeroed lists at every level (ids0/deg0 with cap0, idsU/degU with capU). */
+int leann_graph_alloc_lists(leann_graph *g);
 void leann_graph_free(leann_graph *g);
 /* Level 0 fixed stride -> CSR (frees the stride arrays). */
 int leann_graph_compact(leann_graph *g);
@@ -396,7 +403,10 @@ typedef struct {
 /* How one query measures distances while walking a graph. */
 typedef struct {
     int flash;                 /* 1: code distances from neighbour blocks */
-    const uint8_t *table;      /* flash: permuted query table */
+    const uint8_t *codes;      /* not flash, non-NULL: code distances from
+                                  every node's own code (n * cb): the walk of
+                                  an insertion into a finished graph */
+    const uint8_t *table;      /* flash or codes: permuted query table */
     leann_scan_fn scan;
     leann_mask_le_fn mask_le;  /* flash: the scan kernel's companion */
     int cb;                    /* code bytes */

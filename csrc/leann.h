@@ -323,6 +323,39 @@ int leann_search_next(leann_search *s, const float *rows, size_t nrows, int64_t 
 int leann_search_result(leann_search *s, int64_t *ids, float *dist, leann_recompute_stats *stats);
 void leann_search_free(leann_search *s);
 
+/* ---- Live updates (update.c) --------------------------------------------- */
+typedef struct {
+    int ef_construction; /* beam width of an insertion's walks */
+    int degree;          /* links a new node picks at level 0 (the heuristic
+                            may keep fewer; later reverse links add more, up
+                            to the level's list cap) */
+    int upper_degree;    /* the same at the levels above */
+    int threads;         /* <= 0: all cores */
+    uint64_t seed;       /* levels of new nodes: node i draws the level a
+                            bulk build with this seed would give it */
+} leann_update_params;
+
+/* A new index: src's nodes (same ids, tombstones kept), then m new nodes
+ * (ids n .. n + m - 1) inserted into the finished graph.  proj: m rows of
+ * the search codec's projection (leann_codec_info's dp floats each); their
+ * codes are computed here.  Each insertion walks the graph on code
+ * distances (the new node's table against every node's code), picks its
+ * links with the build's heuristic on symmetric code distances and offers
+ * each picked node the reverse link, re-selecting that node's list when
+ * it is full: the rules of LEANN pruning, applied as nodes arrive.  Links
+ * to tombstoned nodes are never made; they are still walked.  src is
+ * unchanged (searches may run on it meanwhile). */
+int leann_index_add(const leann_index *src, const float *proj, size_t m, const leann_update_params *params,
+                    leann_index **out);
+
+/* A new index without src's tombstoned nodes, from the codes alone: every
+ * list that linked a tombstoned node is re-selected (the heuristic again)
+ * from its live links and the live nodes the dead ones linked, up to two
+ * dead hops away.  map[i] (src's size): node i's new id, or -1 if it was
+ * removed; new ids keep the old order. */
+int leann_index_compact(const leann_index *src, const leann_update_params *params, int64_t *map,
+                        leann_index **out);
+
 /* ---- Index file -------------------------------------------------------- */
 /* Atomic save (temp file, fsync, rename); *written = bytes (may be NULL). */
 int leann_index_save(const leann_index *idx, const char *path, uint64_t *written);

@@ -16,7 +16,7 @@ from cffi import FFI
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 SOURCES = ["common.c", "flash.c", "distance.c", "graph.c", "build.c", "search.c", "prune.c", "cache.c",
-           "format.c", "index_io.c"]
+           "format.c", "index_io.c", "update.c"]
 
 
 def _cdef() -> str:

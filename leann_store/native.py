@@ -570,6 +570,36 @@ class NativeIndex:
     def has_vectors(self) -> bool:
         return bool(lib.leann_index_has_vectors(self._ptr))
 
+    # ---- live updates ----------------------------------------------------------
+    @staticmethod
+    def _update_params(ef: int, degree: int, upper_degree: int, threads: int, seed: int) -> Any:
+        p = ffi.new("leann_update_params *")
+        p.ef_construction, p.degree, p.upper_degree = int(ef), int(degree), int(upper_degree)
+        p.threads, p.seed = int(threads), int(seed)
+        return p
+
+    def added(self, proj: np.ndarray, ef: int, degree: int, upper_degree: int, threads: int,
+              seed: int) -> "NativeIndex":
+        """A new index: this one's nodes, then one per row of ``proj`` (the
+        search codec's projections), inserted in C; this one is unchanged."""
+        with self._lock.read():
+            proj = np.ascontiguousarray(proj, dtype=np.float32)
+            out = ffi.new("leann_index **")
+            check(lib.leann_index_add(self._ptr, _ptr("float[]", proj) if proj.size else ffi.NULL, proj.shape[0],
+                                      self._update_params(ef, degree, upper_degree, threads, seed), out))
+            return NativeIndex(ffi.gc(out[0], lib.leann_index_free))
+
+    def compacted(self, ef: int, degree: int, upper_degree: int, threads: int,
+                  seed: int) -> tuple["NativeIndex", np.ndarray]:
+        """A new index without the tombstoned nodes and the old -> new id
+        map (-1: removed); this one is unchanged."""
+        with self._lock.read():
+            mapping = np.empty(max(self.size, 1), dtype=np.int64)
+            out = ffi.new("leann_index **")
+            check(lib.leann_index_compact(self._ptr, self._update_params(ef, degree, upper_degree, threads, seed),
+                                          _ptr("int64_t[]", mapping), out))
+            return NativeIndex(ffi.gc(out[0], lib.leann_index_free)), mapping[:self.size]
+
     # ---- caches, tombstones, metadata -----------------------------------------
     def set_cache(self, nbytes: int) -> None:
         with self._lock.write('resize the row cache'):
