@@ -20,13 +20,19 @@ recompute counts are the real ones and timings leave the model out.
    the store's own ``LeannIndex`` with a lookup-by-id embed (identical
    recomputes): the median per-query difference.
 4. Adds in batches (``--batch``, default 1000, with embeddings), as RAG
-   applications add documents all day: total time against the one-call add,
-   the passages its merges re-embedded (until incremental insertion lands, a
-   merge rebuilds the graph from every row), recall@10 at the default search
-   and index bytes per passage against the one-call store, and Chroma's time
-   for the same batched adds.
+   applications add documents all day: total time against a bare build and
+   the one-call add (interleaved, medians of ``--runs``), the passages its
+   merges re-embedded (none: merges insert in C), recall@10 and mean
+   recomputes at the default search and index bytes per passage against the
+   one-call store, and Chroma's time for the same batched adds.
+5. Compaction: delete 30% of a one-call store, ``compact()``: its time and
+   embed calls (zero), recall@10 against a fresh store of the rest.
+6. Growth: a store first built on ``--first`` rows (5000) grown in batches to
+   N, with the default ``codec_rows`` (the young graph is rebuilt on its kept
+   vectors at 16k rows, codec retrained) and with ``codec_rows=0`` (the first
+   codec stays), against the one-call store.
 
-Usage: python benchmarks/store_bench.py [--n 50000] [--queries 300] [--runs 3] [--quick]
+Usage: python benchmarks/store_bench.py [--n 50000] [--queries 300] [--runs 3] [--parts 1,2,3,4,5,6] [--quick]
 Prints a table and writes JSON to benchmarks/results/.
 """
 
@@ -52,7 +58,7 @@ CORPUS = REPO / ".." / "shared" / "bench" / "devcorpus"
 RESULTS = HERE / "results"
 sys.path.insert(0, str(REPO))
 
-from leann_store import LeannIndex, LeannStore  # noqa: E402
+from leann_store import LeannIndex, LeannStore, StoreConfig  # noqa: E402
 
 
 def load(n: int, nq: int):
@@ -221,43 +227,157 @@ def overhead(store: LeannStore, emb: np.ndarray, qsets: dict, k: int, runs: int)
     return out
 
 
-def recall_at(store: LeannStore, emb: np.ndarray, q: np.ndarray, k: int) -> float:
-    truth = exact_topk(emb, q, k)
-    got = [{int(h.id) for h in store.search(q[i], k=k)} for i in range(len(q))]
-    return float(np.mean([len(g & set(truth[i].tolist())) / k for i, g in enumerate(got)]))
+def recall_at(store: LeannStore, emb: np.ndarray, q: np.ndarray, k: int,
+              rows: np.ndarray | None = None) -> tuple[float, float]:
+    """recall@10 at the default search against exact search over ``rows``
+    (all by default; ids are row numbers), and the mean recomputes."""
+    rows = np.arange(len(emb)) if rows is None else rows
+    truth = rows[exact_topk(emb[rows], q, k)]
+    got, rec = [], []
+    for i in range(len(q)):
+        hits = store.search(q[i], k=k)
+        got.append({int(h.id) for h in hits})
+        rec.append(hits.stats["recomputed"])
+    return (float(np.mean([len(g & set(truth[i].tolist())) / k for i, g in enumerate(got)])),
+            float(np.mean(rec)))
 
 
-def batched(emb, texts, metas, ids, qsets: dict, k: int, batch: int, bulk_path: str) -> dict:
-    lookup = Lookup(emb, texts)
-    path = tempfile.mkdtemp(prefix="leann-store-batched-")
-    store = LeannStore.open(path, embed=lookup, model="lookup")
-    probe_calls = lookup.calls
-    t = time.perf_counter()
-    for s in range(0, len(texts), batch):
-        store.add(texts[s:s + batch], metadatas=metas[s:s + batch], ids=ids[s:s + batch],
-                  embeddings=emb[s:s + batch])
-    elapsed = time.perf_counter() - t
+def _recalls(store, emb, qsets, k, rows=None) -> dict:
+    return {qname: recall_at(store, emb, q, k, rows) for qname, q in qsets.items()}
+
+
+def _add_in_batches(store: LeannStore, emb, texts, metas, ids, lo: int, hi: int, batch: int) -> None:
+    for s in range(lo, hi, batch):
+        e = min(hi, s + batch)
+        store.add(texts[s:e], metadatas=metas[s:e], ids=ids[s:e], embeddings=emb[s:e])
+
+
+def batched(emb, texts, metas, ids, qsets: dict, k: int, batch: int, runs: int) -> dict:
+    """Part 4: the same rows added in batches, against one call and a bare
+    build (interleaved, medians of ``runs``)."""
+    times, bulk_t, build_t, reembedded = [], [], [], []
+    for run in range(runs):
+        t = time.perf_counter()
+        LeannIndex.build(emb)
+        build_t.append(time.perf_counter() - t)
+        bulk_path = tempfile.mkdtemp(prefix="leann-store-bulk-")
+        bulk = LeannStore.open(bulk_path, embed=Lookup(emb, texts), model="lookup")
+        t = time.perf_counter()
+        bulk.add(texts, metadatas=metas, ids=ids, embeddings=emb)
+        bulk_t.append(time.perf_counter() - t)
+        lookup = Lookup(emb, texts)
+        path = tempfile.mkdtemp(prefix="leann-store-batched-")
+        store = LeannStore.open(path, embed=lookup, model="lookup")
+        probe_calls = lookup.calls
+        t = time.perf_counter()
+        _add_in_batches(store, emb, texts, metas, ids, 0, len(texts), batch)
+        times.append(time.perf_counter() - t)
+        reembedded.append(lookup.calls - probe_calls)
+        print(f"  run {run + 1}: batches {times[-1]:.2f} s, one call {bulk_t[-1]:.2f} s, bare build "
+              f"{build_t[-1]:.2f} s", flush=True)
+        if run < runs - 1:
+            for st_, pth in ((store, path), (bulk, bulk_path)):
+                st_.close()
+                shutil.rmtree(pth, ignore_errors=True)
     st = store.stats()
-    bulk = LeannStore.open(bulk_path, embed=Lookup(emb, texts), model="lookup")
-    out = {"batch": batch, "seconds": elapsed, "reembedded": lookup.calls - probe_calls,
-           "merges": st["generation"], "delta_rows": st["delta_rows"],
+    med = statistics.median
+    out = {"batch": batch, "runs": runs, "seconds": med(times), "one_call_s": med(bulk_t),
+           "bare_build_s": med(build_t), "over_bare_build": med(times) / med(build_t),
+           "reembedded": max(reembedded), "merges": st["generation"], "delta_rows": st["delta_rows"],
            "bytes_per_passage": st["bytes_per_passage"],
-           "bulk_bytes_per_passage": bulk.stats()["bytes_per_passage"], "recall@10": {}, "bulk_recall@10": {}}
-    for qname, q in qsets.items():
-        out["recall@10"][qname] = recall_at(store, emb, q, k)
-        out["bulk_recall@10"][qname] = recall_at(bulk, emb, q, k)
-    bulk.close()
-    store.close()
-    shutil.rmtree(path, ignore_errors=True)
-    c = chroma_add(emb, texts, metas, ids, batch)
-    out["chroma_s"] = c
-    print(f"  batches of {batch}: {elapsed:.2f} s, {out['reembedded']} passages re-embedded by "
-          f"{out['merges']} graph builds ({st['delta_rows']} rows still exact), "
+           "bulk_bytes_per_passage": bulk.stats()["bytes_per_passage"],
+           "recall": _recalls(store, emb, qsets, k), "bulk_recall": _recalls(bulk, emb, qsets, k)}
+    for st_, pth in ((store, path), (bulk, bulk_path)):
+        st_.close()
+        shutil.rmtree(pth, ignore_errors=True)
+    out["chroma_s"] = chroma_add(emb, texts, metas, ids, batch)
+    c = out["chroma_s"]
+    print(f"  batches of {batch}: {out['seconds']:.2f} s = {out['over_bare_build']:.2f}x a bare build "
+          f"({out['bare_build_s']:.2f} s), one call {out['one_call_s']:.2f} s; {out['reembedded']} passages "
+          f"re-embedded, {out['merges']} generations ({st['delta_rows']} rows still exact), "
           f"{out['bytes_per_passage']:.1f} B/passage (one call: {out['bulk_bytes_per_passage']:.1f})"
           + (f"; Chroma {c:.2f} s" if c is not None else ""), flush=True)
     for qname in qsets:
-        print(f"    {qname:>7}: recall@10 {out['recall@10'][qname]:.3f} (one call: "
-              f"{out['bulk_recall@10'][qname]:.3f})", flush=True)
+        (r, m), (br, bm) = out["recall"][qname], out["bulk_recall"][qname]
+        print(f"    {qname:>7}: recall@10 {r:.3f} @ {m:.1f} recomputes (one call: {br:.3f} @ {bm:.1f})", flush=True)
+    return out
+
+
+def compaction(emb, texts, metas, ids, qsets: dict, k: int, share: float = 0.3) -> dict:
+    """Part 5: delete ``share`` of a one-call store, compact, against a
+    fresh store of the rest."""
+    lookup = Lookup(emb, texts)
+    path = tempfile.mkdtemp(prefix="leann-store-compact-")
+    store = LeannStore.open(path, embed=lookup, model="lookup", config=StoreConfig(compact_fraction=1.0))
+    store.add(texts, metadatas=metas, ids=ids, embeddings=emb)
+    rng = np.random.default_rng(0)
+    gone = np.sort(rng.choice(len(texts), size=int(share * len(texts)), replace=False))
+    keep = np.setdiff1d(np.arange(len(texts)), gone)
+    store.delete([ids[i] for i in gone.tolist()])
+    before = _recalls(store, emb, qsets, k, keep)
+    calls = lookup.calls
+    t = time.perf_counter()
+    store.compact()
+    compact_s = time.perf_counter() - t
+    embed_calls = lookup.calls - calls
+    after = _recalls(store, emb, qsets, k, keep)
+    bpp = store.stats()["bytes_per_passage"]
+    store.close()
+    shutil.rmtree(path, ignore_errors=True)
+    fpath = tempfile.mkdtemp(prefix="leann-store-fresh-")
+    fresh = LeannStore.open(fpath, embed=Lookup(emb, texts), model="lookup")
+    t = time.perf_counter()
+    fresh.add([texts[i] for i in keep], metadatas=[metas[i] for i in keep], ids=[ids[i] for i in keep],
+              embeddings=emb[keep])
+    fresh_s = time.perf_counter() - t
+    ref = _recalls(fresh, emb, qsets, k, keep)
+    fbpp = fresh.stats()["bytes_per_passage"]
+    fresh.close()
+    shutil.rmtree(fpath, ignore_errors=True)
+    out = {"deleted": len(gone), "compact_s": compact_s, "fresh_add_s": fresh_s, "embed_calls": embed_calls,
+           "recall_tombstoned": before, "recall": after, "fresh_recall": ref, "bytes_per_passage": bpp,
+           "fresh_bytes_per_passage": fbpp}
+    print(f"  deleted {len(gone)}, compacted in {compact_s:.2f} s with {embed_calls} embed calls "
+          f"(fresh store of the rest: {fresh_s:.2f} s); {bpp:.1f} B/passage (fresh {fbpp:.1f})", flush=True)
+    for qname in qsets:
+        print(f"    {qname:>7}: recall@10 {after[qname][0]:.3f} @ {after[qname][1]:.1f} (tombstoned "
+              f"{before[qname][0]:.3f} @ {before[qname][1]:.1f}; fresh {ref[qname][0]:.3f} @ {ref[qname][1]:.1f})",
+              flush=True)
+    return out
+
+
+def growth(emb, texts, metas, ids, qsets: dict, k: int, first: int, batch: int) -> dict:
+    """Part 6: a store first built on ``first`` rows, grown in batches to
+    all of them: with the default ``codec_rows`` (the young graph is rebuilt
+    on its kept vectors, codec retrained) and with ``codec_rows=0`` (the
+    first codec stays), against a one-call store."""
+    out: dict = {"first": first, "batch": batch}
+    for name, cfg in (("default", StoreConfig()), ("codec_rows=0", StoreConfig(codec_rows=0))):
+        lookup = Lookup(emb, texts)
+        path = tempfile.mkdtemp(prefix="leann-store-grow-")
+        store = LeannStore.open(path, embed=lookup, model="lookup", config=cfg)
+        calls = lookup.calls
+        t = time.perf_counter()
+        store.add(texts[:first], metadatas=metas[:first], ids=ids[:first], embeddings=emb[:first])
+        _add_in_batches(store, emb, texts, metas, ids, first, len(texts), batch)
+        st = store.stats()
+        out[name] = {"seconds": time.perf_counter() - t, "embed_calls": lookup.calls - calls,
+                     "recall": _recalls(store, emb, qsets, k), "bytes_per_passage": st["bytes_per_passage"],
+                     "drift": st["codec"]["drift"], "last_merge": st["last_merge"]["kind"]}
+        store.close()
+        shutil.rmtree(path, ignore_errors=True)
+        o = out[name]
+        print(f"  {name}: {o['seconds']:.2f} s, {o['embed_calls']} embed calls, codec drift {o['drift']:.3f}, "
+              f"{o['bytes_per_passage']:.1f} B/passage; "
+              + ", ".join(f"{q} {r:.3f} @ {m:.1f}" for q, (r, m) in o["recall"].items()), flush=True)
+    path = tempfile.mkdtemp(prefix="leann-store-grow-")
+    store = LeannStore.open(path, embed=Lookup(emb, texts), model="lookup")
+    store.add(texts, metadatas=metas, ids=ids, embeddings=emb)
+    out["one_call_recall"] = _recalls(store, emb, qsets, k)
+    store.close()
+    shutil.rmtree(path, ignore_errors=True)
+    print("  one call: " + ", ".join(f"{q} {r:.3f} @ {m:.1f}" for q, (r, m) in out["one_call_recall"].items()),
+          flush=True)
     return out
 
 
@@ -266,11 +386,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=50_000)
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=1000, help="rows per add in part 4 (0: skip part 4)")
+    ap.add_argument("--batch", type=int, default=1000, help="rows per add in parts 4 and 6")
+    ap.add_argument("--first", type=int, default=5000, help="rows of the first build in part 6")
+    ap.add_argument("--parts", default="1,2,3,4,5,6", help="which parts to run, e.g. 4,5,6")
     ap.add_argument("--quick", action="store_true", help="n=20k, 100 queries, 1 run")
     args = ap.parse_args()
     if args.quick:
         args.n, args.queries, args.runs = 20_000, 100, 1
+    parts = {int(p) for p in args.parts.split(",") if p.strip()}
     if not CORPUS.exists():
         sys.exit(f"the devcorpus is not at {CORPUS.resolve()} (see benchmarks/README.md)")
     emb, texts, qsets = load(args.n, args.queries)
@@ -278,45 +401,70 @@ def main() -> None:
     metas = [{"bucket": i % 1000, "source": "devcorpus"} for i in range(len(texts))]
     k = 10
     print(f"devcorpus: {len(texts)} passages, {args.queries} queries per set, {os.cpu_count()} cores", flush=True)
-    print("1. bulk add (precomputed embeddings)", flush=True)
-    add, path = bulk_add(emb, texts, metas, ids, args.runs)
-    store = LeannStore.open(path, embed=Lookup(emb, texts), model="lookup")
-    print("2. filtered search", flush=True)
-    filt = filtered(store, emb, qsets, k)
-    print("3. store overhead over a bare LeannIndex search", flush=True)
-    over = overhead(store, emb, qsets, k, args.runs)
-    store.close()
-    batch = None
-    if args.batch > 0:
+    add = filt = over = batch = comp = grow = None
+    if parts & {1, 2, 3}:
+        print("1. bulk add (precomputed embeddings)", flush=True)
+        add, path = bulk_add(emb, texts, metas, ids, args.runs)
+        store = LeannStore.open(path, embed=Lookup(emb, texts), model="lookup")
+        if 2 in parts:
+            print("2. filtered search", flush=True)
+            filt = filtered(store, emb, qsets, k)
+        if 3 in parts:
+            print("3. store overhead over a bare LeannIndex search", flush=True)
+            over = overhead(store, emb, qsets, k, args.runs)
+        store.close()
+        shutil.rmtree(path, ignore_errors=True)
+    if 4 in parts:
         print(f"4. adds in batches of {args.batch}", flush=True)
-        batch = batched(emb, texts, metas, ids, qsets, k, args.batch, path)
-    shutil.rmtree(path, ignore_errors=True)
+        batch = batched(emb, texts, metas, ids, qsets, k, args.batch, args.runs)
+    if 5 in parts:
+        print("5. delete 30%, then compact", flush=True)
+        comp = compaction(emb, texts, metas, ids, qsets, k)
+    if 6 in parts:
+        print(f"6. growth from {args.first} rows in batches of {args.batch}", flush=True)
+        grow = growth(emb, texts, metas, ids, qsets, k, args.first, args.batch)
 
     print("\n| measure | value |\n|---|---|")
-    print(f"| store.add of {len(texts)} (s) | {add['store_add_s']:.2f} |")
-    print(f"| bare LeannIndex.build (s) | {add['bare_build_s']:.2f} |")
-    print(f"| store / build | {add['store_over_build']:.2f}x |")
-    if add["chroma_add_s"] is not None:
-        print(f"| Chroma add (s) | {add['chroma_add_s']:.2f} (store {add['store_over_chroma']:.2f}x of it) |")
-    print(f"| index bytes / passage | {add['bytes_per_passage']:.1f} |")
-    for r in filt:
+    if add is not None:
+        print(f"| store.add of {len(texts)} (s) | {add['store_add_s']:.2f} |")
+        print(f"| bare LeannIndex.build (s) | {add['bare_build_s']:.2f} |")
+        print(f"| store / build | {add['store_over_build']:.2f}x |")
+        if add["chroma_add_s"] is not None:
+            print(f"| Chroma add (s) | {add['chroma_add_s']:.2f} (store {add['store_over_chroma']:.2f}x of it) |")
+        print(f"| index bytes / passage | {add['bytes_per_passage']:.1f} |")
+    for r in filt or []:
         print(f"| filter {r['filter']} {r['queries']}: recall@10, k hits, filter ms new / repeated | "
               f"{r['recall@10']:.3f}, {r['full']}/{r['n']}, {r['filter_ms_new']:.1f} / {r['filter_ms_repeated']:.3f} |")
-    for q, o in over.items():
+    for q, o in (over or {}).items():
         print(f"| overhead per query, {q} (ms) | {o['overhead_ms_p50']:.2f} |")
     if batch is not None:
         print(f"| adds in batches of {batch['batch']} (s) | {batch['seconds']:.2f} "
-              f"({batch['seconds'] / add['store_add_s']:.2f}x the one-call add; Chroma "
-              f"{batch['chroma_s'] if batch['chroma_s'] is None else round(batch['chroma_s'], 2)}) |")
+              f"({batch['over_bare_build']:.2f}x a bare build, {batch['seconds'] / batch['one_call_s']:.2f}x one "
+              f"call; Chroma {batch['chroma_s'] if batch['chroma_s'] is None else round(batch['chroma_s'], 2)}) |")
         print(f"| passages re-embedded by merges | {batch['reembedded']} |")
+        print(f"| batched B/passage (one call) | {batch['bytes_per_passage']:.1f} ({batch['bulk_bytes_per_passage']:.1f}) |")
         for q in qsets:
-            print(f"| batched recall@10, {q} (one call) | {batch['recall@10'][q]:.3f} "
-                  f"({batch['bulk_recall@10'][q]:.3f}) |")
+            (r, m), (br, bm) = batch["recall"][q], batch["bulk_recall"][q]
+            print(f"| batched recall@10 @ recomputes, {q} (one call) | {r:.3f} @ {m:.1f} ({br:.3f} @ {bm:.1f}) |")
+    if comp is not None:
+        print(f"| compaction after deleting {comp['deleted']} (s, embed calls) | {comp['compact_s']:.2f}, "
+              f"{comp['embed_calls']} (fresh store of the rest {comp['fresh_add_s']:.2f} s) |")
+        for q in qsets:
+            (r, m), (fr, fm) = comp["recall"][q], comp["fresh_recall"][q]
+            print(f"| compacted recall@10, {q} (fresh) | {r:.3f} @ {m:.1f} ({fr:.3f} @ {fm:.1f}) |")
+    if grow is not None:
+        for name in ("default", "codec_rows=0"):
+            g = grow[name]
+            print(f"| grown {grow['first']} -> {len(texts)}, {name}: s, embed calls, drift | {g['seconds']:.2f}, "
+                  f"{g['embed_calls']}, {g['drift']:.3f} |")
+            for q in qsets:
+                (r, m), (br, bm) = g["recall"][q], grow["one_call_recall"][q]
+                print(f"| grown ({name}) recall@10, {q} (one call) | {r:.3f} @ {m:.1f} ({br:.3f} @ {bm:.1f}) |")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"store_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"n": len(texts), "queries": args.queries, "machine": platform.machine(),
                                "cores": os.cpu_count(), "bulk_add": add, "filtered": filt, "overhead": over,
-                               "batched": batch},
+                               "batched": batch, "compaction": comp, "growth": grow},
                               indent=2))
     print(f"\nJSON: {out}")
 

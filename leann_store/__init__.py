@@ -28,7 +28,7 @@ from .errors import (
     NativeError,
     OutOfMemoryError,
 )
-from .errors import FilterError, ModelMismatchError, StoreLockedError, UnknownIdError
+from .errors import CodecDriftWarning, FilterError, ModelMismatchError, StoreLockedError, UnknownIdError
 from .index import IndexConfig, LeannIndex, SearchResult
 from .config import StoreConfig
 from .store import Hit, Hits, LeannStore, Record
@@ -37,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Codec",
+    "CodecDriftWarning",
     "FilterError",
     "Hit",
     "Hits",

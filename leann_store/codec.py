@@ -143,6 +143,22 @@ class Codec:
         """4-bit codes, ``(n, code_bytes)`` uint8, canonical nibble order."""
         return self.native.encode(self.project(vectors), threads)
 
+    def coding_error(self, vectors: np.ndarray) -> float:
+        """Mean squared distance from rows to what their codes keep of them:
+        the energy outside the PCA plus the PQ error inside it.  Rows unlike
+        the training sample code worse, so the ratio of new rows' error to
+        the error at training tells when the codec no longer fits."""
+        x = np.asarray(vectors, dtype=np.float32)
+        if x.ndim != 2 or len(x) == 0:
+            raise errors.InvalidInputError("coding_error needs a non-empty (n, dim) block of rows")
+        proj = self.project(x)
+        msub, dsub = self.num_subspaces, self.pca_dim // self.num_subspaces
+        recon = self.centroids[np.arange(msub)[None, :], _unpack(self.native.encode(proj))]
+        inside = ((proj.reshape(len(x), msub, dsub) - recon) ** 2).sum(axis=(1, 2), dtype=np.float64)
+        outside = np.clip(((x - self._mean32) ** 2).sum(1, dtype=np.float64) - (proj ** 2).sum(1, dtype=np.float64),
+                          0.0, None)
+        return float((inside + outside).mean())
+
     def adt(self, vector: np.ndarray) -> np.ndarray:
         """Quantised asymmetric table of one vector, ``(num_subspaces, 16)``."""
         return self.native.adt(self.project(vector)[0])

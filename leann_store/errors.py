@@ -65,3 +65,9 @@ class UnknownIdError(LeannError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the repr of the message
         return str(self.args[0]) if self.args else ""
+
+
+class CodecDriftWarning(UserWarning):
+    """Rows added to a store code much worse than the rows its codec was
+    trained on (a shift in what is being added): recall may drop until
+    ``LeannStore.refresh_codec()`` retrains the codec."""

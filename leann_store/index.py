@@ -907,6 +907,16 @@ class LeannIndex:
         self._h = new._h
         return np.arange(first, len(self), dtype=np.int64)
 
+    def coding_error(self, vectors: np.ndarray | Sequence[Sequence[float]]) -> float:
+        """Mean squared coding error of ``vectors`` under the search codec
+        (see :meth:`Codec.coding_error`), in the index's build space."""
+        if self._search_codec is None:
+            raise errors.InvalidInputError("this index keeps no search codec")
+        x = _as_matrix(vectors, "vectors")
+        if x.shape[1] != self.dim:
+            raise errors.DimensionMismatchError(f"vectors have dimension {x.shape[1]}, the index {self.dim}")
+        return self._search_codec.coding_error(self._map.vectors(x))
+
     def compacted(self, *, threads: int | None = None) -> tuple["LeannIndex", np.ndarray]:
         """A new index without the deleted nodes, and the map from old ids to
         new ones (-1: deleted); this index is unchanged.

@@ -13,20 +13,26 @@ with ``synchronous=FULL`` before the call returns, so an acknowledged write
 survives kill -9 and power loss, and a write killed in flight leaves no trace.
 New rows first land in the *delta segment*: their vectors are stored in their
 docstore rows and searched exactly beside the graph (so a small store is an
-exact store).  When the delta passes ``StoreConfig.merge_rows`` (and
-``merge_fraction`` of the graph), the graph is rebuilt over every live row:
-the new index is written to ``graph-<G+1>.leann`` (atomic: temp file, fsync,
-rename), then one transaction assigns every row its node, drops the delta
-vectors and names generation G+1 as current.  A crash before that commit
-leaves an orphan file that the next writer removes; a crash after it leaves
-the old file, removed the same way.  Deletes and replaced versions of graph
-rows simply lose their docstore row; a node without a row is a tombstone
-(applied to the index when it is loaded), never returned, still walked.
+exact store).  The first graph is built from those vectors when the store
+reaches ``StoreConfig.merge_rows`` rows.  Later, each time the delta reaches
+``merge_rows``, a merge inserts its rows into the graph in C (no
+re-embedding; existing nodes keep their numbers) and drops their vectors.
+Every merge writes ``graph-<G+1>.leann`` (atomic: temp file, fsync, rename),
+then one transaction names its nodes and generation G+1.  A crash before that
+commit leaves an orphan file that the next writer removes; a crash after it
+leaves the old file, removed the same way.  Deletes and replaced versions of
+graph rows simply lose their docstore row; a node without a row is a
+tombstone (applied to the index when it is loaded), never returned, still
+walked.  Past ``compact_fraction`` of deleted nodes (or on :meth:`compact`)
+the graph is compacted from its codes alone: no ``embed`` call.
 
-Until incremental insertion lands, a merge after the first graph rebuilds it
-from all live rows and so re-embeds the graph's rows through ``embed`` (with a
-progress bar); adds that bring their own embeddings while no graph exists, or
-that arrive in one large call, build the graph straight from them.
+The codec that codes the graph is trained when the graph is built.  A graph
+built on fewer than ``codec_rows`` rows keeps its rows' vectors until it
+reaches that size, and is then rebuilt on them all with a retrained codec
+(again no ``embed`` call).  After that, each merge measures how well the codec
+codes the new rows; when they code much worse than the rows it was trained
+on (the corpus changed), a :class:`~leann_store.errors.CodecDriftWarning`
+says so, and :meth:`refresh_codec` retrains it by re-embedding every row.
 
 Concurrency.  Searches run from many threads beside one writer: a search reads
 an immutable snapshot of the in-memory state and one SQLite read transaction;
@@ -59,6 +65,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -80,6 +87,11 @@ PROBE_TEXT = "leann-store model fingerprint: the quick brown fox jumps over the 
 #: models are taken to be the same (batching noise stays far above it)
 PROBE_MIN_COSINE = 0.999
 _FILTER_CACHE = 32  # compiled filters' allowed sets kept per store
+#: coding error of newly merged rows over the graph's at its build above
+#: which the store warns that the codec no longer fits (CodecDriftWarning)
+CODEC_DRIFT_WARN = 1.25
+#: rows a codec must have been trained on for that warning
+DRIFT_MIN_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -442,8 +454,10 @@ class LeannStore:
                                            for (i, t, e, m), v in zip(rows, vecs)])
             version = self._bump(cur)
         self._apply_delete(st, nodes, gone, version, add=(np.array(rowids, dtype=np.int64), vecs))
-        if self._merge_due():
-            self.flush()
+        self._maintain()
+
+    def _keeps_vectors(self) -> bool:
+        return self._docs.get_meta("kept_vectors") == "1"
 
     def _first_graph(self, st: _State, rows: list[tuple[str, str, str | None, str]], vecs: np.ndarray) -> None:
         """Build generation 1 from the delta plus new rows, all in one commit."""
@@ -454,6 +468,10 @@ class LeannStore:
         keep = np.array([i for i, r in enumerate(st.delta_rows.tolist()) if r not in replaced], dtype=np.int64)
         allv = np.concatenate([st.delta_vecs[keep], vecs]) if keep.size else vecs
         index = self._build(allv)
+        # A young graph's codec is trained on few rows; its rows keep their
+        # vectors until the graph reaches codec_rows, when it is rebuilt on
+        # them (see _merge).
+        young = len(allv) < self._config.codec_rows
         gen = st.generation + 1
         index.save(self._graph_file(gen))
         try:
@@ -462,10 +480,10 @@ class LeannStore:
                     Docstore.delete_ids(cur, list(old))
                 base = len(keep)
                 if len(st.delta_rows):
-                    Docstore.assign_nodes(cur, st.delta_rows[keep])
-                rowids = Docstore.insert(cur, [(i, t, e, m, None, base + j, None)
-                                               for j, (i, t, e, m) in enumerate(rows)])
-                self._merged_meta(cur, gen, len(allv))
+                    Docstore.assign_nodes(cur, st.delta_rows[keep], keep_vectors=young)
+                rowids = Docstore.insert(cur, [(i, t, e, m, None, base + j, v.tobytes() if young else None)
+                                               for j, ((i, t, e, m), v) in enumerate(zip(rows, vecs))])
+                self._merged_meta(cur, gen, len(allv), "build", young, index.coding_error(_sample(allv)))
                 version = self._bump(cur)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -477,43 +495,124 @@ class LeannStore:
         self._docs.release_free_pages()
 
     def flush(self) -> None:
-        """Merge the delta segment into the graph now (a rebuild over every
-        live row: the graph's rows are re-embedded through ``embed``), and
-        fill in token counts not yet computed."""
+        """Merge the delta segment into the graph now, compact the graph if
+        it holds deleted rows (from its codes: no ``embed`` call), and fill
+        in token counts not yet computed."""
         self._check_writable()
         with self._write_lock:
             st = self._state
-            if len(st.delta_rows) or (st.index is not None and st.graph_live < len(st.node_row)):
-                self._rebuild(st)
+            if st.index is None:
+                if len(st.delta_rows) >= 2:  # one row: nothing to build a graph on; keep it exact
+                    self._first_graph(st, [], np.zeros((0, self.dim), np.float32))
+            elif len(st.delta_rows):
+                self._merge(st)
+            if self._state.index is not None and self._state.graph_live < len(self._state.node_row):
+                self._compact(self._state)
             self._docs.fill_token_counts(count_tokens)
 
-    def _merge_due(self) -> bool:
-        st = self._state
-        d = len(st.delta_rows)
-        return d >= self._config.merge_rows and d >= self._config.merge_fraction * st.graph_live
+    def compact(self) -> None:
+        """Drop deleted rows from the graph now, rebuilding the lists that
+        linked them from the stored codes (no ``embed`` call).  Merges and
+        deletes compact by themselves once ``compact_fraction`` of the
+        graph is deleted."""
+        self._check_writable()
+        with self._write_lock:
+            st = self._state
+            if st.index is not None and st.graph_live < len(st.node_row):
+                self._compact(st)
 
-    def _rebuild(self, st: _State) -> None:
-        live_nodes = np.flatnonzero(st.node_row >= 0)
-        graph_rowids = st.node_row[live_nodes]
-        total = len(graph_rowids) + len(st.delta_rows)
-        if total == 0:
-            self._clear_graph(st)
+    def _maintain(self) -> None:
+        """Merge and compact when the thresholds say so (after a write)."""
+        st = self._state
+        cfg = self._config
+        d = len(st.delta_rows)
+        if st.index is not None and d >= cfg.merge_rows and d >= cfg.merge_fraction * st.graph_live:
+            self._merge(st)
+        st = self._state
+        dead = len(st.node_row) - st.graph_live
+        if st.index is not None and dead and dead >= cfg.compact_fraction * len(st.node_row):
+            if st.graph_live:
+                self._compact(st)
+            else:
+                self._clear_graph(st, keep_delta=True)
+
+    def _merge(self, st: _State) -> None:
+        """Put the delta segment into the graph: inserted in C into the
+        current graph (the delta's vectors are then dropped), or, for a young
+        graph that reaches ``codec_rows``, rebuilt over every row's kept
+        vector, which retrains its codec."""
+        assert st.index is not None
+        if self._keeps_vectors() and st.graph_live + len(st.delta_rows) >= self._config.codec_rows:
+            self._rebuild_from_kept(st)
             return
-        if total < 2:  # one row: nothing to build a graph on; keep it exact
-            return
+        young = self._keeps_vectors()
+        index = st.index.with_added(st.delta_vecs)
+        error = index.coding_error(_sample(st.delta_vecs))
+        gen = st.generation + 1
+        index.save(self._graph_file(gen))
+        try:
+            with self._docs.write() as cur:
+                Docstore.append_nodes(cur, st.delta_rows, len(st.node_row), keep_vectors=young)
+                ref = float(self._docs.get_meta("codec_error") or "nan")
+                drift = error / ref if ref > 0 else float("nan")
+                self._merged_meta(cur, gen, len(index), "insert", young, None, drift=drift)
+                version = self._bump(cur)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(self._graph_file(gen))
+            raise
+        if not young and int(self._docs.get_meta("codec_trained_rows") or 0) >= DRIFT_MIN_ROWS:
+            self._warn_drift(drift)  # (a codec trained on few rows codes any new row worse)
+        node_row = np.concatenate([st.node_row, st.delta_rows])
+        self._set_state(_State(index, node_row, np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32),
+                               gen, version))
+        self._docs.release_free_pages()
+
+    def _rebuild_from_kept(self, st: _State) -> None:
+        """A young graph's refresh: a bulk build over every live row's kept
+        vector and the delta (a codec trained on them all), no ``embed``."""
+        live = np.flatnonzero(st.node_row >= 0)
+        rowids = st.node_row[live]
         with self._docs.snapshot():
-            texts, toks = self._docs.embed_inputs(graph_rowids.tolist())
-        with self._bar(len(texts), "re-embedding the graph's rows") as bar:
-            gvecs = self._embedder.embed(self._embed, texts, toks, progress=bar)
-        allv = np.concatenate([gvecs, st.delta_vecs]) if len(st.delta_rows) else gvecs
-        order = np.concatenate([graph_rowids, st.delta_rows])
-        index = self._build(allv)
+            gvecs = self._docs.kept_vectors(rowids, self.dim)
+        order = np.concatenate([rowids, st.delta_rows])
+        self._replace_graph(st, order, np.concatenate([gvecs, st.delta_vecs]), "refresh")
+
+    def refresh_codec(self) -> None:
+        """Retrain the codec and rebuild the graph over every row, re-embedded
+        through ``embed`` (with a progress bar): the cure when the rows
+        added since the graph was built code much worse than the rows it
+        was trained on (``stats()["codec"]["drift"]``; a warning says when).
+        It costs one ``embed`` of every document."""
+        self._check_writable()
+        with self._write_lock:
+            st = self._state
+            live = np.flatnonzero(st.node_row >= 0)
+            rowids = st.node_row[live]
+            total = len(rowids) + len(st.delta_rows)
+            if total == 0:
+                self._clear_graph(st)
+                return
+            if total < 2:
+                return
+            with self._docs.snapshot():
+                texts, toks = self._docs.embed_inputs(rowids.tolist())
+            with self._bar(len(texts), "re-embedding every row") as bar:
+                gvecs = self._embedder.embed(self._embed, texts, toks, progress=bar)
+            order = np.concatenate([rowids, st.delta_rows])
+            self._replace_graph(st, order, np.concatenate([gvecs, st.delta_vecs]) if len(st.delta_rows) else gvecs,
+                                "refresh")
+
+    def _replace_graph(self, st: _State, order: np.ndarray, vecs: np.ndarray, kind: str) -> None:
+        """A new graph over ``vecs`` whose node i is row ``order[i]``; every
+        vector dropped, one commit."""
+        index = self._build(vecs)
         gen = st.generation + 1
         index.save(self._graph_file(gen))
         try:
             with self._docs.write() as cur:
                 Docstore.assign_nodes(cur, order)
-                self._merged_meta(cur, gen, total)
+                self._merged_meta(cur, gen, len(order), kind, False, index.coding_error(_sample(vecs)))
                 version = self._bump(cur)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -523,13 +622,51 @@ class LeannStore:
                                gen, version))
         self._docs.release_free_pages()
 
+    def _compact(self, st: _State) -> None:
+        """The graph without its deleted nodes, from its codes alone."""
+        assert st.index is not None
+        index, mapping = st.index.compacted()
+        live = mapping >= 0
+        node_row = np.full(len(index), -1, dtype=np.int64)
+        node_row[mapping[live]] = st.node_row[live]
+        gen = st.generation + 1
+        index.save(self._graph_file(gen))
+        try:
+            with self._docs.write() as cur:
+                Docstore.renumber_nodes(cur, node_row, np.arange(len(node_row)))
+                self._merged_meta(cur, gen, len(index), "compact", self._keeps_vectors(), None)
+                version = self._bump(cur)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(self._graph_file(gen))
+            raise
+        self._set_state(_State(index, node_row, st.delta_rows, st.delta_vecs, gen, version, st.delta_sq))
+        self._docs.release_free_pages()
+
+    def _warn_drift(self, drift: float) -> None:
+        if drift > CODEC_DRIFT_WARN and not getattr(self, "_drift_warned", False):
+            self._drift_warned = True
+            warnings.warn(
+                f"store {self.path!r}: rows added since the graph was built code {drift:.2f}x worse than the "
+                "rows its codec was trained on; recall may drop.  store.refresh_codec() retrains it "
+                "(it re-embeds every document)", errors.CodecDriftWarning, stacklevel=4)
+
     def _build(self, vecs: np.ndarray) -> LeannIndex:
         show = self.progress if self.progress is not None else None
         return LeannIndex.build(vecs, self._config.index, progress=show)
 
-    def _merged_meta(self, cur: Any, gen: int, rows: int) -> None:
-        Docstore.set_meta(cur, {"generation": str(gen),
-                                "last_merge": json.dumps({"at": _now(), "rows": rows, "generation": gen})})
+    def _merged_meta(self, cur: Any, gen: int, rows: int, kind: str, kept_vectors: bool,
+                     codec_error: float | None, drift: float | None = None) -> None:
+        items: dict[str, Any] = {
+            "generation": str(gen), "kept_vectors": "1" if kept_vectors else "0",
+            "last_merge": json.dumps({"at": _now(), "rows": rows, "generation": gen, "kind": kind})}
+        if codec_error is not None:  # the graph's codec was (re)trained: its reference error
+            items["codec_error"] = repr(codec_error)
+            items["codec_drift"] = "1.0"
+            items["codec_trained_rows"] = str(rows)
+        if drift is not None and np.isfinite(drift):
+            items["codec_drift"] = repr(drift)
+        Docstore.set_meta(cur, items)
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id (missing ids are ignored); returns how many were."""
@@ -546,6 +683,7 @@ class LeannStore:
                 nodes, rows = Docstore.delete_ids(cur, id_list)
                 version = self._bump(cur) if nodes or rows else st.version
             self._apply_delete(st, nodes, rows, version)
+            self._maintain()
             return len(nodes) + len(rows)
 
     def delete_where(self, filter: FilterLike) -> int:
@@ -561,6 +699,7 @@ class LeannStore:
                 nodes, rows = Docstore.delete_ids(cur, [r[0] for r in found])
                 version = self._bump(cur) if found else st.version
             self._apply_delete(st, nodes, rows, version)
+            self._maintain()
             return len(nodes) + len(rows)
 
     def clear(self) -> None:
@@ -569,13 +708,20 @@ class LeannStore:
         with self._write_lock:
             self._clear_graph(self._state)
 
-    def _clear_graph(self, st: _State) -> None:
+    def _clear_graph(self, st: _State, keep_delta: bool = False) -> None:
+        """No graph any more: every document deleted, or (``keep_delta``)
+        only the graph's, which are all deleted already."""
         with self._docs.write() as cur:
-            cur.execute("DELETE FROM docs")
-            Docstore.set_meta(cur, {"generation": "0"})
+            if not keep_delta:
+                cur.execute("DELETE FROM docs")
+                cur.execute("DELETE FROM vecs")
+            Docstore.set_meta(cur, {"generation": "0", "kept_vectors": "0"})
             version = self._bump(cur)
-        self._set_state(_State(None, np.zeros(0, np.int64), np.zeros(0, np.int64),
-                               np.zeros((0, self.dim), np.float32), 0, version))
+        if keep_delta:
+            self._set_state(_State(None, np.zeros(0, np.int64), st.delta_rows, st.delta_vecs, 0, version, st.delta_sq))
+        else:
+            self._set_state(_State(None, np.zeros(0, np.int64), np.zeros(0, np.int64),
+                                   np.zeros((0, self.dim), np.float32), 0, version))
         self._remove_stale_graphs()
 
     def _apply_delete(self, st: _State, nodes: list[int], rows: list[int], version: int,
@@ -781,7 +927,7 @@ class LeannStore:
             "dim": self.dim,
             "metric": self.metric,
             "model": meta.get("model"),
-            "codec": _codec_stats(st.index),
+            "codec": _codec_stats(st.index, meta),
             "graph": {"M": ic.M, "hub_degree": ic.resolved_hub_degree, "degree": ic.resolved_degree},
             "generation": st.generation,
             "last_merge": json.loads(meta["last_merge"]) if "last_merge" in meta else None,
@@ -898,12 +1044,17 @@ def exact_distances(metric: str, q: np.ndarray, x: np.ndarray, sq: np.ndarray | 
     return np.maximum(sq - 2.0 * dots + qq, 0.0)
 
 
-def _codec_stats(index: LeannIndex | None) -> dict[str, Any] | None:
-    """The search codes' shape (None without a graph)."""
+def _codec_stats(index: LeannIndex | None, meta: Mapping[str, str]) -> dict[str, Any] | None:
+    """The search codes' shape and fit (None without a graph): ``error``,
+    the coding error of the rows it was trained on, and ``drift``, that of
+    the last merged rows over it (see :data:`CODEC_DRIFT_WARN`)."""
     codec = index.search_codec if index is not None else None
     if codec is None:
         return None
-    return {"subspaces": codec.num_subspaces, "code_bytes": codec.code_bytes, "pca_dim": codec.pca_dim}
+    return {"subspaces": codec.num_subspaces, "code_bytes": codec.code_bytes, "pca_dim": codec.pca_dim,
+            "error": float(meta["codec_error"]) if "codec_error" in meta else None,
+            "drift": float(meta["codec_drift"]) if "codec_drift" in meta else None,
+            "vectors_kept": meta.get("kept_vectors") == "1"}
 
 
 def _graph_problems(index: LeannIndex) -> list[str]:
@@ -936,6 +1087,11 @@ def _graph_problems(index: LeannIndex) -> list[str]:
     if unreached:
         out.append(f"{len(unreached)} live nodes are unreachable (first: {unreached[:5]})")
     return out
+
+
+def _sample(x: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """At most ``rows`` rows of x, evenly spread (deterministic)."""
+    return x if len(x) <= rows else x[np.linspace(0, len(x) - 1, rows).astype(np.int64)]
 
 
 def _record(row: tuple[Any, ...]) -> Record:

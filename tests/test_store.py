@@ -30,7 +30,7 @@ from leann_store import (
 from leann_store.store import PROBE_TEXT
 from store_util import HashEmbed, Reference, random_text, text_vector
 
-SMALL = StoreConfig.from_options(merge_rows=64)
+SMALL = StoreConfig.from_options(merge_rows=64, codec_rows=0)  # graph rows keep no vectors
 
 
 def texts_for(n: int, seed: int = 0) -> list[str]:
