@@ -27,10 +27,11 @@ recompute counts are the real ones and timings leave the model out.
    one-call store, and Chroma's time for the same batched adds.
 5. Compaction: delete 30% of a one-call store, ``compact()``: its time and
    embed calls (zero), recall@10 against a fresh store of the rest.
-6. Growth: a store first built on ``--first`` rows (5000) grown in batches to
-   N, with the default ``codec_rows`` (the young graph is rebuilt on its kept
-   vectors at 16k rows, codec retrained) and with ``codec_rows=0`` (the first
-   codec stays), against the one-call store.
+6. Growth: ``--first`` rows (5000) in one add, then batches to N: with
+   ``graph_rows=first`` (the graph and its codec built on those rows, the
+   rest inserted) and with the default ``graph_rows`` (exact until 16k rows,
+   then built), against the one-call store; with the codec drift each ends
+   at.
 
 Usage: python benchmarks/store_bench.py [--n 50000] [--queries 300] [--runs 3] [--parts 1,2,3,4,5,6] [--quick]
 Prints a table and writes JSON to benchmarks/results/.
@@ -347,12 +348,11 @@ def compaction(emb, texts, metas, ids, qsets: dict, k: int, share: float = 0.3) 
 
 
 def growth(emb, texts, metas, ids, qsets: dict, k: int, first: int, batch: int) -> dict:
-    """Part 6: a store first built on ``first`` rows, grown in batches to
-    all of them: with the default ``codec_rows`` (the young graph is rebuilt
-    on its kept vectors, codec retrained) and with ``codec_rows=0`` (the
-    first codec stays), against a one-call store."""
+    """Part 6: ``first`` rows in one add, then batches to all of them: with
+    the graph (and its codec) built on the first rows, and with the default
+    ``graph_rows``, against a one-call store."""
     out: dict = {"first": first, "batch": batch}
-    for name, cfg in (("default", StoreConfig()), ("codec_rows=0", StoreConfig(codec_rows=0))):
+    for name, cfg in ((f"graph_rows={first}", StoreConfig(graph_rows=first)), ("default", StoreConfig())):
         lookup = Lookup(emb, texts)
         path = tempfile.mkdtemp(prefix="leann-store-grow-")
         store = LeannStore.open(path, embed=lookup, model="lookup", config=cfg)
@@ -453,7 +453,7 @@ def main() -> None:
             (r, m), (fr, fm) = comp["recall"][q], comp["fresh_recall"][q]
             print(f"| compacted recall@10, {q} (fresh) | {r:.3f} @ {m:.1f} ({fr:.3f} @ {fm:.1f}) |")
     if grow is not None:
-        for name in ("default", "codec_rows=0"):
+        for name in (f"graph_rows={grow['first']}", "default"):
             g = grow[name]
             print(f"| grown {grow['first']} -> {len(texts)}, {name}: s, embed calls, drift | {g['seconds']:.2f}, "
                   f"{g['embed_calls']}, {g['drift']:.3f} |")

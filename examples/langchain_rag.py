@@ -74,7 +74,7 @@ print(f"{len(docs)} passages from {len(list(DATA.glob('*.md')))} files")
 #
 # `LeannVectorStore` keeps no embeddings: it stores a pruned graph and 16-byte codes, and
 # re-embeds the few passages a search visits with the same `embedding` object.
-# `merge_rows=16` builds the graph as soon as the store holds 16 passages, so even this
+# `graph_rows=16` builds the graph as soon as the store holds 16 passages, so even this
 # tiny corpus is searched the way a large one is (by default, stores under 2048 passages
 # are searched exactly). At this size the index file is mostly the codec's fixed tables;
 # the per-passage part (graph and codes) is a few dozen bytes, which is what counts at scale.
@@ -86,7 +86,7 @@ embeddings = HuggingFaceEmbeddings(
     encode_kwargs={"normalize_embeddings": True},
 )
 store_path = WORKDIR / "kb"
-vector_store = LeannVectorStore(embeddings, path=store_path, merge_rows=16)
+vector_store = LeannVectorStore(embeddings, path=store_path, graph_rows=16)
 vector_store.add_documents(docs)
 stats = vector_store.store.stats()
 print(f"indexed {stats['documents']} passages into {store_path}: {stats['graph_rows']} in the graph, "

@@ -137,7 +137,7 @@ Settings.llm = ExtractiveLLM(embed_model=Settings.embed_model)
 # %% [markdown]
 # ## Load, index, ask
 #
-# `merge_rows=16` builds the store's graph as soon as it holds 16 passages, so even this
+# `graph_rows=16` builds the store's graph as soon as it holds 16 passages, so even this
 # tiny corpus is searched the way a large one is (by default, stores under 2048 passages
 # are searched exactly). All nodes go to the store in one add (`insert_batch_size`), which
 # builds the graph straight from their embeddings.
@@ -148,7 +148,7 @@ nodes = Settings.node_parser.get_nodes_from_documents(documents)
 print(f"{len(documents)} documents, {len(nodes)} nodes")
 
 store_path = WORKDIR / "kb"
-vector_store = LeannVectorStore(path=store_path, embed_model=Settings.embed_model, merge_rows=16)
+vector_store = LeannVectorStore(path=store_path, embed_model=Settings.embed_model, graph_rows=16)
 storage_context = StorageContext.from_defaults(vector_store=vector_store)
 index = VectorStoreIndex(nodes, storage_context=storage_context, insert_batch_size=len(nodes))
 stats = vector_store.client.stats()

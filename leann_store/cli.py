@@ -555,7 +555,7 @@ def cmd_demo(args: argparse.Namespace, out: _Out) -> int:
     from .config import StoreConfig
     from .store import LeannStore
     # a graph however few the passages (a store keeps small ones exact by default)
-    config = StoreConfig.from_options(metric="cosine", merge_rows=16)
+    config = StoreConfig.from_options(metric="cosine", graph_rows=16, merge_rows=16)
     store = (LeannStore.open(args.index, embed=embedder, config=config, model=embedder.identity,
                              progress=not out.quiet)
              if args.index else

@@ -21,32 +21,31 @@ class StoreConfig:
         index: the graph's :class:`~leann_store.IndexConfig` (metric, degree,
             codes...).  ``store_vectors`` must stay False: the store keeps no
             embeddings once rows are in the graph.
-        merge_rows: rows the exact delta segment holds before they are
-            merged into the graph (the first graph is built when a store
-            reaches this many rows; smaller stores are exact).  A merge
-            inserts the rows into the graph in C and drops their vectors.
+        graph_rows: a store smaller than this is exact: its rows and their
+            vectors sit in the delta segment (4 bytes a dimension, searched
+            by a matrix product, no recomputes).  The first graph is built
+            on this many rows and its codec trained on them: a codec
+            trained on the first 16k devcorpus rows ranks the later rows as
+            well as a bulk build's (recall@10 at equal recomputes), one
+            trained on 2k rows 0.010-0.017 worse.
+        merge_rows: once a graph exists, rows the delta collects before a
+            merge inserts them into it (in C, without re-embedding) and
+            drops their vectors.
         merge_fraction: a merge also waits until the delta holds this share
             of the graph's rows (0: merge at ``merge_rows``).
-        codec_rows: a graph smaller than this keeps its rows' vectors (in
-            the docstore, 4 bytes a dimension) so that, once it reaches this
-            many rows, it is rebuilt on all of them with a codec trained on
-            them, without an ``embed`` call.  A codec trained on the first
-            2k rows ranks the rows added later worse (50k devcorpus grown
-            from 2k: recall@10 0.010-0.017 below a bulk build at equal
-            recomputes; grown from 16k: equal).  0 keeps no vector.
         compact_fraction: share of the graph's nodes deleted at which a
             write compacts the graph (from its codes: no ``embed`` call).
         batch_tokens: token budget of one ``embed`` call.
         batch_size: most texts in one ``embed`` call.
 
-    >>> StoreConfig.from_options(metric="l2", M=16, merge_rows=500).index.M
+    >>> StoreConfig.from_options(metric="l2", M=16, graph_rows=500).index.M
     16
     """
 
     index: IndexConfig = field(default_factory=IndexConfig)
+    graph_rows: int = 16384
     merge_rows: int = 2048
     merge_fraction: float = 0.0
-    codec_rows: int = 16384
     compact_fraction: float = 0.25
     batch_tokens: int = 8192
     batch_size: int = 64
@@ -63,9 +62,9 @@ class StoreConfig:
         f = self.merge_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 100:
             raise errors.InvalidInputError(f"merge_fraction must be a number in [0, 100], got {f!r}")
-        c = self.codec_rows
-        if isinstance(c, bool) or not isinstance(c, int) or c < 0:
-            raise errors.InvalidInputError(f"codec_rows must be an integer >= 0, got {c!r}")
+        c = self.graph_rows
+        if isinstance(c, bool) or not isinstance(c, int) or c < 2:
+            raise errors.InvalidInputError(f"graph_rows must be an integer >= 2, got {c!r}")
         f = self.compact_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
             raise errors.InvalidInputError(f"compact_fraction must be a number in (0, 1], got {f!r}")

@@ -6,8 +6,7 @@ JSON (types kept exactly: see :func:`leann_store.filters.check_metadata`),
 a token count (filled lazily, see :mod:`leann_store.tokens`), and ``node``,
 its node in the current graph generation.  A row without a node waits in the
 exact delta segment, and table ``vecs`` holds its vector (float32 bytes) until
-a merge puts it in the graph and drops the vector (a young graph's rows keep
-theirs until its codec is retrained on them); kept apart from ``docs``,
+a merge puts it in the graph and drops the vector; kept apart from ``docs``,
 the vectors leave whole free pages behind (``auto_vacuum=INCREMENTAL`` hands
 them back) rather than half-empty document pages.  Table ``meta`` holds the
 store's settings, the model fingerprint, the graph generation and a write
@@ -156,7 +155,6 @@ class Docstore:
         """Delete rows by external id; returns (graph nodes freed, delta rowids freed)."""
         nodes: list[int] = []
         rows: list[int] = []
-        kept: list[int] = []  # graph rows whose vectors the store still keeps
         for part in _chunks(list(ids)):
             marks = ",".join("?" * len(part))
             found = cur.execute(f"SELECT rowid, node FROM docs WHERE id IN ({marks})", part).fetchall()
@@ -165,9 +163,8 @@ class Docstore:
                     rows.append(int(rowid))
                 else:
                     nodes.append(int(node))
-                    kept.append(int(rowid))
             cur.execute(f"DELETE FROM docs WHERE id IN ({marks})", part)
-        for part in _chunks(rows + kept):
+        for part in _chunks(rows):
             cur.execute(f"DELETE FROM vecs WHERE rowid IN ({','.join('?' * len(part))})", part)
         return nodes, rows
 
@@ -185,25 +182,22 @@ class Docstore:
         return rowids
 
     @staticmethod
-    def assign_nodes(cur: sqlite3.Cursor, rowids: np.ndarray, keep_vectors: bool = False) -> None:
-        """Row ``rowids[i]`` becomes node i of a new graph generation (every
-        vector is dropped unless ``keep_vectors``); every other row must be in
-        the delta."""
+    def assign_nodes(cur: sqlite3.Cursor, rowids: np.ndarray) -> None:
+        """Row ``rowids[i]`` becomes node i of a new graph generation (its
+        vector is dropped); every other row must be in the delta."""
         cur.execute("UPDATE docs SET node = NULL WHERE node IS NOT NULL")
         cur.executemany("UPDATE docs SET node = ? WHERE rowid = ?",
                         ((i, int(r)) for i, r in enumerate(rowids.tolist())))
-        if not keep_vectors:
-            cur.execute("DELETE FROM vecs")
+        cur.execute("DELETE FROM vecs")
 
     @staticmethod
-    def append_nodes(cur: sqlite3.Cursor, rowids: np.ndarray, first: int, keep_vectors: bool = False) -> None:
+    def append_nodes(cur: sqlite3.Cursor, rowids: np.ndarray, first: int) -> None:
         """Delta rows ``rowids[i]`` become nodes ``first + i`` of the graph
-        (their vectors dropped unless ``keep_vectors``)."""
+        (their vectors are dropped)."""
         cur.executemany("UPDATE docs SET node = ? WHERE rowid = ?",
                         ((first + i, int(r)) for i, r in enumerate(rowids.tolist())))
-        if not keep_vectors:
-            for part in _chunks([int(r) for r in rowids.tolist()]):
-                cur.execute(f"DELETE FROM vecs WHERE rowid IN ({','.join('?' * len(part))})", part)
+        for part in _chunks([int(r) for r in rowids.tolist()]):
+            cur.execute(f"DELETE FROM vecs WHERE rowid IN ({','.join('?' * len(part))})", part)
 
     @staticmethod
     def renumber_nodes(cur: sqlite3.Cursor, rowids: np.ndarray, nodes: np.ndarray) -> None:
@@ -213,20 +207,6 @@ class Docstore:
         cur.executemany("UPDATE docs SET node = ? WHERE rowid = ?",
                         ((int(n), int(r)) for r, n in zip(rowids.tolist(), nodes.tolist())))
 
-    def kept_vectors(self, rowids: np.ndarray, dim: int) -> np.ndarray:
-        """Vectors of graph rows the store still keeps, in the order given."""
-        out = np.empty((len(rowids), dim), dtype=np.float32)
-        pos = {int(r): i for i, r in enumerate(rowids.tolist())}
-        got = 0
-        for part in _chunks(list(pos)):
-            for rowid, blob in self._conn().execute(
-                    f"SELECT rowid, vec FROM vecs WHERE rowid IN ({','.join('?' * len(part))})", part):
-                out[pos[int(rowid)]] = np.frombuffer(blob, dtype=np.float32)
-                got += 1
-        if got != len(pos):
-            raise errors.CorruptIndexError(f"{self.path!r}: {len(pos) - got} graph rows lost their kept vectors")
-        return out
-
     def graph_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """(nodes, rowids) of the rows in the graph."""
         got = self._conn().execute("SELECT node, rowid FROM docs WHERE node IS NOT NULL").fetchall()
@@ -235,8 +215,7 @@ class Docstore:
 
     def delta_rows(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(rowids, float32 vectors) of the rows in the delta segment, by rowid."""
-        got = self._conn().execute("SELECT vecs.rowid, vec FROM vecs JOIN docs ON docs.rowid = vecs.rowid "
-                                   "WHERE docs.node IS NULL ORDER BY vecs.rowid").fetchall()
+        got = self._conn().execute("SELECT rowid, vec FROM vecs ORDER BY rowid").fetchall()
         rowids = np.array([r for r, _ in got], dtype=np.int64)
         vecs = np.empty((len(got), dim), dtype=np.float32)
         for i, (_, blob) in enumerate(got):
@@ -331,9 +310,9 @@ class Docstore:
         if bad:
             out.append(f"{bad} rows hold invalid metadata JSON")
         bad = conn.execute("SELECT count(*) FROM docs LEFT JOIN vecs ON docs.rowid = vecs.rowid "
-                           "WHERE docs.node IS NULL AND vecs.rowid IS NULL").fetchone()[0]
+                           "WHERE (docs.node IS NULL) = (vecs.rowid IS NULL)").fetchone()[0]
         if bad:
-            out.append(f"{bad} rows are neither in the graph nor in the delta")
+            out.append(f"{bad} rows are neither in the graph nor in the delta, or in both")
         bad = conn.execute("SELECT count(*) FROM vecs WHERE rowid NOT IN (SELECT rowid FROM docs)").fetchone()[0]
         if bad:
             out.append(f"{bad} delta vectors belong to no document")

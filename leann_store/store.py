@@ -14,7 +14,7 @@ survives kill -9 and power loss, and a write killed in flight leaves no trace.
 New rows first land in the *delta segment*: their vectors are stored in their
 docstore rows and searched exactly beside the graph (so a small store is an
 exact store).  The first graph is built from those vectors when the store
-reaches ``StoreConfig.merge_rows`` rows.  Later, each time the delta reaches
+reaches ``StoreConfig.graph_rows`` rows.  Later, each time the delta reaches
 ``merge_rows``, a merge inserts its rows into the graph in C (no
 re-embedding; existing nodes keep their numbers) and drops their vectors.
 Every merge writes ``graph-<G+1>.leann`` (atomic: temp file, fsync, rename),
@@ -26,13 +26,12 @@ tombstone (applied to the index when it is loaded), never returned, still
 walked.  Past ``compact_fraction`` of deleted nodes (or on :meth:`compact`)
 the graph is compacted from its codes alone: no ``embed`` call.
 
-The codec that codes the graph is trained when the graph is built.  A graph
-built on fewer than ``codec_rows`` rows keeps its rows' vectors until it
-reaches that size, and is then rebuilt on them all with a retrained codec
-(again no ``embed`` call).  After that, each merge measures how well the codec
-codes the new rows; when they code much worse than the rows it was trained
-on (the corpus changed), a :class:`~leann_store.errors.CodecDriftWarning`
-says so, and :meth:`refresh_codec` retrains it by re-embedding every row.
+The codec that codes the graph is trained when the graph is built, on
+``graph_rows`` rows at least (fewer only through :meth:`flush`).  Each merge
+measures how well it codes the new rows; when they code much worse than the
+rows it was trained on (the corpus changed), a
+:class:`~leann_store.errors.CodecDriftWarning` says so, and
+:meth:`refresh_codec` retrains it by re-embedding every row.
 
 Concurrency.  Searches run from many threads beside one writer: a search reads
 an immutable snapshot of the in-memory state and one SQLite read transaction;
@@ -445,7 +444,7 @@ class LeannStore:
         cfg = self._config
         n_new = len(rows)
         # The first graph is built straight from vectors in hand: the delta's and these.
-        if st.index is None and len(st.delta_rows) + n_new >= cfg.merge_rows:
+        if st.index is None and len(st.delta_rows) + n_new >= cfg.graph_rows:
             self._first_graph(st, rows, vecs)
             return
         with self._docs.write() as cur:
@@ -456,9 +455,6 @@ class LeannStore:
         self._apply_delete(st, nodes, gone, version, add=(np.array(rowids, dtype=np.int64), vecs))
         self._maintain()
 
-    def _keeps_vectors(self) -> bool:
-        return self._docs.get_meta("kept_vectors") == "1"
-
     def _first_graph(self, st: _State, rows: list[tuple[str, str, str | None, str]], vecs: np.ndarray) -> None:
         """Build generation 1 from the delta plus new rows, all in one commit."""
         ids = [r[0] for r in rows]
@@ -468,10 +464,6 @@ class LeannStore:
         keep = np.array([i for i, r in enumerate(st.delta_rows.tolist()) if r not in replaced], dtype=np.int64)
         allv = np.concatenate([st.delta_vecs[keep], vecs]) if keep.size else vecs
         index = self._build(allv)
-        # A young graph's codec is trained on few rows; its rows keep their
-        # vectors until the graph reaches codec_rows, when it is rebuilt on
-        # them (see _merge).
-        young = len(allv) < self._config.codec_rows
         gen = st.generation + 1
         index.save(self._graph_file(gen))
         try:
@@ -480,10 +472,10 @@ class LeannStore:
                     Docstore.delete_ids(cur, list(old))
                 base = len(keep)
                 if len(st.delta_rows):
-                    Docstore.assign_nodes(cur, st.delta_rows[keep], keep_vectors=young)
-                rowids = Docstore.insert(cur, [(i, t, e, m, None, base + j, v.tobytes() if young else None)
-                                               for j, ((i, t, e, m), v) in enumerate(zip(rows, vecs))])
-                self._merged_meta(cur, gen, len(allv), "build", young, index.coding_error(_sample(allv)))
+                    Docstore.assign_nodes(cur, st.delta_rows[keep])
+                rowids = Docstore.insert(cur, [(i, t, e, m, None, base + j, None)
+                                               for j, (i, t, e, m) in enumerate(rows)])
+                self._merged_meta(cur, gen, len(allv), "build", index.coding_error(_sample(allv)))
                 version = self._bump(cur)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -537,46 +529,31 @@ class LeannStore:
                 self._clear_graph(st, keep_delta=True)
 
     def _merge(self, st: _State) -> None:
-        """Put the delta segment into the graph: inserted in C into the
-        current graph (the delta's vectors are then dropped), or, for a young
-        graph that reaches ``codec_rows``, rebuilt over every row's kept
-        vector, which retrains its codec."""
+        """Put the delta segment into the graph: its rows are inserted in C
+        (nodes ``len(graph)`` on; no node is renumbered) and their vectors
+        dropped, with no ``embed`` call."""
         assert st.index is not None
-        if self._keeps_vectors() and st.graph_live + len(st.delta_rows) >= self._config.codec_rows:
-            self._rebuild_from_kept(st)
-            return
-        young = self._keeps_vectors()
         index = st.index.with_added(st.delta_vecs)
         error = index.coding_error(_sample(st.delta_vecs))
         gen = st.generation + 1
         index.save(self._graph_file(gen))
         try:
             with self._docs.write() as cur:
-                Docstore.append_nodes(cur, st.delta_rows, len(st.node_row), keep_vectors=young)
+                Docstore.append_nodes(cur, st.delta_rows, len(st.node_row))
                 ref = float(self._docs.get_meta("codec_error") or "nan")
                 drift = error / ref if ref > 0 else float("nan")
-                self._merged_meta(cur, gen, len(index), "insert", young, None, drift=drift)
+                self._merged_meta(cur, gen, len(index), "insert", None, drift=drift)
                 version = self._bump(cur)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.remove(self._graph_file(gen))
             raise
-        if not young and int(self._docs.get_meta("codec_trained_rows") or 0) >= DRIFT_MIN_ROWS:
+        if int(self._docs.get_meta("codec_trained_rows") or 0) >= DRIFT_MIN_ROWS:
             self._warn_drift(drift)  # (a codec trained on few rows codes any new row worse)
         node_row = np.concatenate([st.node_row, st.delta_rows])
         self._set_state(_State(index, node_row, np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32),
                                gen, version))
         self._docs.release_free_pages()
-
-    def _rebuild_from_kept(self, st: _State) -> None:
-        """A young graph's refresh: a bulk build over every live row's kept
-        vector and the delta (a codec trained on them all), no ``embed``."""
-        live = np.flatnonzero(st.node_row >= 0)
-        rowids = st.node_row[live]
-        with self._docs.snapshot():
-            gvecs = self._docs.kept_vectors(rowids, self.dim)
-        order = np.concatenate([rowids, st.delta_rows])
-        self._replace_graph(st, order, np.concatenate([gvecs, st.delta_vecs]), "refresh")
 
     def refresh_codec(self) -> None:
         """Retrain the codec and rebuild the graph over every row, re-embedded
@@ -600,10 +577,9 @@ class LeannStore:
             with self._bar(len(texts), "re-embedding every row") as bar:
                 gvecs = self._embedder.embed(self._embed, texts, toks, progress=bar)
             order = np.concatenate([rowids, st.delta_rows])
-            self._replace_graph(st, order, np.concatenate([gvecs, st.delta_vecs]) if len(st.delta_rows) else gvecs,
-                                "refresh")
+            self._replace_graph(st, order, np.concatenate([gvecs, st.delta_vecs]) if len(st.delta_rows) else gvecs)
 
-    def _replace_graph(self, st: _State, order: np.ndarray, vecs: np.ndarray, kind: str) -> None:
+    def _replace_graph(self, st: _State, order: np.ndarray, vecs: np.ndarray, kind: str = "refresh") -> None:
         """A new graph over ``vecs`` whose node i is row ``order[i]``; every
         vector dropped, one commit."""
         index = self._build(vecs)
@@ -612,7 +588,7 @@ class LeannStore:
         try:
             with self._docs.write() as cur:
                 Docstore.assign_nodes(cur, order)
-                self._merged_meta(cur, gen, len(order), kind, False, index.coding_error(_sample(vecs)))
+                self._merged_meta(cur, gen, len(order), kind, index.coding_error(_sample(vecs)))
                 version = self._bump(cur)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -634,7 +610,7 @@ class LeannStore:
         try:
             with self._docs.write() as cur:
                 Docstore.renumber_nodes(cur, node_row, np.arange(len(node_row)))
-                self._merged_meta(cur, gen, len(index), "compact", self._keeps_vectors(), None)
+                self._merged_meta(cur, gen, len(index), "compact", None)
                 version = self._bump(cur)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -655,10 +631,10 @@ class LeannStore:
         show = self.progress if self.progress is not None else None
         return LeannIndex.build(vecs, self._config.index, progress=show)
 
-    def _merged_meta(self, cur: Any, gen: int, rows: int, kind: str, kept_vectors: bool,
-                     codec_error: float | None, drift: float | None = None) -> None:
+    def _merged_meta(self, cur: Any, gen: int, rows: int, kind: str, codec_error: float | None,
+                     drift: float | None = None) -> None:
         items: dict[str, Any] = {
-            "generation": str(gen), "kept_vectors": "1" if kept_vectors else "0",
+            "generation": str(gen),
             "last_merge": json.dumps({"at": _now(), "rows": rows, "generation": gen, "kind": kind})}
         if codec_error is not None:  # the graph's codec was (re)trained: its reference error
             items["codec_error"] = repr(codec_error)
@@ -715,7 +691,7 @@ class LeannStore:
             if not keep_delta:
                 cur.execute("DELETE FROM docs")
                 cur.execute("DELETE FROM vecs")
-            Docstore.set_meta(cur, {"generation": "0", "kept_vectors": "0"})
+            Docstore.set_meta(cur, {"generation": "0"})
             version = self._bump(cur)
         if keep_delta:
             self._set_state(_State(None, np.zeros(0, np.int64), st.delta_rows, st.delta_vecs, 0, version, st.delta_sq))
@@ -1053,8 +1029,7 @@ def _codec_stats(index: LeannIndex | None, meta: Mapping[str, str]) -> dict[str,
         return None
     return {"subspaces": codec.num_subspaces, "code_bytes": codec.code_bytes, "pca_dim": codec.pca_dim,
             "error": float(meta["codec_error"]) if "codec_error" in meta else None,
-            "drift": float(meta["codec_drift"]) if "codec_drift" in meta else None,
-            "vectors_kept": meta.get("kept_vectors") == "1"}
+            "drift": float(meta["codec_drift"]) if "codec_drift" in meta else None}
 
 
 def _graph_problems(index: LeannIndex) -> list[str]:

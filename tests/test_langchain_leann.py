@@ -104,8 +104,8 @@ def exact_distances(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
 
 
 # Stores under GRAPH hold their rows in the vector-free graph (searches recompute); smaller
-# stores than the default merge_rows keep an exact delta segment.
-GRAPH = {"merge_rows": 16}
+# stores than the default graph_rows keep an exact delta segment.
+GRAPH = {"graph_rows": 16, "merge_rows": 16}
 
 
 @pytest.fixture

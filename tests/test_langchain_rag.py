@@ -183,7 +183,7 @@ def test_real_minilm_recall_at_5_on_devcorpus(capsys):
     hf = HuggingFaceEmbeddings(model_name=str(model_path), model_kwargs={"device": "cpu"},
                                encode_kwargs={"normalize_embeddings": True})
     emb = CountingEmbeddings(hf)
-    vs = LeannVectorStore(emb, merge_rows=64)  # a graph, as in any store past a few thousand rows
+    vs = LeannVectorStore(emb, graph_rows=64)  # a graph, as in any store past a few thousand rows
     try:
         vs.add_embeddings(zip(texts, stored), metadatas, ids=[str(i) for i in range(n)])
         assert vs.store.stats()["graph_rows"] == n

@@ -139,13 +139,13 @@ FILTER_ROWS = [
 ]
 
 
-#: rows that make the store build its graph (StoreConfig merge_rows=16): the
+#: rows that make the store build its graph (StoreConfig graph_rows=16): the
 #: filter tests run on the exact delta segment and on the graph
 FILLER_WORDS = "oak elm ash fir yew pine birch maple cedar larch alder aspen beech holly rowan spruce hazel lime willow poplar".split()
 FILLERS = [(f"f{i}", f"a filler passage about the {w} tree", {"rank": "f", "weight": 10.0 + i, "quality": ["low"],
                                                               "identifier": f"X{i}", "tags": ["t"]})
            for i, w in enumerate(FILLER_WORDS)]
-GRAPH_OPTIONS = {"merge_rows": 16}
+GRAPH_OPTIONS = {"graph_rows": 16, "merge_rows": 16}
 
 
 def filter_nodes(embed: HashEmbedding, rows=FILTER_ROWS) -> List[TextNode]:

@@ -66,8 +66,8 @@ def test_recall_at_5_against_exact_search(tmp_path, corpus, embed_model):
     passages, emb, queries, qemb = corpus
     nodes = [TextNode(id_=p["id"], text=p["text"], metadata={"source": p["metadata"]["source"]},
                       excluded_embed_metadata_keys=["source"]) for p in passages]
-    # merge_rows below the passage count: the store builds its graph (no vectors kept)
-    vector_store = LeannVectorStore(path=tmp_path / "kb", embed_model=embed_model, merge_rows=64)
+    # graph_rows below the passage count: the store builds its graph (no vectors kept)
+    vector_store = LeannVectorStore(path=tmp_path / "kb", embed_model=embed_model, graph_rows=64)
     index = VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=vector_store),
                              embed_model=embed_model)
     stats = vector_store.client.stats()

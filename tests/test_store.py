@@ -30,7 +30,7 @@ from leann_store import (
 from leann_store.store import PROBE_TEXT
 from store_util import HashEmbed, Reference, random_text, text_vector
 
-SMALL = StoreConfig.from_options(merge_rows=64, codec_rows=0)  # graph rows keep no vectors
+SMALL = StoreConfig.from_options(graph_rows=64, merge_rows=64)
 
 
 def texts_for(n: int, seed: int = 0) -> list[str]:
@@ -244,7 +244,7 @@ def test_embeddings_for_delta_and_graph_rows(tmp_path):
 
 def test_merge_policy_and_flush(tmp_path):
     embed = HashEmbed()
-    cfg = StoreConfig.from_options(merge_rows=32, merge_fraction=0.5)
+    cfg = StoreConfig.from_options(graph_rows=32, merge_rows=32, merge_fraction=0.5)
     s = LeannStore.open(tmp_path / "s", embed=embed, config=cfg)
     s.add(texts_for(20))
     assert s.stats()["graph_rows"] == 0
@@ -461,7 +461,7 @@ def test_orphan_graph_files_are_removed_on_open(tmp_path):
 
 @pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
 def test_metrics_agree_between_delta_and_graph(tmp_path, metric):
-    cfg = StoreConfig.from_options(metric=metric, merge_rows=64)
+    cfg = StoreConfig.from_options(metric=metric, graph_rows=64, merge_rows=64)
     s = LeannStore.open(tmp_path / metric, embed=HashEmbed(), config=cfg)
     texts = texts_for(100)
     s.add(texts[:90])

@@ -16,7 +16,7 @@ SECONDS = 4.0
 
 
 def test_eight_searchers_and_a_writer(tmp_path):
-    store = LeannStore.open(tmp_path / "s", embed=HashEmbed(), config=StoreConfig.from_options(merge_rows=32))
+    store = LeannStore.open(tmp_path / "s", embed=HashEmbed(), config=StoreConfig.from_options(graph_rows=32, merge_rows=32))
     rng = np.random.default_rng(0)
     ever: dict[str, set[str]] = {}  # id -> every text it ever had
     ever_lock = threading.Lock()

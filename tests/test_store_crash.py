@@ -1,7 +1,7 @@
 """Durability: children writing to a store are SIGKILLed at random instants.
 
 Each child applies a deterministic sequence of adds, upserts, deletes and
-delete_wheres (merges into the graph happen often: ``merge_rows`` is small)
+delete_wheres (merges into the graph and compactions happen often: ``merge_rows`` is small)
 and reports on a pipe after every call that returned.  After the kill the
 store must reopen, pass its consistency check and hold exactly what the
 reference holds after the last reported call, or after the one in flight
@@ -23,7 +23,7 @@ from leann_store import LeannStore, StoreConfig
 from store_util import WORDS, HashEmbed, Reference, text_vector
 
 KILLS = int(os.environ.get("LEANN_CRASH_KILLS", "100"))
-CFG = StoreConfig.from_options(merge_rows=16, merge_fraction=0.1)
+CFG = StoreConfig.from_options(graph_rows=16, merge_rows=16)
 
 
 def operations(seed: int):

@@ -39,7 +39,9 @@ class StoreMachine(RuleBasedStateMachine):
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="leann-stateful-")
         self.embed = HashEmbed()
-        self.cfg = StoreConfig.from_options(merge_rows=16, merge_fraction=0.5)
+        # exact up to 48 rows, then merges that insert 16 rows at a time,
+        # and compactions past 25% deleted
+        self.cfg = StoreConfig.from_options(graph_rows=48, merge_rows=16)
         self.store = LeannStore.open(self.dir, embed=self.embed, config=self.cfg)
         self.ref = Reference()
 
@@ -95,6 +97,14 @@ class StoreMachine(RuleBasedStateMachine):
     def flush(self):
         self.store.flush()
 
+    @rule()
+    def compact(self):
+        calls = self.embed.calls
+        self.store.compact()
+        assert self.embed.calls == calls  # codes only
+        assert self.store.stats()["deleted"] == 0
+        self.store.check()
+
     @invariant()
     def same_documents(self):
         assert len(self.store) == len(self.ref.docs)
@@ -110,7 +120,7 @@ TestStore = StoreMachine.TestCase
 def test_check_after_random_work(tmp_path):
     """The consistency check passes after a long mixed run."""
     rng = np.random.default_rng(0)
-    s = LeannStore.open(tmp_path / "s", embed=HashEmbed(), config=StoreConfig.from_options(merge_rows=16))
+    s = LeannStore.open(tmp_path / "s", embed=HashEmbed(), config=StoreConfig.from_options(graph_rows=16, merge_rows=16))
     for step in range(60):
         ids = [f"id{i}" for i in rng.integers(0, 80, size=5)]
         s.add([" ".join(rng.choice(WORDS, 3)) for _ in ids], ids=ids, metadatas=[{"s": step}] * 5)

@@ -1,6 +1,6 @@
-"""LeannStore's live updates: merges insert into the graph (no re-embedding,
-stable nodes), compaction from codes (no embed call), a young graph's
-rebuild on its kept vectors, codec drift and ``refresh_codec``."""
+"""LeannStore's live updates: an exact store up to ``graph_rows``, merges
+that insert into the graph (no re-embedding, stable nodes), compaction from
+codes (no embed call), codec drift and ``refresh_codec``."""
 
 from __future__ import annotations
 
@@ -29,11 +29,10 @@ def node_of(store: LeannStore) -> dict[str, int]:
         conn.close()
 
 
-def kept_vectors(store: LeannStore) -> int:
+def stored_vectors(store: LeannStore) -> int:
     conn = sqlite3.connect(os.path.join(store.path, "docstore.sqlite"))
     try:
-        return int(conn.execute("SELECT count(*) FROM vecs JOIN docs ON docs.rowid = vecs.rowid "
-                                "WHERE docs.node IS NOT NULL").fetchone()[0])
+        return int(conn.execute("SELECT count(*) FROM vecs").fetchone()[0])
     finally:
         conn.close()
 
@@ -51,7 +50,7 @@ def recall(store: LeannStore, texts: list[str], ids: list[str], queries: list[st
 
 def test_merges_insert_without_embedding_and_keep_nodes(tmp_path):
     embed = HashEmbed()
-    cfg = StoreConfig.from_options(merge_rows=64, codec_rows=0)
+    cfg = StoreConfig.from_options(graph_rows=64, merge_rows=64)
     s = LeannStore.open(tmp_path / "s", embed=embed, config=cfg)
     texts = texts_for(640)
     ids = [f"d{i}" for i in range(640)]
@@ -66,7 +65,7 @@ def test_merges_insert_without_embedding_and_keep_nodes(tmp_path):
     assert all(nodes[i] == n for i, n in first.items())  # a merge never renumbers
     st = s.stats()
     assert st["graph_rows"] == 640 and st["delta_rows"] == 0 and st["last_merge"]["kind"] == "insert"
-    assert kept_vectors(s) == 0
+    assert stored_vectors(s) == 0
     s.check()
     assert recall(s, texts, ids, texts_for(40, seed=9, prefix="q")) >= 0.85
     s.close()
@@ -77,7 +76,7 @@ def test_merges_insert_without_embedding_and_keep_nodes(tmp_path):
 
 def test_compact_uses_codes_only(tmp_path):
     embed = HashEmbed()
-    cfg = StoreConfig.from_options(merge_rows=64, codec_rows=0, compact_fraction=1.0)
+    cfg = StoreConfig.from_options(graph_rows=64, compact_fraction=1.0)
     s = LeannStore.open(tmp_path / "s", embed=embed, config=cfg)
     texts = texts_for(1000)
     ids = [f"d{i}" for i in range(1000)]
@@ -103,7 +102,7 @@ def test_compact_uses_codes_only(tmp_path):
 
 
 def test_deletes_compact_past_the_threshold(tmp_path):
-    cfg = StoreConfig.from_options(merge_rows=64, codec_rows=0, compact_fraction=0.25)
+    cfg = StoreConfig.from_options(graph_rows=64, compact_fraction=0.25)
     with LeannStore.temporary(embed=HashEmbed(), config=cfg) as s:
         texts = texts_for(400)
         ids = s.add(texts, embeddings=[text_vector(t) for t in texts])
@@ -120,24 +119,27 @@ def test_deletes_compact_past_the_threshold(tmp_path):
         s.check()
 
 
-def test_young_graph_keeps_vectors_until_codec_rows(tmp_path):
+def test_exact_until_graph_rows_then_one_build(tmp_path):
     embed = HashEmbed()
-    cfg = StoreConfig.from_options(merge_rows=64, codec_rows=256)
+    cfg = StoreConfig.from_options(graph_rows=256, merge_rows=64)
     s = LeannStore.open(tmp_path / "s", embed=embed, config=cfg)
     texts = texts_for(400)
     calls = embed.calls
-    s.add(texts[:100], embeddings=[text_vector(t) for t in texts[:100]])
-    assert s.stats()["graph_rows"] == 100 and kept_vectors(s) == 100
-    assert s.stats()["codec"]["vectors_kept"]
-    s.add(texts[100:180], embeddings=[text_vector(t) for t in texts[100:180]])  # a merge: inserted, kept
-    assert s.stats()["graph_rows"] == 180 and kept_vectors(s) == 180
-    s.check()
+    for a in range(0, 240, 60):  # 240 rows: still exact, with their vectors
+        s.add(texts[a:a + 60], embeddings=[text_vector(t) for t in texts[a:a + 60]])
+    st = s.stats()
+    assert st["graph_rows"] == 0 and st["delta_rows"] == 240 and stored_vectors(s) == 240
+    hits = s.search(text_vector(texts[7]), k=1)
+    assert hits.stats["recomputed"] == 0 and hits[0].text == texts[7]
     s.close()
     s = LeannStore.open(tmp_path / "s", embed=embed)
-    s.add(texts[180:300], embeddings=[text_vector(t) for t in texts[180:300]])  # reaches codec_rows
+    s.add(texts[240:300], embeddings=[text_vector(t) for t in texts[240:300]])  # reaches graph_rows
     st = s.stats()
-    assert st["graph_rows"] == 300 and st["last_merge"]["kind"] == "refresh"
-    assert kept_vectors(s) == 0 and not st["codec"]["vectors_kept"]
+    assert st["graph_rows"] == 300 and st["delta_rows"] == 0 and st["last_merge"]["kind"] == "build"
+    assert stored_vectors(s) == 0 and st["codec"]["drift"] == 1.0
+    s.add(texts[300:370], embeddings=[text_vector(t) for t in texts[300:370]])  # a merge: inserted
+    st = s.stats()
+    assert st["graph_rows"] == 370 and st["last_merge"]["kind"] == "insert" and stored_vectors(s) == 0
     assert embed.calls == calls + 1  # the reopen's probe, nothing else
     s.check()
     s.close()
@@ -159,7 +161,7 @@ def test_codec_drift_warns_and_refresh_codec_fixes_it(tmp_path, monkeypatch):
     def embed(texts):  # rows are looked up by their text
         return np.stack([vecs[t] if t in vecs else text_vector(t) for t in texts])
 
-    cfg = StoreConfig.from_options(merge_rows=128, codec_rows=0, metric="l2", pca_variance=0.5)
+    cfg = StoreConfig.from_options(graph_rows=128, merge_rows=128, metric="l2", pca_variance=0.5)
     s = LeannStore.open(tmp_path / "s", embed=embed, config=cfg, check_model=False)
     a = shifted(1024, 1, 0.0)
     texts = [f"a{i}" for i in range(1024)]
