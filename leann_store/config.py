@@ -1,6 +1,15 @@
-"""How a store is configured: :class:`StoreConfig` (the index's own
-:class:`~leann_store.IndexConfig` plus the store's thresholds), saved in the
-store and reused when it is reopened."""
+"""How an index and a store are configured.
+
+:class:`IndexConfig` says how :meth:`LeannIndex.build
+<leann_store.LeannIndex.build>` builds a graph (metric, degree, codes,
+pruning, threads...); its presets and the defaults its fields resolve to
+live beside it.  :class:`StoreConfig` is an ``IndexConfig`` plus the
+store's thresholds, saved in the store and reused when it is reopened.
+
+Plain data and validation: this module imports ``errors`` and ``native``'s
+limits only.  ``index.py``, ``build.py`` and ``store.py`` read their
+settings from here (``leann_store.index`` re-exports the index's names).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +18,253 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import errors
-from .index import IndexConfig
+import numpy as np
+
+from . import errors, native
+
+METRICS = ("l2", "cosine", "ip")
+BUILDERS = ("flash", "exact")
+#: the adaptive stop's confidence: scoring ends once no candidate left could
+#: enter the top k unless its code error lies below the index's calibrated
+#: (1 - confidence) quantile (see LeannIndex.search)
+DEFAULT_CONFIDENCE = 0.8
+#: search_subspaces=None without stored vectors, from this input dimension
+#: up: the "balanced" preset's 40-byte codes (below it, 16-byte codes: a
+#: small vector needs no more)
+DEFAULT_SEARCH_SUBSPACES = 80
+BALANCED_MIN_DIM = 256
+_SEARCH_SUBSPACES = native.VALID_SUBSPACES
+_BUILD_SUBSPACES = tuple(m for m in native.VALID_SUBSPACES if m <= native.MAX_BUILD_SUBSPACES)
+#: named presets (IndexConfig.preset): the search codes' size (see preset)
+PRESETS: dict[str, dict[str, Any]] = {
+    "compact": {"search_subspaces": 32, "search_confidence": 0.95},  # 16-byte codes
+    "balanced": {"search_subspaces": None},  # 40-byte codes from 256 dimensions (the default)
+    "fast": {"search_subspaces": 96},        # 48-byte codes
+}
+#: link caps after pruning (IndexConfig.hub_degree / degree).  Measured on
+#: 50k MiniLM passages (benchmarks/search_bench.py): 12/4 keep the index near
+#: 32 bytes per passage with 16-byte codes; 16/5 and 16/6 cost 35 and 37 bytes
+#: for ~0.03-0.05 more recall@10 at the same recompute count.
+DEFAULT_HUB_DEGREE = 12
+DEFAULT_DEGREE = 4
+#: num_subspaces=None: 16-byte build codes up to this input dimension, 32
+#: above, and 32 whenever the build prunes (see IndexConfig.num_subspaces)
+AUTO_SUBSPACES_MAX_DIM = 512
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How to build an index.
+
+    Args:
+        metric: ``"cosine"``, ``"l2"`` or ``"ip"`` (see :mod:`leann_store.index`).
+        M: graph degree; upper layers keep up to M links, the base layer 2M.
+        ef_construction: beam width while inserting (quality vs build time).
+        builder: ``"flash"`` (HNSW on 4-bit codes, fast) or ``"exact"``
+            (the same construction on float distances, for comparison).
+        store_vectors: keep full-precision vectors in the index (classic
+            HNSW: exact search without an embedding callback).  False (the
+            default) keeps no embeddings: searches recompute the few they need
+            through ``embed``.
+        prune: LEANN's high-degree-preserving pruning of the base layer; None
+            (default) prunes exactly when vectors are not stored.
+        hub_fraction: share of nodes (most links first) that keep up to
+            ``hub_degree`` links when pruning.
+        hub_degree: link cap of hubs, of any list filled by reverse links,
+            and of upper-level lists after pruning; None means
+            ``min(DEFAULT_HUB_DEGREE, M)``.
+        degree: link cap of every other node when pruning; None means
+            ``min(DEFAULT_DEGREE, hub_degree)``.
+        search_subspaces: PQ subspaces of the codes kept for search (8, 16,
+            32, 64, 80, 96, 112 or 128: half as many bytes per passage); they
+            rank candidates before exact recompute, so they set how many
+            recomputes a recall costs.  None: ``DEFAULT_SEARCH_SUBSPACES``
+            (80, the "balanced" preset) when vectors are not stored and have
+            at least ``BALANCED_MIN_DIM`` (256) dimensions, else 32.  See
+            :meth:`preset` for what each size costs and saves.
+        search_confidence: the adaptive stop's confidence that searches of
+            this index use unless they pass their own (``LeannIndex.search``'s
+            ``confidence``); None: a fixed count.
+        hub_cache_bytes: budget of the persistent hub cache (float16
+            embeddings of the most-linked nodes, saved with the index); 0 = off.
+        seed: seeds codec training and level assignment; with ``threads=1``
+            the whole build is deterministic.
+        threads: build threads; None uses every core.
+        num_subspaces: PQ subspaces of the build codes (16, 32 or 64 -> 8, 16
+            or 32 bytes per code; 8 -> 4 bytes is allowed too).  None (the
+            default) picks 32 up to 512 dimensions and 64 above, about one
+            code byte per 24 dimensions, and 64 whenever the build prunes.
+            Measured at M=32, efC=200, recall@10 at ef=64 of the graph
+            searched exactly (hnswlib's graph in brackets): 50k MiniLM
+            (384-d) 32 -> 0.975, 64 -> 0.983 (0.987), and 32 builds in 0.74
+            of the time with 40 MB less peak memory; 100k x 768 synthetic 32
+            -> 0.966, 64 -> 0.982 (0.991).  16 costs 0.03-0.05 of recall on
+            both.  Pruning picks the kept edges by the build codes: on 50k
+            MiniLM, vector-free, 64 instead of 32 lifts two-level recall@10
+            at ratio 0.15 / 0.3 from 0.910 / 0.946 to 0.914 / 0.952 (2000
+            queries), as much as 100 more recomputes a query would, for
+            0.9 s more build (2.8 s).  The gap to hnswlib's graph can grow
+            with the number of vectors: on 384-d synthetic data, 32 gives
+            0.973 / 0.956 / 0.918 at 50k / 100k / 200k vectors (hnswlib
+            0.991 / 0.986 / 0.976) and 64 gives 0.974 / 0.958 at 100k / 200k,
+            for 1.4-1.5x the build time and, at 384-d, more build memory
+            than hnswlib's (483 against 371 MB at 200k); on the real
+            passages it stays 0.007-0.015 from 10k to 50k.  With stored
+            vectors and more than ~100k vectors, 64 keeps the graph close.
+        pca_dim: projected dimension for the codes; None chooses it from
+            ``pca_variance``.
+        pca_variance: share of variance the automatic PCA dimension keeps.
+        accumulate: 16 (integer totals, default) or 8 (saturating 8-bit
+            totals as in the Flash paper; measured to cost graph quality).
+        codec_sample: vectors sampled to train the codec.
+    """
+
+    metric: str = "cosine"
+    M: int = 32
+    ef_construction: int = 200
+    builder: str = "flash"
+    store_vectors: bool = False
+    prune: bool | None = None
+    hub_fraction: float = 0.02
+    hub_degree: int | None = None
+    degree: int | None = None
+    search_subspaces: int | None = None
+    search_confidence: float | None = DEFAULT_CONFIDENCE
+    hub_cache_bytes: int = 0
+    seed: int = 0
+    threads: int | None = None
+    num_subspaces: int | None = None
+    pca_dim: int | None = None
+    pca_variance: float = 0.8
+    accumulate: int = 16
+    codec_sample: int = 32768
+
+    def __post_init__(self) -> None:
+        def _int(name: str, lo: int, hi: int, value: Any) -> None:
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise errors.InvalidInputError(f"{name} must be an integer, got {value!r}")
+            if not lo <= value <= hi:
+                raise errors.InvalidInputError(f"{name} must be in [{lo}, {hi}], got {value}")
+
+        if self.metric not in METRICS:
+            raise errors.InvalidInputError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        if self.builder not in BUILDERS:
+            raise errors.InvalidInputError(f"builder must be one of {BUILDERS}, got {self.builder!r}")
+        _int("M", native.MIN_M, native.MAX_M, self.M)
+        _int("ef_construction", 1, native.MAX_EF_CONSTRUCTION, self.ef_construction)
+        _int("seed", 0, 2**63 - 1, self.seed)
+        if self.threads is not None:
+            _int("threads", 1, native.MAX_THREADS, self.threads)
+        if self.num_subspaces is not None and (
+                isinstance(self.num_subspaces, bool) or not isinstance(self.num_subspaces, (int, np.integer))
+                or self.num_subspaces not in _BUILD_SUBSPACES):
+            raise errors.InvalidInputError(
+                f"num_subspaces must be 8, 16, 32, 64 or None, got {self.num_subspaces!r}")
+        if self.pca_dim is not None:
+            _int("pca_dim", 1, native.MAX_PCA_DIM, self.pca_dim)
+            if self.num_subspaces is not None and self.pca_dim % self.num_subspaces:
+                raise errors.InvalidInputError(
+                    f"pca_dim ({self.pca_dim}) must be a multiple of num_subspaces ({self.num_subspaces})")
+            if self.num_subspaces is None and self.pca_dim % 64:
+                raise errors.InvalidInputError(
+                    f"pca_dim ({self.pca_dim}) must be a multiple of 64 when num_subspaces is chosen "
+                    "automatically (None, 32 or 64); or set num_subspaces")
+        if (isinstance(self.pca_variance, bool) or not isinstance(self.pca_variance, (int, float))
+                or not 0 < self.pca_variance <= 1):
+            raise errors.InvalidInputError(f"pca_variance must be in (0, 1], got {self.pca_variance!r}")
+        if self.accumulate not in (8, 16):
+            raise errors.InvalidInputError(f"accumulate must be 8 or 16, got {self.accumulate!r}")
+        _int("codec_sample", 16, 10_000_000, self.codec_sample)
+        if not isinstance(self.store_vectors, bool):
+            raise errors.InvalidInputError("store_vectors must be True or False")
+        if self.prune is not None and not isinstance(self.prune, bool):
+            raise errors.InvalidInputError("prune must be True, False or None")
+        if (isinstance(self.hub_fraction, bool) or not isinstance(self.hub_fraction, (int, float))
+                or not 0 <= self.hub_fraction <= 1):
+            raise errors.InvalidInputError(f"hub_fraction must be in [0, 1], got {self.hub_fraction!r}")
+        if self.hub_degree is not None:
+            _int("hub_degree", 1, native.MAX_DEGREE, self.hub_degree)
+        if self.degree is not None:
+            _int("degree", 1, native.MAX_DEGREE, self.degree)
+        if self.degree is not None and self.degree > self.resolved_hub_degree:
+            raise errors.InvalidInputError(
+                f"degree ({self.degree}) must not exceed hub_degree ({self.resolved_hub_degree})")
+        if self.search_subspaces is not None and (
+                isinstance(self.search_subspaces, bool)
+                or not isinstance(self.search_subspaces, (int, np.integer))
+                or self.search_subspaces not in _SEARCH_SUBSPACES):
+            raise errors.InvalidInputError(
+                f"search_subspaces must be one of {_SEARCH_SUBSPACES} or None, got {self.search_subspaces!r}")
+        _int("hub_cache_bytes", 0, 2**48, self.hub_cache_bytes)
+        _check_confidence(self.search_confidence, "search_confidence")
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "IndexConfig":
+        """A named configuration, any field overridable.
+
+        Bigger search codes rank candidates better, so a search recomputes
+        fewer passages for the same recall.  Measured on the devcorpus (50k
+        MiniLM passages, 2000 queries of each set, default search: recall@10
+        and mean recomputes, summaries / short keyword queries;
+        ``python benchmarks/search_bench.py --tradeoff --queries 2000``):
+
+        ============  ===============  ==============  ==============
+        preset        bytes / passage  summaries       short queries
+        ============  ===============  ==============  ==============
+        ``compact``   31.9             0.909 @ 137     0.853 @ 139
+        ``balanced``  56.4             0.942 @ 38      0.919 @ 44
+        ``fast``      65.0             0.958 @ 32      0.936 @ 37
+        ============  ===============  ==============  ==============
+
+        ``compact`` searches at ``search_confidence=0.95``: 0.909 @ 137 on
+        the summaries, 0.853 @ 139 on the short queries (at 0.8: 0.842 @ 85
+        and 0.784 @ 94).  ``balanced`` is the
+        default ``IndexConfig()`` for vectors of 256 dimensions or more.
+
+        >>> IndexConfig.preset("compact").search_subspaces
+        32
+        >>> IndexConfig.preset("balanced", metric="l2").metric
+        'l2'
+        """
+        if name not in PRESETS:
+            raise errors.InvalidInputError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def resolved_search_subspaces(self, dim: int) -> int:
+        """Subspaces of the search codes (``search_subspaces``, or its default)."""
+        if self.search_subspaces is not None:
+            return int(self.search_subspaces)
+        # stored vectors: the codes only steer filtered walks' scans; keep
+        # them small (and shared with the build codec's where they match)
+        return DEFAULT_SEARCH_SUBSPACES if not self.store_vectors and dim >= BALANCED_MIN_DIM else 32
+
+    def build_subspaces(self, dim: int) -> int:
+        """PQ subspaces of the build codes for ``dim``-dimensional vectors
+        (``num_subspaces``, or the default for None)."""
+        if self.num_subspaces is not None:
+            return int(self.num_subspaces)
+        return 32 if dim <= AUTO_SUBSPACES_MAX_DIM and not self.resolved_prune else 64
+
+    @property
+    def resolved_prune(self) -> bool:
+        """Whether the build prunes (``prune=None`` -> when vectors are not stored)."""
+        return (not self.store_vectors) if self.prune is None else self.prune
+
+    @property
+    def resolved_hub_degree(self) -> int:
+        return self.hub_degree if self.hub_degree is not None else min(DEFAULT_HUB_DEGREE, self.M)
+
+    @property
+    def resolved_degree(self) -> int:
+        if self.degree is not None:
+            return self.degree
+        return min(DEFAULT_DEGREE, self.resolved_hub_degree)
+
+
+def _check_confidence(value: Any, name: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not 0 < value < 1):
+        raise errors.InvalidInputError(f"{name} must be None or in (0, 1), got {value!r}")
 
 
 @dataclass(frozen=True)

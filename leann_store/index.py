@@ -1,7 +1,7 @@
 """LeannIndex: an HNSW graph built on Flash codes (or exact floats), with search.
 
 Metrics.  The graph is always built on squared L2 distances; the three user
-metrics are mapped onto it here, and only here:
+metrics are mapped onto it in one place (``_MetricMap``, in ``_rows.py``):
 
 * ``"l2"``: vectors as given; distances returned are *squared* Euclidean.
 * ``"cosine"``: vectors are normalised to unit length (zero vectors are an
@@ -12,6 +12,15 @@ metrics are mapped onto it here, and only here:
   - 2<q, x>``, which orders candidates exactly as the inner product does, so
   the graph is a real L2 graph.  Search ranks by the exact inner product and
   distances returned are ``-<q, x>`` (ascending = best first).
+
+Layout.  This module holds :class:`LeannIndex` (search, deletion, live
+updates, persistence, introspection) and :class:`SearchResult`.  How an
+index is configured (:class:`IndexConfig`, its presets and defaults) lives
+in ``config.py``; how it is built (codec training, the native construction,
+pruning) in ``build.py``, which :meth:`LeannIndex.build` runs; the metric
+map and the row helpers that both share in ``_rows.py``.  The configuration's
+public names are importable from here as before.  Arrows run one way:
+``index -> build -> config``, ``index -> config``, and both ``-> _rows``.
 """
 
 from __future__ import annotations
@@ -19,27 +28,32 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from numpy.random import default_rng
 from threadpoolctl import threadpool_limits
 
 from . import errors, native
 from ._checks import check_finite as _check_finite
-from .codec import (Codec, code_distance_bias, code_error_quantiles, codec_from_native, fit_pca, search_codec,
-                    train_codec)
+from ._rows import _in_parallel, _MetricMap, _threads
+from .build import build_index, finish_build
+from .codec import Codec, code_error_quantiles, codec_from_native
+from .config import (AUTO_SUBSPACES_MAX_DIM, BALANCED_MIN_DIM, BUILDERS, DEFAULT_CONFIDENCE, DEFAULT_DEGREE,
+                     DEFAULT_HUB_DEGREE, DEFAULT_SEARCH_SUBSPACES, METRICS, PRESETS, IndexConfig,
+                     _check_confidence)
 
-METRICS = ("l2", "cosine", "ip")
-BUILDERS = ("flash", "exact")
-_CHUNK = 4096  # rows per block of the chunked transforms (a few MB at 768-d)
-_BUILD_CHUNK = 8192  # nodes per flash build step (their projections exist together)
-_BUILD_KMEANS_SAMPLE = 4096  # k-means rows of a build-only codec (faiss's cap: 256 per centroid)
+#: the public names; the configuration's (IndexConfig, PRESETS, METRICS, ...)
+#: live in config.py and are re-exported here
+__all__ = [
+    "AUTO_SUBSPACES_MAX_DIM", "BALANCED_MIN_DIM", "BUILDERS", "DEFAULT_CACHE_BYTES", "DEFAULT_CODE_EF",
+    "DEFAULT_CONFIDENCE", "DEFAULT_DEGREE", "DEFAULT_EF", "DEFAULT_HUB_DEGREE", "DEFAULT_RERANK_RATIO",
+    "DEFAULT_SEARCH_SUBSPACES", "EmbedFn", "FROM_CONFIG", "IndexConfig", "LeannIndex", "METRICS", "PRESETS",
+    "SearchResult",
+]
+
 _FILE_KIND = "leann-store/index"
 _FILE_VERSION = 1
 #: default byte budget of the cross-query LRU of recomputed embeddings
@@ -52,251 +66,10 @@ DEFAULT_CODE_EF = 1024
 #: share of the code beam scored exactly at most: 0.15 * 1024 -> 154
 #: recomputes, the adaptive stop's cap
 DEFAULT_RERANK_RATIO = 0.15
-#: the adaptive stop's confidence: scoring ends once no candidate left could
-#: enter the top k unless its code error lies below the index's calibrated
-#: (1 - confidence) quantile (see LeannIndex.search)
-DEFAULT_CONFIDENCE = 0.8
-#: search_subspaces=None without stored vectors, from this input dimension
-#: up: the "balanced" preset's 40-byte codes (below it, 16-byte codes: a
-#: small vector needs no more)
-DEFAULT_SEARCH_SUBSPACES = 80
-BALANCED_MIN_DIM = 256
-_SEARCH_SUBSPACES = native.VALID_SUBSPACES
-_BUILD_SUBSPACES = tuple(m for m in native.VALID_SUBSPACES if m <= native.MAX_BUILD_SUBSPACES)
-#: named presets (IndexConfig.preset): the search codes' size (see preset)
-PRESETS: dict[str, dict[str, Any]] = {
-    "compact": {"search_subspaces": 32, "search_confidence": 0.95},  # 16-byte codes
-    "balanced": {"search_subspaces": None},  # 40-byte codes from 256 dimensions (the default)
-    "fast": {"search_subspaces": 96},        # 48-byte codes
-}
-#: link caps after pruning (IndexConfig.hub_degree / degree).  Measured on
-#: 50k MiniLM passages (benchmarks/search_bench.py): 12/4 keep the index near
-#: 32 bytes per passage with 16-byte codes; 16/5 and 16/6 cost 35 and 37 bytes
-#: for ~0.03-0.05 more recall@10 at the same recompute count.
-DEFAULT_HUB_DEGREE = 12
-DEFAULT_DEGREE = 4
 #: rows an insertion needs to re-measure the adaptive stop's calibration
 _RECALIBRATE_MIN_ROWS = 256
-#: num_subspaces=None: 16-byte build codes up to this input dimension, 32
-#: above, and 32 whenever the build prunes (see IndexConfig.num_subspaces)
-AUTO_SUBSPACES_MAX_DIM = 512
 
 EmbedFn = Callable[[np.ndarray], Any]
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    """How to build an index.
-
-    Args:
-        metric: ``"cosine"``, ``"l2"`` or ``"ip"`` (see the module docs).
-        M: graph degree; upper layers keep up to M links, the base layer 2M.
-        ef_construction: beam width while inserting (quality vs build time).
-        builder: ``"flash"`` (HNSW on 4-bit codes, fast) or ``"exact"``
-            (the same construction on float distances, for comparison).
-        store_vectors: keep full-precision vectors in the index (classic
-            HNSW: exact search without an embedding callback).  False (the
-            default) keeps no embeddings: searches recompute the few they need
-            through ``embed``.
-        prune: LEANN's high-degree-preserving pruning of the base layer; None
-            (default) prunes exactly when vectors are not stored.
-        hub_fraction: share of nodes (most links first) that keep up to
-            ``hub_degree`` links when pruning.
-        hub_degree: link cap of hubs, of any list filled by reverse links,
-            and of upper-level lists after pruning; None means
-            ``min(DEFAULT_HUB_DEGREE, M)``.
-        degree: link cap of every other node when pruning; None means
-            ``min(DEFAULT_DEGREE, hub_degree)``.
-        search_subspaces: PQ subspaces of the codes kept for search (8, 16,
-            32, 64, 80, 96, 112 or 128: half as many bytes per passage); they
-            rank candidates before exact recompute, so they set how many
-            recomputes a recall costs.  None: ``DEFAULT_SEARCH_SUBSPACES``
-            (80, the "balanced" preset) when vectors are not stored and have
-            at least ``BALANCED_MIN_DIM`` (256) dimensions, else 32.  See
-            :meth:`preset` for what each size costs and saves.
-        search_confidence: the adaptive stop's confidence that searches of
-            this index use unless they pass their own (``LeannIndex.search``'s
-            ``confidence``); None: a fixed count.
-        hub_cache_bytes: budget of the persistent hub cache (float16
-            embeddings of the most-linked nodes, saved with the index); 0 = off.
-        seed: seeds codec training and level assignment; with ``threads=1``
-            the whole build is deterministic.
-        threads: build threads; None uses every core.
-        num_subspaces: PQ subspaces of the build codes (16, 32 or 64 -> 8, 16
-            or 32 bytes per code; 8 -> 4 bytes is allowed too).  None (the
-            default) picks 32 up to 512 dimensions and 64 above, about one
-            code byte per 24 dimensions, and 64 whenever the build prunes.
-            Measured at M=32, efC=200, recall@10 at ef=64 of the graph
-            searched exactly (hnswlib's graph in brackets): 50k MiniLM
-            (384-d) 32 -> 0.975, 64 -> 0.983 (0.987), and 32 builds in 0.74
-            of the time with 40 MB less peak memory; 100k x 768 synthetic 32
-            -> 0.966, 64 -> 0.982 (0.991).  16 costs 0.03-0.05 of recall on
-            both.  Pruning picks the kept edges by the build codes: on 50k
-            MiniLM, vector-free, 64 instead of 32 lifts two-level recall@10
-            at ratio 0.15 / 0.3 from 0.910 / 0.946 to 0.914 / 0.952 (2000
-            queries), as much as 100 more recomputes a query would, for
-            0.9 s more build (2.8 s).  The gap to hnswlib's graph can grow
-            with the number of vectors: on 384-d synthetic data, 32 gives
-            0.973 / 0.956 / 0.918 at 50k / 100k / 200k vectors (hnswlib
-            0.991 / 0.986 / 0.976) and 64 gives 0.974 / 0.958 at 100k / 200k,
-            for 1.4-1.5x the build time and, at 384-d, more build memory
-            than hnswlib's (483 against 371 MB at 200k); on the real
-            passages it stays 0.007-0.015 from 10k to 50k.  With stored
-            vectors and more than ~100k vectors, 64 keeps the graph close.
-        pca_dim: projected dimension for the codes; None chooses it from
-            ``pca_variance``.
-        pca_variance: share of variance the automatic PCA dimension keeps.
-        accumulate: 16 (integer totals, default) or 8 (saturating 8-bit
-            totals as in the Flash paper; measured to cost graph quality).
-        codec_sample: vectors sampled to train the codec.
-    """
-
-    metric: str = "cosine"
-    M: int = 32
-    ef_construction: int = 200
-    builder: str = "flash"
-    store_vectors: bool = False
-    prune: bool | None = None
-    hub_fraction: float = 0.02
-    hub_degree: int | None = None
-    degree: int | None = None
-    search_subspaces: int | None = None
-    search_confidence: float | None = DEFAULT_CONFIDENCE
-    hub_cache_bytes: int = 0
-    seed: int = 0
-    threads: int | None = None
-    num_subspaces: int | None = None
-    pca_dim: int | None = None
-    pca_variance: float = 0.8
-    accumulate: int = 16
-    codec_sample: int = 32768
-
-    def __post_init__(self) -> None:
-        def _int(name: str, lo: int, hi: int, value: Any) -> None:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise errors.InvalidInputError(f"{name} must be an integer, got {value!r}")
-            if not lo <= value <= hi:
-                raise errors.InvalidInputError(f"{name} must be in [{lo}, {hi}], got {value}")
-
-        if self.metric not in METRICS:
-            raise errors.InvalidInputError(f"metric must be one of {METRICS}, got {self.metric!r}")
-        if self.builder not in BUILDERS:
-            raise errors.InvalidInputError(f"builder must be one of {BUILDERS}, got {self.builder!r}")
-        _int("M", native.MIN_M, native.MAX_M, self.M)
-        _int("ef_construction", 1, native.MAX_EF_CONSTRUCTION, self.ef_construction)
-        _int("seed", 0, 2**63 - 1, self.seed)
-        if self.threads is not None:
-            _int("threads", 1, native.MAX_THREADS, self.threads)
-        if self.num_subspaces is not None and (
-                isinstance(self.num_subspaces, bool) or not isinstance(self.num_subspaces, (int, np.integer))
-                or self.num_subspaces not in _BUILD_SUBSPACES):
-            raise errors.InvalidInputError(
-                f"num_subspaces must be 8, 16, 32, 64 or None, got {self.num_subspaces!r}")
-        if self.pca_dim is not None:
-            _int("pca_dim", 1, native.MAX_PCA_DIM, self.pca_dim)
-            if self.num_subspaces is not None and self.pca_dim % self.num_subspaces:
-                raise errors.InvalidInputError(
-                    f"pca_dim ({self.pca_dim}) must be a multiple of num_subspaces ({self.num_subspaces})")
-            if self.num_subspaces is None and self.pca_dim % 64:
-                raise errors.InvalidInputError(
-                    f"pca_dim ({self.pca_dim}) must be a multiple of 64 when num_subspaces is chosen "
-                    "automatically (None, 32 or 64); or set num_subspaces")
-        if (isinstance(self.pca_variance, bool) or not isinstance(self.pca_variance, (int, float))
-                or not 0 < self.pca_variance <= 1):
-            raise errors.InvalidInputError(f"pca_variance must be in (0, 1], got {self.pca_variance!r}")
-        if self.accumulate not in (8, 16):
-            raise errors.InvalidInputError(f"accumulate must be 8 or 16, got {self.accumulate!r}")
-        _int("codec_sample", 16, 10_000_000, self.codec_sample)
-        if not isinstance(self.store_vectors, bool):
-            raise errors.InvalidInputError("store_vectors must be True or False")
-        if self.prune is not None and not isinstance(self.prune, bool):
-            raise errors.InvalidInputError("prune must be True, False or None")
-        if (isinstance(self.hub_fraction, bool) or not isinstance(self.hub_fraction, (int, float))
-                or not 0 <= self.hub_fraction <= 1):
-            raise errors.InvalidInputError(f"hub_fraction must be in [0, 1], got {self.hub_fraction!r}")
-        if self.hub_degree is not None:
-            _int("hub_degree", 1, native.MAX_DEGREE, self.hub_degree)
-        if self.degree is not None:
-            _int("degree", 1, native.MAX_DEGREE, self.degree)
-        if self.degree is not None and self.degree > self.resolved_hub_degree:
-            raise errors.InvalidInputError(
-                f"degree ({self.degree}) must not exceed hub_degree ({self.resolved_hub_degree})")
-        if self.search_subspaces is not None and (
-                isinstance(self.search_subspaces, bool)
-                or not isinstance(self.search_subspaces, (int, np.integer))
-                or self.search_subspaces not in _SEARCH_SUBSPACES):
-            raise errors.InvalidInputError(
-                f"search_subspaces must be one of {_SEARCH_SUBSPACES} or None, got {self.search_subspaces!r}")
-        _int("hub_cache_bytes", 0, 2**48, self.hub_cache_bytes)
-        _check_confidence(self.search_confidence, "search_confidence")
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> "IndexConfig":
-        """A named configuration, any field overridable.
-
-        Bigger search codes rank candidates better, so a search recomputes
-        fewer passages for the same recall.  Measured on the devcorpus (50k
-        MiniLM passages, 2000 queries of each set, default search: recall@10
-        and mean recomputes, summaries / short keyword queries;
-        ``python benchmarks/search_bench.py --tradeoff --queries 2000``):
-
-        ============  ===============  ==============  ==============
-        preset        bytes / passage  summaries       short queries
-        ============  ===============  ==============  ==============
-        ``compact``   31.9             0.909 @ 137     0.853 @ 139
-        ``balanced``  56.4             0.942 @ 38      0.919 @ 44
-        ``fast``      65.0             0.958 @ 32      0.936 @ 37
-        ============  ===============  ==============  ==============
-
-        ``compact`` searches at ``search_confidence=0.95``: 0.909 @ 137 on
-        the summaries, 0.853 @ 139 on the short queries (at 0.8: 0.842 @ 85
-        and 0.784 @ 94).  ``balanced`` is the
-        default ``IndexConfig()`` for vectors of 256 dimensions or more.
-
-        >>> IndexConfig.preset("compact").search_subspaces
-        32
-        >>> IndexConfig.preset("balanced", metric="l2").metric
-        'l2'
-        """
-        if name not in PRESETS:
-            raise errors.InvalidInputError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
-
-    def resolved_search_subspaces(self, dim: int) -> int:
-        """Subspaces of the search codes (``search_subspaces``, or its default)."""
-        if self.search_subspaces is not None:
-            return int(self.search_subspaces)
-        # stored vectors: the codes only steer filtered walks' scans; keep
-        # them small (and shared with the build codec's where they match)
-        return DEFAULT_SEARCH_SUBSPACES if not self.store_vectors and dim >= BALANCED_MIN_DIM else 32
-
-    def build_subspaces(self, dim: int) -> int:
-        """PQ subspaces of the build codes for ``dim``-dimensional vectors
-        (``num_subspaces``, or the default for None)."""
-        if self.num_subspaces is not None:
-            return int(self.num_subspaces)
-        return 32 if dim <= AUTO_SUBSPACES_MAX_DIM and not self.resolved_prune else 64
-
-    @property
-    def resolved_prune(self) -> bool:
-        """Whether the build prunes (``prune=None`` -> when vectors are not stored)."""
-        return (not self.store_vectors) if self.prune is None else self.prune
-
-    @property
-    def resolved_hub_degree(self) -> int:
-        return self.hub_degree if self.hub_degree is not None else min(DEFAULT_HUB_DEGREE, self.M)
-
-    @property
-    def resolved_degree(self) -> int:
-        if self.degree is not None:
-            return self.degree
-        return min(DEFAULT_DEGREE, self.resolved_hub_degree)
-
-
-def _check_confidence(value: Any, name: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not 0 < value < 1):
-        raise errors.InvalidInputError(f"{name} must be None or in (0, 1), got {value!r}")
 
 
 #: ``LeannIndex.search(confidence=...)`` default: the index's ``search_confidence``
@@ -356,68 +129,6 @@ def _as_matrix(x: Any, name: str) -> np.ndarray:
     return x
 
 
-def _sq_norms(block: np.ndarray) -> np.ndarray:
-    """Squared row norms in float64, without a (rows, dim) temporary."""
-    return np.einsum("ij,ij->i", block, block, dtype=np.float64)
-
-
-class _MetricMap:
-    """Maps a user metric onto the L2 build space and back (one place)."""
-
-    def __init__(self, metric: str, dim: int, radius: float = 0.0) -> None:
-        self.metric, self.dim, self.radius = metric, dim, radius
-        self.build_dim = dim + 1 if metric == "ip" else dim
-        self.search_metric = native.METRIC_L2 if metric == "l2" else native.METRIC_IP
-
-    @classmethod
-    def fit(cls, metric: str, x: np.ndarray) -> "_MetricMap":
-        radius = 0.0
-        if metric == "ip":
-            radius = max(float(np.sqrt(_sq_norms(x[s:s + _CHUNK]).max()))
-                         for s in range(0, x.shape[0], _CHUNK))
-        return cls(metric, x.shape[1], radius)
-
-    def vectors(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Build-space rows for a block of input rows (read-only: for l2
-        without ``out`` this may be ``x`` itself)."""
-        if out is None and self.metric == "l2":
-            return np.ascontiguousarray(x, dtype=np.float32)
-        if out is None:
-            out = np.empty((x.shape[0], self.build_dim), dtype=np.float32)
-        if self.metric == "cosine":
-            norms = np.sqrt(np.einsum("ij,ij->i", x, x))  # no (rows, dim) temporary
-            if (norms == 0).any():
-                raise errors.InvalidInputError(
-                    "cosine metric: a vector has zero norm (row "
-                    f"{int(np.flatnonzero(norms == 0)[0])} of its block)")
-            np.divide(x, norms[:, None], out=out)
-        elif self.metric == "ip":
-            out[:, :self.dim] = x
-            sq = _sq_norms(x)
-            out[:, self.dim] = np.sqrt(np.clip(self.radius ** 2 - sq, 0.0, None))
-        else:
-            out[:] = x
-        return out
-
-    def queries(self, q: np.ndarray) -> np.ndarray:
-        if self.metric == "cosine":
-            norms = np.linalg.norm(q, axis=1)
-            if (norms == 0).any():
-                raise errors.InvalidInputError("cosine metric: a query has zero norm")
-            return np.ascontiguousarray(q / norms[:, None], dtype=np.float32)
-        if self.metric == "ip":
-            out = np.zeros((q.shape[0], self.build_dim), dtype=np.float32)
-            out[:, :self.dim] = q
-            return out
-        return q
-
-    def distances(self, d: np.ndarray) -> np.ndarray:
-        """Native ranking distances -> user distances."""
-        if self.metric == "cosine":
-            return np.where(np.isfinite(d), d + np.float32(1.0), d).astype(np.float32)
-        return d
-
-
 def _blas_single_thread() -> contextlib.AbstractContextManager[Any]:
     """numpy's BLAS on one thread for the length of a build on the main thread.
 
@@ -433,17 +144,6 @@ def _blas_single_thread() -> contextlib.AbstractContextManager[Any]:
     if threading.current_thread() is not threading.main_thread():
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
-
-
-def _threads(threads: int | None) -> int:
-    """None -> 0 (every core); else a validated positive int."""
-    if threads is None:
-        return 0
-    if (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
-            or not 1 <= threads <= native.MAX_THREADS):
-        raise errors.InvalidInputError(
-            f"threads must be None or an integer in [1, {native.MAX_THREADS}], got {threads!r}")
-    return int(threads)
 
 
 class LeannIndex:
@@ -496,127 +196,15 @@ class LeannIndex:
         x = _as_matrix(vectors, "vectors")
         _check_finite(x, "vectors")
         with _blas_single_thread():
-            return cls._build(x, cfg, progress)
-
-    @classmethod
-    def _build(cls, x: np.ndarray, cfg: IndexConfig, progress: bool | None) -> "LeannIndex":
-        n = x.shape[0]
-        mmap = _MetricMap.fit(cfg.metric, x)
-        flash = cfg.builder == "flash"
-        msub = cfg.build_subspaces(x.shape[1]) if flash else 0
-        ssub = cfg.resolved_search_subspaces(x.shape[1])
-        # Both codecs and the search codes come first, while nothing else is
-        # allocated: the training sample never coexists with the graph under
-        # construction or with stored vectors (peak memory).
-        rng = default_rng(cfg.seed)
-        rows = np.sort(rng.choice(n, size=min(n, cfg.codec_sample), replace=False))
-        workers = _threads(cfg.threads) or native.cpu_count()  # the build's threads
-        # read a block or a subset at a time, on this thread (worker
-        # threads' blocks would stay resident in their malloc arenas): a
-        # copy of the sample was the peak of a small build's memory (61 of
-        # 120 MiB at 20k x 768)
-        sample = _TrainingRows(x, mmap, rows)
-        pca = fit_pca(sample)  # one decomposition serves both codecs
-        native.release_free_memory()  # its freed blocks, before the codec's projections
-        codec = None
-        if flash:
-            # A codec that only steers the build trains k-means on 256 points
-            # a centroid, half the default: 100k x 768, 64 subspaces, 0.24 s
-            # less, graph recall@10 at ef 64 unchanged (0.9816 -> 0.9825).  A
-            # codec that also ranks search candidates keeps the default: on
-            # MiniLM its two-level recall@10 at ratio 0.15 fell 0.911 -> 0.907.
-            build_only = {} if msub == ssub else {"kmeans_sample": _BUILD_KMEANS_SAMPLE}
-            codec = train_codec(sample, num_subspaces=msub, pca_dim=cfg.pca_dim,
-                                pca_variance=cfg.pca_variance, sample=cfg.codec_sample, seed=cfg.seed,
-                                accumulate=cfg.accumulate, pca=pca, **build_only)
-        if codec is not None and codec.num_subspaces == ssub:
-            scodec = codec
-        else:
-            scodec = train_codec(sample, num_subspaces=ssub, pca_variance=cfg.pca_variance,
-                                 sample=cfg.codec_sample, seed=cfg.seed, pca=pca)
-        ncodec = search_codec(scodec, code_distance_bias(scodec, sample, seed=cfg.seed))
-        # the adaptive stop's bound: the code error where searches meet it
-        # (only vector-free searches recompute, so only they need it)
-        calib = None if cfg.store_vectors else code_error_quantiles(
-            scodec, ncodec.bias, sample, native.CALIB_LEVELS, n, seed=cfg.seed)
-        del sample
-        codes = np.empty((n, ncodec.code_bytes), dtype=np.uint8)
-        # the search codes come from the build's feed when the build codec's
-        # projection contains the search codec's (one PCA): no second pass
-        # over the vectors (100k x 768: 0.3-0.4 s)
-        search_cols = codec.projection_columns(scodec) if codec is not None else None
-        if search_cols is None:
-            project = _Projector(scodec, x, mmap, min(n, _CHUNK), workers)
-            for s in range(0, n, _CHUNK):
-                codes[s:s + _CHUNK] = ncodec.encode(project(s, min(n, s + _CHUNK)))
-            del project
-        # training's freed buffers would otherwise stay resident under the
-        # graph's allocations (synthetic 100k x 768: ~40 MiB of the peak)
-        native.release_free_memory()
-        params = native.BuildParams(
-            n=n, dim=mmap.build_dim, M=cfg.M, ef_construction=cfg.ef_construction,
-            builder=native.BUILDER_FLASH if flash else native.BUILDER_EXACT,
-            search_metric=mmap.search_metric, store_vectors=cfg.store_vectors,
-            threads=_threads(cfg.threads), seed=cfg.seed,
-            # debiased selection (see build.c): its extra edges serve search
-            # over the full graph; pruning would drop them, and the reverse
-            # ones it keeps cost bytes (0.14 B/passage at 50k) without lifting
-            # recall (0.914 either way)
-            selection_relax=(codec.quant_error / codec.scale
-                             if codec is not None and not cfg.resolved_prune
-                             and np.isfinite(codec.quant_error) else 0.0))
-        builder = native.NativeBuilder(params, codec.native if codec else None)
-        try:
-            if flash:
-                assert codec is not None
-                # one chunk of projections at a time: a node's projection
-                # serves only its own insertion (the buffers go with the call)
-                project = _Projector(codec, x, mmap, min(n, _BUILD_CHUNK), workers)
-                feed = project if search_cols is None else _encoding_feed(project, ncodec, search_cols, codes)
-                del project
-                _run_with_progress(builder, n, progress, feed)
-                del feed  # its buffers, before the stored vectors come (peak memory)
-            else:
-                _fill(builder.vectors_view(), x, mmap, workers=workers)
-                _run_with_progress(builder, n, progress)
-            build_stats = builder.stats()
-            handle = builder.finish()
-        finally:
-            builder.free()
-        index = cls(handle, cfg, mmap, codec)
-        index.build_stats = build_stats
-        index._finish_build(x, scodec, ncodec, codes, calib)
-        del codes  # the index holds its own copy
-        if flash and cfg.store_vectors:
-            # the float storage comes last: it never coexists with the
-            # build's neighbour code blocks or the unpacked graph
-            native.release_free_memory()
-            handle.alloc_vectors(workers)
-            _fill(handle.vectors_view(), x, mmap, workers=workers)
-        return index
+            return build_index(cls, x, cfg, progress)
 
     def _finish_build(self, x: np.ndarray, scodec: Codec, ncodec: native.NativeCodec,
                       codes: np.ndarray, calib: np.ndarray | None = None) -> None:
-        """LEANN pruning, search codes, compaction and the hub cache."""
-        cfg, mmap, n = self._config, self._map, x.shape[0]
-        build_codec = self._codec
-        if cfg.resolved_prune:
-            hub_degree = cfg.resolved_hub_degree
-            if build_codec is not None:  # the finer build codes, still in the index
-                self._h.prune(build_codec.native, None, cfg.hub_fraction, hub_degree, cfg.resolved_degree,
-                              _threads(cfg.threads))
-            else:
-                self._h.prune(ncodec, codes, cfg.hub_fraction, hub_degree, cfg.resolved_degree, _threads(cfg.threads))
-        self._h.set_codes(ncodec, codes)
-        if calib is not None:
-            self._h.set_calibration(calib)
-        self._h.pack()
+        """LEANN pruning, search codes, compaction and the hub cache (see
+        :func:`leann_store.build.finish_build`); the search codec becomes
+        this index's.  The build pipeline calls it on the new index."""
+        finish_build(self._h, self._config, self._map, self._codec, x, ncodec, codes, calib)
         self._search_codec = scodec
-        if cfg.hub_cache_bytes:
-            count = min(n, cfg.hub_cache_bytes // (mmap.build_dim * 2 + 4))
-            if count:
-                ids = np.sort(self._h.hub_candidates(count))
-                self._h.set_hub_cache(ids, mmap.vectors(x[ids.astype(np.int64)]))
 
     # ---- search ----------------------------------------------------------
     def search(self, query: np.ndarray | Sequence[float], k: int = 10, ef: int | None = None,
@@ -1093,144 +681,3 @@ def _add_note(exc: BaseException, note: str) -> None:
 def _id_list(ids: np.ndarray, limit: int = 16) -> str:
     head = ", ".join(str(int(i)) for i in ids[:limit])
     return f"[{head}{', ...' if len(ids) > limit else ''}] ({len(ids)} ids)"
-
-
-def _in_parallel(part: Callable[[int, int, int], None], lo: int, hi: int, workers: int) -> None:
-    """``part(i, a, b)`` over ``workers`` contiguous shares ``[a, b)`` of
-    ``[lo, hi)``, share i on thread i (numpy's copies and products and the
-    native calls release the GIL); the first exception is re-raised."""
-    shares = min(workers, hi - lo)
-    if shares <= 1:
-        part(0, lo, hi)
-        return
-    cuts = [lo + (hi - lo) * i // shares for i in range(shares + 1)]
-    with ThreadPoolExecutor(max_workers=shares, thread_name_prefix="leann-rows") as pool:
-        for f in [pool.submit(part, i, cuts[i], cuts[i + 1]) for i in range(shares)]:
-            f.result()
-
-
-class _Projector:
-    """Build-space codec projections of row ranges of x, on ``workers``
-    threads, written into buffers that are reused from call to call: a
-    build's feed allocates nothing per chunk, so the allocator's heap does
-    not grow under the graph.  The workers' blocks hold ``_CHUNK`` rows
-    together, as one block would."""
-
-    def __init__(self, codec: Codec, x: np.ndarray, mmap: _MetricMap, rows: int, workers: int = 1) -> None:
-        self.codec, self.x, self.mmap, self.workers = codec, x, mmap, max(1, workers)
-        self.rows = max(1, -(-min(rows, _CHUNK) // self.workers))
-        self.blocks = [np.empty((self.rows, mmap.build_dim), dtype=np.float32) for _ in range(self.workers)]
-        self.out = np.empty((rows, codec.pca_dim), dtype=np.float32)
-
-    def __call__(self, lo: int, hi: int) -> np.ndarray:
-        """Projections of rows [lo, hi) (at most ``rows``), valid until the next call."""
-        out = self.out[:hi - lo]
-
-        def part(i: int, a: int, b: int) -> None:
-            for c in range(a, b, self.rows):
-                d = min(b, c + self.rows)
-                block = self.mmap.vectors(self.x[c:d], out=self.blocks[i][:d - c])
-                self.codec.project_into(block, out[c - lo:d - lo])
-
-        _in_parallel(part, lo, hi, self.workers)
-        return out
-
-
-def _encoding_feed(project: _Projector, ncodec: native.NativeCodec, cols: np.ndarray,
-                   codes: np.ndarray) -> Callable[[int, int], np.ndarray]:
-    """``project``, also writing the search codes of the rows it projects into
-    ``codes``, from the columns ``cols`` of each projection."""
-    identity = len(cols) == project.codec.pca_dim and bool((cols == np.arange(len(cols))).all())
-
-    def feed(lo: int, hi: int) -> np.ndarray:
-        proj = project(lo, hi)
-        codes[lo:hi] = ncodec.encode(proj if identity else np.ascontiguousarray(proj[:, cols]))
-        return proj
-
-    return feed
-
-
-class _TrainingRows:
-    """The build-space form of the rows ``rows`` of x, made when asked for:
-    the codec's training sample (a ``codec.Rows``) without a copy of it."""
-
-    def __init__(self, x: np.ndarray, mmap: _MetricMap, rows: np.ndarray) -> None:
-        self.x, self.mmap, self.rows = x, mmap, rows
-        self.shape = (len(rows), mmap.build_dim)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
-        return self.mmap.vectors(self.x[self.rows[key]])
-
-
-def _fill(view: np.ndarray | None, x: np.ndarray, mmap: _MetricMap, workers: int = 1) -> None:
-    """Write the build-space form of x into view, a block at a time on each
-    of ``workers`` threads, so no full-size temporary exists."""
-    if view is None:
-        raise errors.NativeError("internal: the native builder has no vector storage")
-
-    def part(_: int, a: int, b: int) -> None:
-        step = -(-_CHUNK // max(1, workers))
-        for s in range(a, b, step):
-            e = min(b, s + step)
-            mmap.vectors(x[s:e], out=view[s:e])
-
-    _in_parallel(part, 0, view.shape[0], workers)
-
-
-def _run_with_progress(builder: native.NativeBuilder, n: int, progress: bool | None,
-                       project: Callable[[int, int], np.ndarray] | None = None) -> None:
-    """Run the native build in a worker thread (the GIL is released in C) while
-    this thread shows progress and turns Ctrl-C into a clean cancellation.
-    With ``project`` (flash), nodes go in chunks of ``_BUILD_CHUNK``, each fed
-    its projected rows first, here: numpy's temporaries then come from the
-    main thread's heap, which ``release_free_memory`` returns in full (a
-    thread's own arena keeps its free top resident)."""
-    if progress is None:
-        progress = n >= 20000 and sys.stderr.isatty()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, desc="building graph", unit="vec", leave=False)
-    try:
-        if project is None:
-            _run_in_worker(builder, None, bar)
-        else:
-            for lo in range(0, n, _BUILD_CHUNK):
-                hi = min(n, lo + _BUILD_CHUNK)
-                builder.set_projected(project(lo, hi), lo)
-                _run_in_worker(builder, hi, bar)
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def _run_in_worker(builder: native.NativeBuilder, upto: int | None, bar: Any) -> None:
-    """``builder.run(upto)`` in a worker thread; this one updates ``bar`` and
-    cancels the build on Ctrl-C (re-raised once the worker has stopped)."""
-    failure: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            builder.run(upto)
-        except BaseException as exc:  # re-raised in the caller's thread
-            failure.append(exc)
-
-    t = threading.Thread(target=work, name="leann-build", daemon=True)
-    try:
-        t.start()
-        while t.is_alive():
-            t.join(0.1)
-            if bar is not None:
-                bar.n = builder.progress()
-                bar.refresh()
-    except KeyboardInterrupt:
-        builder.cancel()
-        t.join()
-        raise
-    if failure:
-        raise failure[0]
-

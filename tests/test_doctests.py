@@ -13,6 +13,8 @@ import pytest
 MODULES = [
     "leann_store",
     "leann_store.index",
+    "leann_store.build",
+    "leann_store._rows",
     "leann_store.codec",
     "leann_store.store",
     "leann_store.config",

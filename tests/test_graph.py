@@ -393,14 +393,14 @@ def test_many_chunks_two_threads(graph_data, monkeypatch, chunk):
     """Real builds go in chunks of _BUILD_CHUNK nodes (8192); small chunks
     exercise the chunk loop with threads: same invariants, full reachability,
     the recall of a one-chunk build."""
-    import leann_store.index as index_mod
+    import leann_store.build as build_mod
 
     from conftest import ground_truth, queries_near, recall_at_k
 
     x = graph_data
     q = queries_near(x, 50, seed=9)
     one = build(x, builder="flash", metric="l2", M=8, threads=2, seed=1)
-    monkeypatch.setattr(index_mod, "_BUILD_CHUNK", chunk)
+    monkeypatch.setattr(build_mod, "_BUILD_CHUNK", chunk)
     many = build(x, builder="flash", metric="l2", M=8, threads=2, seed=1)
     check_invariants(many, 8)
     assert reachable_from_entry(many).all()
@@ -416,14 +416,14 @@ def test_projector_equals_mapped_projection(metric, workers, monkeypatch):
     """The build feed's projections (reused buffers, centred in place, on one
     or several threads) are the codec projections of the metric-mapped rows,
     for any row range."""
-    import leann_store.index as index_mod
+    import leann_store.build as build_mod
     from leann_store import train_codec
 
-    monkeypatch.setattr(index_mod, "_CHUNK", 64)  # several blocks per call
+    monkeypatch.setattr(build_mod, "_CHUNK", 64)  # several blocks per call
     x = clustered(300, 24, seed=4)
-    mmap = index_mod._MetricMap.fit(metric, x)
+    mmap = build_mod._MetricMap.fit(metric, x)
     codec = train_codec(mmap.vectors(x), num_subspaces=8, seed=0)
-    project = index_mod._Projector(codec, x, mmap, 150, workers)
+    project = build_mod._Projector(codec, x, mmap, 150, workers)
     for lo, hi in ((0, 150), (150, 300), (10, 11), (0, 150), (7, 9)):
         want = codec.project(mmap.vectors(x[lo:hi]))
         np.testing.assert_allclose(project(lo, hi), want, rtol=1e-5, atol=1e-5)
@@ -435,19 +435,19 @@ def test_projector_equals_mapped_projection(metric, workers, monkeypatch):
 def test_fill_on_several_threads_equals_the_mapped_rows(metric, workers, monkeypatch):
     """_fill writes the metric-mapped rows whatever the number of threads
     sharing it, and a bad row fails the whole fill."""
-    import leann_store.index as index_mod
+    import leann_store.build as build_mod
 
-    monkeypatch.setattr(index_mod, "_CHUNK", 32)  # several blocks per thread
+    monkeypatch.setattr(build_mod, "_CHUNK", 32)  # several blocks per thread
     x = clustered(301, 12, seed=5)
-    mmap = index_mod._MetricMap.fit(metric, x)
+    mmap = build_mod._MetricMap.fit(metric, x)
     view = np.full((301, mmap.build_dim), np.nan, dtype=np.float32)
-    index_mod._fill(view, x, mmap, workers=workers)
+    build_mod._fill(view, x, mmap, workers=workers)
     np.testing.assert_array_equal(view, mmap.vectors(x))
     if metric == "cosine":
         bad = x.copy()
         bad[250] = 0.0
         with pytest.raises(InvalidInputError, match="zero norm"):
-            index_mod._fill(view, bad, mmap, workers=workers)
+            build_mod._fill(view, bad, mmap, workers=workers)
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -455,13 +455,13 @@ def test_training_rows_are_the_mapped_sample_rows(metric):
     """The codec's training sample, read through _TrainingRows, is the
     metric-mapped chosen rows, by slice or by index array, and training on
     it gives the codec that the materialised sample gives."""
-    import leann_store.index as index_mod
+    import leann_store.build as build_mod
     from leann_store.codec import code_distance_bias, fit_pca, train_codec
 
     x = clustered(5000, 24, seed=6)
-    mmap = index_mod._MetricMap.fit(metric, x)
+    mmap = build_mod._MetricMap.fit(metric, x)
     rows = np.sort(np.random.default_rng(0).choice(len(x), size=4500, replace=False))
-    src = index_mod._TrainingRows(x, mmap, rows)
+    src = build_mod._TrainingRows(x, mmap, rows)
     full = mmap.vectors(x[rows])
     assert len(src) == 4500 and src.shape == full.shape
     np.testing.assert_array_equal(src[10:4200], full[10:4200])
@@ -483,7 +483,7 @@ def test_build_runs_blas_on_one_thread_and_restores_it(monkeypatch):
     threads do the parallel work) and gets its thread count back after."""
     from threadpoolctl import threadpool_info
 
-    import leann_store.index as index_mod
+    import leann_store.build as build_mod
 
     def blas_threads() -> list[int]:
         return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
@@ -492,13 +492,13 @@ def test_build_runs_blas_on_one_thread_and_restores_it(monkeypatch):
     if not before:
         pytest.skip("numpy's BLAS is not visible to threadpoolctl")
     seen: list[list[int]] = []
-    real = index_mod.fit_pca
+    real = build_mod.fit_pca
 
     def spy(*args, **kwargs):
         seen.append(blas_threads())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(index_mod, "fit_pca", spy)
+    monkeypatch.setattr(build_mod, "fit_pca", spy)
     LeannIndex.build(clustered(300, 16, seed=1), IndexConfig(metric="l2", M=8))
     assert seen == [[1] * len(before)]
     assert blas_threads() == before
