@@ -407,11 +407,12 @@ typedef struct {
 static inline int dead_in(const uint64_t *tomb, uint32_t id) { return tomb[id >> 6] >> (id & 63) & 1; }
 
 #define REPAIR_MAX_CANDS 1024
+#define REPAIR_MAX_HOPS 16
 /* v's list at level l, rebuilt when it links a dead node: its live links
- * plus the live nodes reached through dead ones (two dead hops at most),
- * re-selected by the heuristic at the level's cap. */
+ * plus the live nodes reached through dead ones (two dead hops, more while
+ * none is found), re-selected by the heuristic at the level's cap. */
 static void repair_list(const repair_job *j, uint32_t v, int l, uint32_t *cand_ids, leann_cand *cands,
-                        leann_cand *kept, uint32_t *frontier, uint32_t *buf) {
+                        leann_cand *kept, uint32_t *frontier, uint32_t *buf, uint32_t *seen) {
     const leann_graph *o = j->old;
     int deg, cap = l ? o->capU : o->cap0, unused;
     const uint32_t *ids = leann_graph_list(o, v, l, &deg);
@@ -423,12 +424,14 @@ static void repair_list(const repair_job *j, uint32_t v, int l, uint32_t *cand_i
         *leann_graph_degp(j->g, v, l) = (uint16_t)deg;
         return;
     }
-    int nc = 0, nf = 0;
+    int nc = 0, nf = 0, nseen = 0;
     for (int i = 0; i < deg; i++) {
-        if (dead_in(j->tomb, ids[i])) frontier[nf++] = ids[i];
+        if (dead_in(j->tomb, ids[i])) frontier[nf++] = seen[nseen++] = ids[i];
         else cand_ids[nc++] = ids[i];
     }
-    for (int hop = 0; hop < 2 && nf; hop++) {
+    /* two dead hops always; further ones only while no live node is found
+     * (a whole neighbourhood deleted: a document's passages can be) */
+    for (int hop = 0; nf && hop < REPAIR_MAX_HOPS && (hop < 2 || nc == 0); hop++) {
         int nnext = 0;
         for (int f = 0; f < nf && nc < REPAIR_MAX_CANDS; f++) {
             uint32_t d = frontier[f];
@@ -438,11 +441,12 @@ static void repair_list(const repair_job *j, uint32_t v, int l, uint32_t *cand_i
             for (int i = 0; i < dd && nc < REPAIR_MAX_CANDS; i++) {
                 uint32_t w = dl[i];
                 if (w == v) continue;
+                int dup = 0;
                 if (dead_in(j->tomb, w)) {
-                    if (hop == 0 && nnext < REPAIR_MAX_CANDS - nf) buf[nnext++] = w;
+                    for (int k = 0; k < nseen && !dup; k++) dup = seen[k] == w;
+                    if (!dup && nseen < REPAIR_MAX_CANDS) buf[nnext++] = seen[nseen++] = w;
                     continue;
                 }
-                int dup = 0;
                 for (int k = 0; k < nc && !dup; k++) dup = cand_ids[k] == w;
                 if (!dup) cand_ids[nc++] = w;
             }
@@ -469,9 +473,10 @@ static int repair_task(void *ctx, int tid, int nt) {
     uint32_t *cand_ids = leann_malloc(REPAIR_MAX_CANDS * sizeof(uint32_t), "repair scratch");
     uint32_t *frontier = leann_malloc(2 * REPAIR_MAX_CANDS * sizeof(uint32_t), "repair scratch");
     uint32_t *buf = leann_malloc(2 * REPAIR_MAX_CANDS * sizeof(uint32_t), "repair scratch");
+    uint32_t *seen = leann_malloc(REPAIR_MAX_CANDS * sizeof(uint32_t), "repair scratch");
     leann_cand *cands = leann_malloc(REPAIR_MAX_CANDS * sizeof(leann_cand), "repair scratch");
     leann_cand *kept = leann_malloc(REPAIR_MAX_CANDS * sizeof(leann_cand), "repair scratch");
-    int st = cand_ids && frontier && buf && cands && kept ? LEANN_OK : LEANN_ERR_NOMEM;
+    int st = cand_ids && frontier && buf && seen && cands && kept ? LEANN_OK : LEANN_ERR_NOMEM;
     while (st == LEANN_OK) {
         size_t v = atomic_fetch_add(&j->next, 64);
         if (v >= j->old->n) break;
@@ -479,12 +484,13 @@ static int repair_task(void *ctx, int tid, int nt) {
         for (; v < end; v++) {
             if (dead_in(j->tomb, (uint32_t)v)) continue;
             for (int l = 0; l <= j->old->levels[v]; l++)
-                repair_list(j, (uint32_t)v, l, cand_ids, cands, kept, frontier, buf);
+                repair_list(j, (uint32_t)v, l, cand_ids, cands, kept, frontier, buf, seen);
         }
     }
     free(cand_ids);
     free(frontier);
     free(buf);
+    free(seen);
     free(cands);
     free(kept);
     return st;

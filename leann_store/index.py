@@ -202,9 +202,11 @@ class LeannIndex:
                       codes: np.ndarray, calib: np.ndarray | None = None) -> None:
         """LEANN pruning, search codes, compaction and the hub cache (see
         :func:`leann_store.build.finish_build`); the search codec becomes
-        this index's.  The build pipeline calls it on the new index."""
+        this index's, as its file keeps it (so that a built index and its
+        loaded copy project new rows alike).  The build pipeline calls it on
+        the new index."""
         finish_build(self._h, self._config, self._map, self._codec, x, ncodec, codes, calib)
-        self._search_codec = scodec
+        self._search_codec = scodec.as_stored()
 
     # ---- search ----------------------------------------------------------
     def search(self, query: np.ndarray | Sequence[float], k: int = 10, ef: int | None = None,
@@ -463,6 +465,11 @@ class LeannIndex:
         1100
         """
         args = self._update_args(threads)
+        if isinstance(vectors, np.ndarray) and vectors.ndim == 2 and vectors.shape[0] == 0:
+            if vectors.shape[1] != self.dim:
+                raise errors.DimensionMismatchError(f"vectors have dimension {vectors.shape[1]}, the index {self.dim}")
+            assert self._search_codec is not None
+            return self._derived(self._h.added(np.zeros((0, self._search_codec.pca_dim), np.float32), **args))
         x = _as_matrix(vectors, "vectors")
         if x.shape[1] != self.dim:
             raise errors.DimensionMismatchError(f"vectors have dimension {x.shape[1]}, the index {self.dim}")
@@ -471,7 +478,7 @@ class LeannIndex:
         assert codec is not None
         with _blas_single_thread():
             mapped = self._map.vectors(x)
-            proj = codec.project(mapped) if len(x) else np.zeros((0, codec.pca_dim), np.float32)
+            proj = codec.project(mapped)
             new = self._derived(self._h.added(proj, **args))
             del proj
             # The adaptive stop's error quantiles are measured among the
