@@ -36,6 +36,8 @@ FILENAME = "docstore.sqlite"
 SCHEMA_VERSION = 1
 #: host parameters per statement (SQLite's default limit is 32766)
 _CHUNK = 900
+#: bytes the write-ahead log is truncated to after a checkpoint
+_WAL_LIMIT = 8 << 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -85,6 +87,9 @@ class Docstore:
             else:
                 conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
                 conn.execute("PRAGMA journal_mode=WAL")
+                # the WAL file shrinks back to this after a checkpoint (a merge
+                # that drops 16k vectors would otherwise leave it at its peak)
+                conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
             register_sql_functions(conn)
@@ -319,9 +324,11 @@ class Docstore:
         return out
 
     def release_free_pages(self) -> None:
-        """Give the file's free pages back (after a merge dropped vectors)."""
+        """Give the file's free pages back (after a merge dropped vectors),
+        and the log's: a checkpoint, which truncates it to ``_WAL_LIMIT``."""
         with contextlib.suppress(sqlite3.Error):
             self._conn().execute("PRAGMA incremental_vacuum")
+            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def backup(self, dest_path: str) -> None:
         """A consistent, compacted copy of the database (``VACUUM INTO``)."""
