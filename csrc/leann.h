@@ -351,7 +351,8 @@ int leann_index_add(const leann_index *src, const float *proj, size_t m, const l
 /* A new index without src's tombstoned nodes, from the codes alone: every
  * list that linked a tombstoned node is re-selected (the heuristic again)
  * from its live links and the live nodes the dead ones linked, two dead
- * hops away (further while it finds none).  map[i] (src's size): node i's new id, or -1 if it was
+ * hops away (further while it finds none; the nearest live codes when none
+ * is within reach).  map[i] (src's size): node i's new id, or -1 if it was
  * removed; new ids keep the old order. */
 int leann_index_compact(const leann_index *src, const leann_update_params *params, int64_t *map,
                         leann_index **out);

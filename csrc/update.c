@@ -454,6 +454,18 @@ static void repair_list(const repair_job *j, uint32_t v, int l, uint32_t *cand_i
         memcpy(frontier, buf, (size_t)nnext * sizeof(uint32_t));
         nf = nnext;
     }
+    if (nc == 0) { /* no live node within reach of the dead hops: the nearest live ones by code */
+        const uint8_t *cv0 = j->codes + (size_t)v * j->cb;
+        for (size_t w = 0; w < o->n; w++) {
+            if (w == v || dead_in(j->tomb, (uint32_t)w) || o->levels[w] < l) continue;
+            float d = (float)leann_sdt_dist(j->codec, cv0, j->codes + w * (size_t)j->cb);
+            if (nc == cap && d >= cands[nc - 1].d) continue;
+            int i = nc < cap ? nc++ : cap - 1;
+            for (; i > 0 && cands[i - 1].d > d; i--) cands[i] = cands[i - 1];
+            cands[i] = (leann_cand){d, (uint32_t)w};
+        }
+        for (int i = 0; i < nc; i++) cand_ids[i] = cands[i].id;
+    }
     const uint8_t *cv = j->codes + (size_t)v * j->cb;
     for (int i = 0; i < nc; i++)
         cands[i] = (leann_cand){(float)leann_sdt_dist(j->codec, cv, j->codes + (size_t)cand_ids[i] * j->cb),
