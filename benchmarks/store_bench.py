@@ -32,8 +32,11 @@ recompute counts are the real ones and timings leave the model out.
    rest inserted) and with the default ``graph_rows`` (exact until 16k rows,
    then built), against the one-call store; with the codec drift each ends
    at.
+7. Merge policy: ``merge_rows`` 512 / 2048 / 8192 (``--merge-rows``): the
+   batched adds' time, and what a full delta costs each query (its exact
+   search) and keeps (its vectors).
 
-Usage: python benchmarks/store_bench.py [--n 50000] [--queries 300] [--runs 3] [--parts 1,2,3,4,5,6] [--quick]
+Usage: python benchmarks/store_bench.py [--n 50000] [--queries 300] [--runs 3] [--parts 1,2,3,4,5,6,7] [--quick]
 Prints a table and writes JSON to benchmarks/results/.
 """
 
@@ -60,6 +63,7 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(REPO))
 
 from leann_store import LeannIndex, LeannStore, StoreConfig  # noqa: E402
+from leann_store.store import exact_distances  # noqa: E402
 
 
 def load(n: int, nq: int):
@@ -304,6 +308,38 @@ def batched(emb, texts, metas, ids, qsets: dict, k: int, batch: int, runs: int) 
     return out
 
 
+def merge_policy(emb, texts, metas, ids, batch: int, sizes: list[int], qsets: dict) -> list[dict]:
+    """Part 7: ``merge_rows`` against what it costs: the batched adds' total
+    time, the delta's exact search per query at its largest (the store's own
+    ``exact_distances`` over that many rows) and the bytes its vectors keep."""
+    rows = []
+    q = next(iter(qsets.values()))
+    for m in sizes:
+        path = tempfile.mkdtemp(prefix="leann-store-merge-")
+        store = LeannStore.open(path, embed=Lookup(emb, texts), model="lookup", config=StoreConfig(merge_rows=m))
+        t = time.perf_counter()
+        _add_in_batches(store, emb, texts, metas, ids, 0, len(texts), batch)
+        add_s = time.perf_counter() - t
+        gens = store.stats()["generation"]
+        store.close()
+        shutil.rmtree(path, ignore_errors=True)
+        x = emb[:m]
+        sq = np.einsum("ij,ij->i", x, x)
+        ts = []
+        for i in range(min(len(q), 100)):
+            t = time.perf_counter()
+            d = exact_distances("cosine", q[i], x, sq)
+            np.argsort(d, kind="stable")[:10]
+            ts.append(time.perf_counter() - t)
+        row = {"merge_rows": m, "add_s": add_s, "generations": gens,
+               "delta_search_ms_at_full": statistics.median(ts) * 1e3, "delta_bytes_at_full": int(x.nbytes)}
+        rows.append(row)
+        print(f"  merge_rows {m}: batched adds {add_s:.2f} s ({gens} generations); a full delta costs "
+              f"{row['delta_search_ms_at_full']:.2f} ms a query and keeps {x.nbytes / 1e6:.1f} MB of vectors",
+              flush=True)
+    return rows
+
+
 def compaction(emb, texts, metas, ids, qsets: dict, k: int, share: float = 0.3) -> dict:
     """Part 5: delete ``share`` of a one-call store, compact, against a
     fresh store of the rest."""
@@ -388,7 +424,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=1000, help="rows per add in parts 4 and 6")
     ap.add_argument("--first", type=int, default=5000, help="rows of the first build in part 6")
-    ap.add_argument("--parts", default="1,2,3,4,5,6", help="which parts to run, e.g. 4,5,6")
+    ap.add_argument("--parts", default="1,2,3,4,5,6,7", help="which parts to run, e.g. 4,5,6")
+    ap.add_argument("--merge-rows", default="512,2048,8192", help="merge_rows values of part 7")
     ap.add_argument("--quick", action="store_true", help="n=20k, 100 queries, 1 run")
     args = ap.parse_args()
     if args.quick:
@@ -401,7 +438,7 @@ def main() -> None:
     metas = [{"bucket": i % 1000, "source": "devcorpus"} for i in range(len(texts))]
     k = 10
     print(f"devcorpus: {len(texts)} passages, {args.queries} queries per set, {os.cpu_count()} cores", flush=True)
-    add = filt = over = batch = comp = grow = None
+    add = filt = over = batch = comp = grow = policy = None
     if parts & {1, 2, 3}:
         print("1. bulk add (precomputed embeddings)", flush=True)
         add, path = bulk_add(emb, texts, metas, ids, args.runs)
@@ -423,6 +460,9 @@ def main() -> None:
     if 6 in parts:
         print(f"6. growth from {args.first} rows in batches of {args.batch}", flush=True)
         grow = growth(emb, texts, metas, ids, qsets, k, args.first, args.batch)
+    if 7 in parts:
+        print(f"7. merge policy: merge_rows {args.merge_rows}", flush=True)
+        policy = merge_policy(emb, texts, metas, ids, args.batch, [int(m) for m in args.merge_rows.split(",")], qsets)
 
     print("\n| measure | value |\n|---|---|")
     if add is not None:
@@ -460,11 +500,14 @@ def main() -> None:
             for q in qsets:
                 (r, m), (br, bm) = g["recall"][q], grow["one_call_recall"][q]
                 print(f"| grown ({name}) recall@10, {q} (one call) | {r:.3f} @ {m:.1f} ({br:.3f} @ {bm:.1f}) |")
+    for r in policy or []:
+        print(f"| merge_rows {r['merge_rows']}: batched adds s, full-delta search ms, MB kept | {r['add_s']:.2f}, "
+              f"{r['delta_search_ms_at_full']:.2f}, {r['delta_bytes_at_full'] / 1e6:.1f} |")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"store_bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"n": len(texts), "queries": args.queries, "machine": platform.machine(),
                                "cores": os.cpu_count(), "bulk_add": add, "filtered": filt, "overhead": over,
-                               "batched": batch, "compaction": comp, "growth": grow},
+                               "batched": batch, "compaction": comp, "growth": grow, "merge_policy": policy},
                               indent=2))
     print(f"\nJSON: {out}")
 
