@@ -386,8 +386,18 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
         }
         if (qc->codes) {
             for (int i = 0; i < out; i++) LEANN_PREFETCH(qc->codes + (size_t)ids[i] * qc->cb);
-            for (int i = 0; i < out; i++)
-                ds[i] = (float)code_dist_permuted(qc->table, qc->codes + (size_t)ids[i] * qc->cb, qc->cb);
+            if (qc->blk_tmp && qc->scan && out > 1) {
+                /* the codes gathered into blocks of 16, scored by the lookup
+                 * kernel (the same integer totals as the scalar sums) */
+                for (int i = 0; i < out; i++)
+                    leann_block_put(qc->blk_tmp + (size_t)(i / 16) * 16 * qc->cb, qc->cb, i % 16,
+                                    qc->codes + (size_t)ids[i] * qc->cb);
+                qc->scan(qc->blk_tmp, (size_t)(out + 15) / 16, qc->cb, qc->table, qc->d16_tmp);
+                for (int i = 0; i < out; i++) ds[i] = (float)qc->d16_tmp[i];
+            } else {
+                for (int i = 0; i < out; i++)
+                    ds[i] = (float)code_dist_permuted(qc->table, qc->codes + (size_t)ids[i] * qc->cb, qc->cb);
+            }
         } else {
             for (int i = 0; i < out; i++) {
                 if (i + 1 < out) LEANN_PREFETCH(qc->vectors + (size_t)ids[i + 1] * qc->dim);

@@ -421,6 +421,9 @@ typedef struct {
     leann_deferred *defer;     /* builder: shared by a thread's walks, else NULL */
     uint32_t *ids_tmp;         /* scratch, >= cap0 */
     uint16_t *d16_tmp;         /* scratch, >= cap0 rounded up to 16 */
+    uint8_t *blk_tmp;          /* codes: scratch for a list's codes in blocks of
+                                  16 (cap0 rounded up to 16 * cb), scored by
+                                  scan; NULL: scalar lookups */
     uint32_t *nbr_ids;         /* scratch, >= cap0: expanded neighbours */
     float *nbr_ds;             /* scratch, >= cap0: their distances */
     uint64_t evals, hops;

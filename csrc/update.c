@@ -209,6 +209,7 @@ static void ins_scratch_free(ins_scratch *s) {
     free(s->qc.d16_tmp);
     free(s->qc.nbr_ids);
     free(s->qc.nbr_ds);
+    free(s->qc.blk_tmp);
 }
 
 static int ins_scratch_init(ins_scratch *s, upd *u) {
@@ -227,11 +228,14 @@ static int ins_scratch_init(ins_scratch *s, upd *u) {
     s->qc.d16_tmp = leann_malloc((size_t)cap * sizeof(uint16_t), "insertion scratch");
     s->qc.nbr_ids = leann_malloc((size_t)cap * sizeof(uint32_t), "insertion scratch");
     s->qc.nbr_ds = leann_malloc((size_t)cap * sizeof(float), "insertion scratch");
-    if (!s->cands || !s->sel || !s->pool || !s->out || !s->adt || !s->ptab || !s->qc.ids_tmp || !s->qc.d16_tmp ||
+    s->qc.blk_tmp = leann_calloc((size_t)(cap + 15) / 16 * 16, (size_t)u->cb, "insertion scratch");
+    if (!s->qc.blk_tmp || !s->cands || !s->sel || !s->pool || !s->out || !s->adt || !s->ptab || !s->qc.ids_tmp || !s->qc.d16_tmp ||
         !s->qc.nbr_ids || !s->qc.nbr_ds)
         return LEANN_ERR_NOMEM;
     s->qc.codes = u->codes;
     s->qc.cb = u->cb;
+    s->qc.scan = leann_get_scan(LEANN_KERNEL_AUTO, u->codec->accumulate);
+    if (!s->qc.scan) return leann_fail(LEANN_ERR_INTERNAL, "no scan kernel");
     s->qc.table = s->ptab;
     s->qc.locks = u->locks;
     return LEANN_OK;
