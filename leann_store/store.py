@@ -579,16 +579,16 @@ class LeannStore:
             order = np.concatenate([rowids, st.delta_rows])
             self._replace_graph(st, order, np.concatenate([gvecs, st.delta_vecs]) if len(st.delta_rows) else gvecs)
 
-    def _replace_graph(self, st: _State, order: np.ndarray, vecs: np.ndarray, kind: str = "refresh") -> None:
-        """A new graph over ``vecs`` whose node i is row ``order[i]``; every
-        vector dropped, one commit."""
+    def _replace_graph(self, st: _State, order: np.ndarray, vecs: np.ndarray) -> None:
+        """A new graph (and codec) over ``vecs`` whose node i is row
+        ``order[i]``; every vector dropped, one commit."""
         index = self._build(vecs)
         gen = st.generation + 1
         index.save(self._graph_file(gen))
         try:
             with self._docs.write() as cur:
                 Docstore.assign_nodes(cur, order)
-                self._merged_meta(cur, gen, len(order), kind, index.coding_error(_sample(vecs)))
+                self._merged_meta(cur, gen, len(order), "refresh", index.coding_error(_sample(vecs)))
                 version = self._bump(cur)
         except BaseException:
             with contextlib.suppress(OSError):
