@@ -386,9 +386,10 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
         }
         if (qc->codes) {
             for (int i = 0; i < out; i++) LEANN_PREFETCH(qc->codes + (size_t)ids[i] * qc->cb);
-            if (qc->blk_tmp && qc->scan && out > 1) {
+            if (qc->blk_tmp && qc->scan) {
                 /* the codes gathered into blocks of 16, scored by the lookup
-                 * kernel (the same integer totals as the scalar sums) */
+                 * kernel: the totals the build's scans give (saturating
+                 * for an 8-bit-accumulating codec, as SDT distances are) */
                 for (int i = 0; i < out; i++)
                     leann_block_put(qc->blk_tmp + (size_t)(i / 16) * 16 * qc->cb, qc->cb, i % 16,
                                     qc->codes + (size_t)ids[i] * qc->cb);
