@@ -338,15 +338,17 @@ typedef struct {
 /* A new index: src's nodes (same ids, tombstones kept), then m new nodes
  * (ids n .. n + m - 1) inserted into the finished graph.  proj: m rows of
  * the search codec's projection (leann_codec_info's dp floats each); their
- * codes are computed here.  Each insertion walks the graph on code
+ * codes are computed here.  An index that stores vectors also takes the new
+ * rows' (m * dim, build space; NULL otherwise) and walks and selects on
+ * exact distances, as its build did.  Each insertion walks the graph on code
  * distances (the new node's table against every node's code), picks its
  * links with the build's heuristic on symmetric code distances and offers
  * each picked node the reverse link, re-selecting that node's list when
  * it is full: the rules of LEANN pruning, applied as nodes arrive.  Links
  * to tombstoned nodes are never made; they are still walked.  src is
  * unchanged (searches may run on it meanwhile). */
-int leann_index_add(const leann_index *src, const float *proj, size_t m, const leann_update_params *params,
-                    leann_index **out);
+int leann_index_add(const leann_index *src, const float *proj, const float *vectors, size_t m,
+                    const leann_update_params *params, leann_index **out);
 
 /* A new index without src's tombstoned nodes, from the codes alone: every
  * list that linked a tombstoned node is re-selected (the heuristic again)

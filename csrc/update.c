@@ -27,6 +27,10 @@ typedef struct {
     const leann_codec *codec;
     const uint8_t *codes;       /* every node's code (n * cb) */
     int cb;
+    const float *vectors;       /* every node's stored vector (n * dim), or NULL:
+                                   then distances are exact, as the build's were */
+    int dim;
+    leann_dist_fn l2;
     const uint64_t *tomb;       /* tombstones of the first ntomb_n ids, or NULL */
     size_t tomb_n;
     const float *proj;          /* projections of nodes [first, g.n) */
@@ -42,7 +46,10 @@ static inline int is_dead(const upd *u, uint32_t id) {
     return u->tomb && id < u->tomb_n && (u->tomb[id >> 6] >> (id & 63) & 1);
 }
 
-static inline float sdt_pair(const upd *u, uint32_t x, uint32_t y) {
+/* Distance between two nodes for the heuristic: exact with stored vectors,
+ * else symmetric code distance. */
+static inline float pair(const upd *u, uint32_t x, uint32_t y) {
+    if (u->vectors) return u->l2(u->vectors + (size_t)x * u->dim, u->vectors + (size_t)y * u->dim, u->dim);
     return (float)leann_sdt_dist(u->codec, u->codes + (size_t)x * u->cb, u->codes + (size_t)y * u->cb);
 }
 
@@ -89,7 +96,7 @@ static int unpack(const leann_index *src, size_t n, uint64_t seed, leann_graph *
 /* A new index around graph g (consumed: repaired, compacted and packed) and
  * codes (consumed), with src's codec, calibration, metadata and hub cache
  * (hub ids through map when given). */
-static int finish(const leann_index *src, leann_graph *g, uint8_t *codes, const int64_t *map,
+static int finish(const leann_index *src, leann_graph *g, uint8_t *codes, float *vectors, const int64_t *map,
                   leann_index **out) {
     int st = leann_graph_repair_reachability(g);
     if (st == LEANN_OK) st = leann_graph_compact(g);
@@ -98,6 +105,7 @@ static int finish(const leann_index *src, leann_graph *g, uint8_t *codes, const 
     if (!idx) {
         leann_graph_free(g);
         free(codes);
+        free(vectors);
         return st == LEANN_OK ? LEANN_ERR_NOMEM : st;
     }
     atomic_init(&idx->vpool, NULL);
@@ -105,6 +113,7 @@ static int finish(const leann_index *src, leann_graph *g, uint8_t *codes, const 
     memset(g, 0, sizeof *g);
     idx->codes = codes;
     idx->code_bytes = src->code_bytes;
+    idx->vectors = vectors;
     idx->dim = src->dim;
     idx->metric = src->metric;
     memcpy(idx->calib, src->calib, sizeof idx->calib);
@@ -143,8 +152,6 @@ static int check_params(const leann_index *src, const leann_update_params *p) {
     if (!src || !p) return leann_fail(LEANN_ERR_INVALID, "live update: NULL argument");
     if (!src->codec || !src->codes)
         return leann_fail(LEANN_ERR_INVALID, "live updates need an index that keeps search codes");
-    if (src->vectors)
-        return leann_fail(LEANN_ERR_INVALID, "live updates work on vector-free indexes (this one stores vectors)");
     if (!src->g.packed) return leann_fail(LEANN_ERR_INVALID, "live updates need a finished (packed) index");
     if (p->ef_construction < 1 || p->ef_construction > LEANN_MAX_EF_CONSTRUCTION)
         return leann_fail(LEANN_ERR_INVALID, "ef_construction must be in [1, %d], got %d", LEANN_MAX_EF_CONSTRUCTION,
@@ -161,7 +168,7 @@ static int check_params(const leann_index *src, const leann_update_params *p) {
 static int ins_occluded(void *ctx, uint32_t c, float d, const leann_cand *kept, int k) {
     const upd *u = ctx;
     for (int j = 0; j < k; j++)
-        if (sdt_pair(u, c, kept[j].id) < d) return 1;
+        if (pair(u, c, kept[j].id) < d) return 1;
     return 0;
 }
 
@@ -178,8 +185,8 @@ typedef struct {
 
 static void ins_list_dists(void *ctx, const uint32_t *ids, int deg, uint32_t q, leann_cand *pool) {
     const ins_list *x = ctx;
-    for (int i = 0; i < deg; i++) pool[i] = (leann_cand){sdt_pair(x->u, x->v, ids[i]), ids[i]};
-    pool[deg] = (leann_cand){sdt_pair(x->u, x->v, q), q};
+    for (int i = 0; i < deg; i++) pool[i] = (leann_cand){pair(x->u, x->v, ids[i]), ids[i]};
+    pool[deg] = (leann_cand){pair(x->u, x->v, q), q};
 }
 
 static void ins_list_put(void *ctx, int pos, uint32_t id) {
@@ -232,12 +239,18 @@ static int ins_scratch_init(ins_scratch *s, upd *u) {
     if (!s->qc.blk_tmp || !s->cands || !s->sel || !s->pool || !s->out || !s->adt || !s->ptab || !s->qc.ids_tmp || !s->qc.d16_tmp ||
         !s->qc.nbr_ids || !s->qc.nbr_ds)
         return LEANN_ERR_NOMEM;
+    s->qc.locks = u->locks;
+    if (u->vectors) { /* exact walks, as the build's */
+        s->qc.vectors = u->vectors;
+        s->qc.dim = u->dim;
+        s->qc.dist = u->l2;
+        return u->l2 ? LEANN_OK : leann_fail(LEANN_ERR_INTERNAL, "no distance kernel");
+    }
     s->qc.codes = u->codes;
     s->qc.cb = u->cb;
     s->qc.scan = leann_get_scan(LEANN_KERNEL_AUTO, u->codec->accumulate);
     if (!s->qc.scan) return leann_fail(LEANN_ERR_INTERNAL, "no scan kernel");
     s->qc.table = s->ptab;
-    s->qc.locks = u->locks;
     return LEANN_OK;
 }
 
@@ -265,15 +278,19 @@ static void set_own(upd *u, uint32_t q, int l, const leann_cand *sel, int k) {
 static void insert_one(upd *u, ins_scratch *s, uint32_t q) {
     leann_qctx *qc = &s->qc;
     leann_graph *g = &u->g;
-    leann_codec_adt_raw(u->codec, u->proj + (size_t)(q - u->first) * u->codec->dp, s->adt);
-    leann_permute_table(s->adt, u->codec->msub, s->ptab);
+    if (u->vectors) {
+        qc->q = u->vectors + (size_t)q * u->dim;
+    } else {
+        leann_codec_adt_raw(u->codec, u->proj + (size_t)(q - u->first) * u->codec->dp, s->adt);
+        leann_permute_table(s->adt, u->codec->msub, s->ptab);
+    }
     int level = g->levels[q];
     pthread_mutex_lock(&u->global);
     int maxl = g->maxlevel;
     uint32_t ep = g->entry;
     int hold = level > maxl;
     if (!hold) pthread_mutex_unlock(&u->global);
-    float epd = leann_qdist(qc, ep, u->codes);
+    float epd = leann_qdist(qc, ep, u->codes);  /* (exact walks: from the vectors) */
     for (int l = maxl; l > level; l--) leann_greedy(g, qc, l, &ep, &epd);
     leann_selector sel = {ins_occluded, NULL, ins_prefetch, u};
     for (int l = level < maxl ? level : maxl; l >= 0; l--) {
@@ -327,25 +344,37 @@ static int insert_task(void *ctx, int tid, int nt) {
     return st;
 }
 
-int leann_index_add(const leann_index *src, const float *proj, size_t m, const leann_update_params *p,
-                    leann_index **out) {
+int leann_index_add(const leann_index *src, const float *proj, const float *vectors, size_t m,
+                    const leann_update_params *p, leann_index **out) {
     *out = NULL;
     int st = check_params(src, p);
     if (st != LEANN_OK) return st;
     if (!proj && m) return leann_fail(LEANN_ERR_INVALID, "leann_index_add: projections are NULL");
+    if (src->vectors && !vectors && m)
+        return leann_fail(LEANN_ERR_INVALID, "this index stores vectors: leann_index_add needs the new rows' vectors");
     size_t n0 = src->g.n, n = n0 + m;
     if (n < n0 || n >= LEANN_NONE) return leann_fail(LEANN_ERR_INVALID, "too many nodes (%zu + %zu)", n0, m);
     const leann_codec *c = src->codec;
     for (size_t i = 0; i < m * (size_t)c->dp; i++)
         if (!isfinite(proj[i])) return leann_fail(LEANN_ERR_INVALID, "row %zu has a non-finite value", i / c->dp);
+    size_t dim = (size_t)src->dim;
+    if (src->vectors)
+        for (size_t i = 0; i < m * dim; i++)
+            if (!isfinite(vectors[i])) return leann_fail(LEANN_ERR_INVALID, "row %zu has a non-finite value", i / dim);
     upd u;
     memset(&u, 0, sizeof u);
     uint8_t *codes = leann_malloc(n * (size_t)src->code_bytes + 1, "search codes");
+    float *vecs = src->vectors ? leann_malloc(n * dim * sizeof(float), "stored vectors") : NULL;
     u.locks = leann_calloc(LEANN_NLOCKS, sizeof(leann_lock), "node locks");
-    if (!codes || !u.locks) {
+    if (!codes || !u.locks || (src->vectors && !vecs)) {
         free(codes);
+        free(vecs);
         free(u.locks);
         return LEANN_ERR_NOMEM;
+    }
+    if (vecs) {
+        memcpy(vecs, src->vectors, n0 * dim * sizeof(float));
+        if (m) memcpy(vecs + n0 * dim, vectors, m * dim * sizeof(float));
     }
     for (int i = 0; i < LEANN_NLOCKS; i++) atomic_init(&u.locks[i], 0);
     memcpy(codes, src->codes, n0 * (size_t)src->code_bytes);
@@ -355,9 +384,13 @@ int leann_index_add(const leann_index *src, const float *proj, size_t m, const l
     if (st != LEANN_OK) {
         leann_graph_free(&u.g);
         free(codes);
+        free(vecs);
         free(u.locks);
         return st;
     }
+    u.vectors = vecs;
+    u.dim = src->dim;
+    u.l2 = leann_get_dist(LEANN_METRIC_L2, LEANN_KERNEL_AUTO);
     u.codec = c;
     u.codes = codes;
     u.cb = src->code_bytes;
@@ -379,10 +412,11 @@ int leann_index_add(const leann_index *src, const float *proj, size_t m, const l
     if (st != LEANN_OK) {
         leann_graph_free(&u.g);
         free(codes);
+        free(vecs);
         return st;
     }
     leann_index *idx;
-    st = finish(src, &u.g, codes, NULL, &idx);
+    st = finish(src, &u.g, codes, vecs, NULL, &idx);
     if (st != LEANN_OK) return st;
     if (src->tomb) { /* the old nodes' tombstones, the new nodes live */
         idx->tomb = leann_calloc((n + 63) / 64, sizeof(uint64_t), "tombstones");
@@ -401,9 +435,7 @@ int leann_index_add(const leann_index *src, const float *proj, size_t m, const l
 typedef struct {
     const leann_graph *old;     /* unpacked source (read only) */
     leann_graph *g;             /* same shape: the repaired lists */
-    const leann_codec *codec;
-    const uint8_t *codes;
-    int cb;
+    upd du;                     /* distances only (pair): codes or stored vectors */
     const uint64_t *tomb;
     atomic_size_t next;
 } repair_job;
@@ -458,11 +490,10 @@ static void repair_list(const repair_job *j, uint32_t v, int l, uint32_t *cand_i
         memcpy(frontier, buf, (size_t)nnext * sizeof(uint32_t));
         nf = nnext;
     }
-    if (nc == 0) { /* no live node within reach of the dead hops: the nearest live ones by code */
-        const uint8_t *cv0 = j->codes + (size_t)v * j->cb;
+    if (nc == 0) { /* no live node within reach of the dead hops: the nearest live ones */
         for (size_t w = 0; w < o->n; w++) {
             if (w == v || dead_in(j->tomb, (uint32_t)w) || o->levels[w] < l) continue;
-            float d = (float)leann_sdt_dist(j->codec, cv0, j->codes + w * (size_t)j->cb);
+            float d = pair(&j->du, v, (uint32_t)w);
             if (nc == cap && d >= cands[nc - 1].d) continue;
             int i = nc < cap ? nc++ : cap - 1;
             for (; i > 0 && cands[i - 1].d > d; i--) cands[i] = cands[i - 1];
@@ -470,13 +501,9 @@ static void repair_list(const repair_job *j, uint32_t v, int l, uint32_t *cand_i
         }
         for (int i = 0; i < nc; i++) cand_ids[i] = cands[i].id;
     }
-    const uint8_t *cv = j->codes + (size_t)v * j->cb;
-    for (int i = 0; i < nc; i++)
-        cands[i] = (leann_cand){(float)leann_sdt_dist(j->codec, cv, j->codes + (size_t)cand_ids[i] * j->cb),
-                                cand_ids[i]};
+    for (int i = 0; i < nc; i++) cands[i] = (leann_cand){pair(&j->du, v, cand_ids[i]), cand_ids[i]};
     leann_cand_sort(cands, (size_t)nc);
-    upd u = {.codec = j->codec, .codes = j->codes, .cb = j->cb};
-    leann_selector sel = {ins_occluded, NULL, NULL, &u};
+    leann_selector sel = {ins_occluded, NULL, NULL, (void *)&j->du};
     int k = leann_select(&sel, cands, nc, cap, 0.0f, kept);
     for (int i = 0; i < k; i++) dst[i] = kept[i].id;
     *leann_graph_degp(j->g, v, l) = (uint16_t)k;
@@ -530,6 +557,7 @@ int leann_index_compact(const leann_index *src, const leann_update_params *p, in
     memset(&rep, 0, sizeof rep);
     memset(&g, 0, sizeof g);
     uint8_t *codes = NULL;
+    float *vecs = NULL;
     st = unpack(src, n0, p->seed, &old);
     if (st == LEANN_OK) {
         rep = old; /* same levels and caps, fresh lists */
@@ -547,7 +575,17 @@ int leann_index_compact(const leann_index *src, const leann_update_params *p, in
         }
     }
     if (st == LEANN_OK) {
-        repair_job j = {&old, &rep, src->codec, src->codes, src->code_bytes, tomb, 0};
+        repair_job j;
+        memset(&j, 0, sizeof j);
+        j.old = &old;
+        j.g = &rep;
+        j.du.codec = src->codec;
+        j.du.codes = src->codes;
+        j.du.cb = src->code_bytes;
+        j.du.vectors = src->vectors;
+        j.du.dim = src->dim;
+        j.du.l2 = leann_get_dist(LEANN_METRIC_L2, LEANN_KERNEL_AUTO);
+        j.tomb = tomb;
         atomic_init(&j.next, 0);
         st = leann_parallel(leann_resolve_threads(p->threads), repair_task, &j);
     }
@@ -561,7 +599,8 @@ int leann_index_compact(const leann_index *src, const leann_update_params *p, in
         g.capU = old.capU;
         g.levels = leann_malloc(live, "node levels");
         codes = leann_malloc(live * (size_t)src->code_bytes, "search codes");
-        if (!g.levels || !codes) st = LEANN_ERR_NOMEM;
+        if (src->vectors) vecs = leann_malloc(live * (size_t)src->dim * sizeof(float), "stored vectors");
+        if (!g.levels || !codes || (src->vectors && !vecs)) st = LEANN_ERR_NOMEM;
     }
     if (st == LEANN_OK) {
         for (size_t v = 0; v < n0; v++)
@@ -569,6 +608,9 @@ int leann_index_compact(const leann_index *src, const leann_update_params *p, in
                 g.levels[map[v]] = old.levels[v];
                 memcpy(codes + (size_t)map[v] * src->code_bytes, src->codes + v * (size_t)src->code_bytes,
                        (size_t)src->code_bytes);
+                if (vecs)
+                    memcpy(vecs + (size_t)map[v] * src->dim, src->vectors + v * (size_t)src->dim,
+                           (size_t)src->dim * sizeof(float));
             }
         st = leann_graph_alloc_lists(&g);
     }
@@ -599,7 +641,8 @@ int leann_index_compact(const leann_index *src, const leann_update_params *p, in
     if (st != LEANN_OK) {
         leann_graph_free(&g);
         free(codes);
+        free(vecs);
         return st;
     }
-    return finish(src, &g, codes, map, out);
+    return finish(src, &g, codes, vecs, map, out);
 }

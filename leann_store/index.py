@@ -428,9 +428,8 @@ class LeannIndex:
     # ---- live updates ----------------------------------------------------------
     def _update_args(self, threads: int | None) -> dict[str, Any]:
         cfg = self._config
-        if cfg.store_vectors or self._search_codec is None:
-            raise errors.InvalidInputError(
-                "live updates (add, compact) work on vector-free indexes (store_vectors=False)")
+        if self._search_codec is None:
+            raise errors.InvalidInputError("this index keeps no search codes: it takes no live updates")
         pruned = cfg.resolved_prune
         return {"ef": cfg.ef_construction, "degree": cfg.resolved_degree if pruned else cfg.M,
                 "upper_degree": min(cfg.M, self._h.max_degree(1)), "seed": cfg.seed,
@@ -451,8 +450,9 @@ class LeannIndex:
 
         The new rows are coded with the existing search codec and inserted
         in C (the build's neighbour selection and the pruning's link caps,
-        on the ``threads`` of the build, GIL released); their vectors are not
-        kept.  Vector-free indexes only.
+        on the ``threads`` of the build, GIL released).  A vector-free index
+        keeps none of their vectors; one that stores vectors stores theirs
+        and inserts them on exact distances, as its build did.
 
         >>> import numpy as np
         >>> x = np.random.default_rng(0).normal(size=(1200, 32)).astype(np.float32)
@@ -469,7 +469,7 @@ class LeannIndex:
             if vectors.shape[1] != self.dim:
                 raise errors.DimensionMismatchError(f"vectors have dimension {vectors.shape[1]}, the index {self.dim}")
             assert self._search_codec is not None
-            return self._derived(self._h.added(np.zeros((0, self._search_codec.pca_dim), np.float32), **args))
+            return self._derived(self._h.added(np.zeros((0, self._search_codec.pca_dim), np.float32), None, **args))
         x = _as_matrix(vectors, "vectors")
         if x.shape[1] != self.dim:
             raise errors.DimensionMismatchError(f"vectors have dimension {x.shape[1]}, the index {self.dim}")
@@ -479,7 +479,7 @@ class LeannIndex:
         with _blas_single_thread():
             mapped = self._map.vectors(x)
             proj = codec.project(mapped)
-            new = self._derived(self._h.added(proj, **args))
+            new = self._derived(self._h.added(proj, mapped if self._h.has_vectors else None, **args))
             del proj
             # The adaptive stop's error quantiles are measured among the
             # candidates a search of an index of this size meets (the nearer,
@@ -516,9 +516,10 @@ class LeannIndex:
         """A new index without the deleted nodes, and the map from old ids to
         new ones (-1: deleted); this index is unchanged.
 
-        Rebuilt from the stored codes alone (no embeddings): every list that
-        linked a deleted node is re-selected among its live links and the
-        live nodes the deleted ones linked.  New ids keep the old order.
+        Rebuilt from the stored codes alone (no embeddings; an index that
+        stores vectors uses them): every list that linked a deleted node is
+        re-selected among its live links and the live nodes the deleted ones
+        linked.  New ids keep the old order.
 
         >>> import numpy as np
         >>> x = np.random.default_rng(0).normal(size=(1000, 32)).astype(np.float32)

@@ -578,15 +578,23 @@ class NativeIndex:
         p.threads, p.seed = int(threads), int(seed)
         return p
 
-    def added(self, proj: np.ndarray, ef: int, degree: int, upper_degree: int, threads: int,
-              seed: int) -> "NativeIndex":
+    def added(self, proj: np.ndarray, vectors: np.ndarray | None, ef: int, degree: int, upper_degree: int,
+              threads: int, seed: int) -> "NativeIndex":
         """A new index: this one's nodes, then one per row of ``proj`` (the
-        search codec's projections), inserted in C; this one is unchanged."""
+        search codec's projections; ``vectors``: the build-space rows, for
+        an index that stores vectors), inserted in C; this one is unchanged."""
         with self._lock.read():
             proj = np.ascontiguousarray(proj, dtype=np.float32)
+            vptr = ffi.NULL
+            if vectors is not None and len(vectors):
+                vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+                if vectors.shape != (proj.shape[0], self.dim):
+                    raise errors.InvalidInputError("internal: vectors do not match the projections")
+                vptr = _ptr("float[]", vectors)
             out = ffi.new("leann_index **")
-            check(lib.leann_index_add(self._ptr, _ptr("float[]", proj) if proj.size else ffi.NULL, proj.shape[0],
-                                      self._update_params(ef, degree, upper_degree, threads, seed), out))
+            check(lib.leann_index_add(self._ptr, _ptr("float[]", proj) if proj.size else ffi.NULL, vptr,
+                                      proj.shape[0], self._update_params(ef, degree, upper_degree, threads, seed),
+                                      out))
             return NativeIndex(ffi.gc(out[0], lib.leann_index_free))
 
     def compacted(self, ef: int, degree: int, upper_degree: int, threads: int,

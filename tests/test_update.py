@@ -514,17 +514,47 @@ def small_index():
     return x, LeannIndex.build(x, IndexConfig(metric="cosine", seed=0))
 
 
-def test_indexes_with_stored_vectors_take_no_updates():
-    x = clustered(300, 16, seed=12)
-    index = LeannIndex.build(x, IndexConfig(metric="l2", store_vectors=True))
-    with pytest.raises(InvalidInputError, match="vector-free"):
-        index.add(x[:10])
-    with pytest.raises(InvalidInputError, match="vector-free"):
-        index.with_added(x[:10])
-    index.delete([1])
-    with pytest.raises(InvalidInputError, match="vector-free"):
-        index.compact()
-    assert len(index) == 300 and index.deleted_count == 1
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+def test_indexes_with_stored_vectors_take_updates_on_exact_distances(metric, tmp_path):
+    x = clustered(1600, 16, seed=12)
+    if metric == "ip":
+        x = x * 0.5  # added rows stay inside the build's largest norm
+    base = LeannIndex.build(x[:1000], IndexConfig(metric=metric, store_vectors=True, seed=0))
+    grown = base.with_added(x[1000:])
+    assert len(base) == 1000 and len(grown) == 1600
+    check_graph(grown)
+    fresh = LeannIndex.build(x, IndexConfig(metric=metric, store_vectors=True, seed=0))
+    q = clustered(60, 16, seed=13)
+    if metric == "cosine":
+        xs, qs = x / np.linalg.norm(x, axis=1, keepdims=True), q / np.linalg.norm(q, axis=1, keepdims=True)
+        truth = np.argsort(-(qs @ xs.T), axis=1)[:, :10]
+    elif metric == "ip":
+        truth = np.argsort(-(q @ x.T), axis=1)[:, :10]
+    else:
+        truth = np.argsort(((q[:, None, :] - x[None]) ** 2).sum(-1), axis=1)[:, :10]
+
+    def recall(index):  # the classic search: stored vectors, no embed
+        got = index.search(q, k=10, ef=24).ids
+        return np.mean([len(set(got[i].tolist()) & set(truth[i].tolist())) / 10 for i in range(len(q))])
+
+    assert recall(grown) >= recall(fresh) - 0.03
+    def top1(i):  # the row a query equal to row i should get first
+        return int(np.argmax(x @ x[i])) if metric == "ip" else i
+
+    for i in (1000, 1234, 1599):  # each new row is found
+        assert int(grown.search(x[i], k=1).ids[0]) == top1(i)
+    grown.save(tmp_path / "g.leann")
+    assert LeannIndex.load(tmp_path / "g.leann").search(x[1234], k=1).ids[0] == top1(1234)
+    dead = np.arange(0, 1600, 3)
+    grown.delete(dead)
+    before = deleted_mask(grown)
+    small, mapping = grown.compacted()
+    check_compacted(before, small, mapping)
+    check_graph(small)
+    live = np.flatnonzero(~before)
+    for i in live[::97]:
+        want = int(live[np.argmax(x[live] @ x[i])]) if metric == "ip" else i
+        assert int(small.search(x[i], k=1).ids[0]) == mapping[want]
 
 
 def test_bad_rows_are_refused_and_change_nothing(small_index):
