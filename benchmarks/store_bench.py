@@ -24,7 +24,9 @@ recompute counts are the real ones and timings leave the model out.
    the one-call add (interleaved, medians of ``--runs``), the passages its
    merges re-embedded (none: merges insert in C), recall@10 and mean
    recomputes at the default search and index bytes per passage against the
-   one-call store, and Chroma's time for the same batched adds.
+   one-call store; Chroma's time for the same batched adds, and hnswlib's and
+   FAISS HNSW's (M=32, efConstruction 200, every core: time, bytes, recall@10
+   at ef 64).
 5. Compaction: delete 30% of a one-call store, ``compact()``: its time and
    embed calls (zero), recall@10 against a fresh store of the rest.
 6. Growth: ``--first`` rows (5000) in one add, then batches to N: with
@@ -296,6 +298,7 @@ def batched(emb, texts, metas, ids, qsets: dict, k: int, batch: int, runs: int) 
         st_.close()
         shutil.rmtree(pth, ignore_errors=True)
     out["chroma_s"] = chroma_add(emb, texts, metas, ids, batch)
+    out["peers"] = peers_batched(emb, qsets, k, batch)
     c = out["chroma_s"]
     print(f"  batches of {batch}: {out['seconds']:.2f} s = {out['over_bare_build']:.2f}x a bare build "
           f"({out['bare_build_s']:.2f} s), one call {out['one_call_s']:.2f} s; {out['reembedded']} passages "
@@ -338,6 +341,58 @@ def merge_policy(emb, texts, metas, ids, batch: int, sizes: list[int], qsets: di
               f"{row['delta_search_ms_at_full']:.2f} ms a query and keeps {x.nbytes / 1e6:.1f} MB of vectors",
               flush=True)
     return rows
+
+
+def peers_batched(emb: np.ndarray, qsets: dict, k: int, batch: int) -> dict:
+    """hnswlib and FAISS HNSW (M=32, efConstruction 200, every core) taking
+    the same rows in the same batches: seconds, bytes per passage of their
+    saved index, recall@10 at ef 64 (vectors normalised: cosine)."""
+    out: dict = {}
+    x = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    truths = {qn: exact_topk(emb, q, k) for qn, q in qsets.items()}
+    qn_ = {qn: q / np.linalg.norm(q, axis=1, keepdims=True) for qn, q in qsets.items()}
+    try:
+        import hnswlib
+    except ImportError:
+        hnswlib = None
+    if hnswlib is not None:
+        h = hnswlib.Index(space="ip", dim=x.shape[1])
+        h.init_index(max_elements=len(x), M=32, ef_construction=200, random_seed=0)
+        h.set_num_threads(os.cpu_count() or 1)
+        t = time.perf_counter()
+        for s in range(0, len(x), batch):
+            h.add_items(x[s:s + batch], np.arange(s, min(len(x), s + batch)))
+        secs = time.perf_counter() - t
+        h.set_ef(64)
+        with tempfile.TemporaryDirectory() as d:
+            h.save_index(os.path.join(d, "h.bin"))
+            nbytes = os.path.getsize(os.path.join(d, "h.bin"))
+        rec = {qn: float(np.mean([len(set(h.knn_query(q, k=k)[0][0].tolist()) & set(truths[qn][i].tolist())) / k
+                                  for i, q in enumerate(qn_[qn])])) for qn in qsets}
+        out["hnswlib"] = {"seconds": secs, "bytes_per_passage": nbytes / len(x), "recall@10": rec}
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    if faiss is not None:
+        f = faiss.IndexHNSWFlat(x.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+        f.hnsw.efConstruction = 200
+        t = time.perf_counter()
+        for s in range(0, len(x), batch):
+            f.add(np.ascontiguousarray(x[s:s + batch]))
+        secs = time.perf_counter() - t
+        f.hnsw.efSearch = 64
+        nbytes = len(faiss.serialize_index(f))
+        rec = {}
+        for qn in qsets:
+            _, got = f.search(np.ascontiguousarray(qn_[qn]), k)
+            rec[qn] = float(np.mean([len(set(got[i].tolist()) & set(truths[qn][i].tolist())) / k
+                                     for i in range(len(got))]))
+        out["faiss-hnsw"] = {"seconds": secs, "bytes_per_passage": nbytes / len(x), "recall@10": rec}
+    for name, r in out.items():
+        print(f"  {name}: batches of {batch} {r['seconds']:.2f} s, {r['bytes_per_passage']:.0f} B/passage, recall@10 "
+              + " / ".join(f"{v:.3f}" for v in r["recall@10"].values()), flush=True)
+    return out
 
 
 def compaction(emb, texts, metas, ids, qsets: dict, k: int, share: float = 0.3) -> dict:
@@ -482,6 +537,9 @@ def main() -> None:
               f"({batch['over_bare_build']:.2f}x a bare build, {batch['seconds'] / batch['one_call_s']:.2f}x one "
               f"call; Chroma {batch['chroma_s'] if batch['chroma_s'] is None else round(batch['chroma_s'], 2)}) |")
         print(f"| passages re-embedded by merges | {batch['reembedded']} |")
+        for name, r in batch["peers"].items():
+            print(f"| {name}, same batches: s, B/passage, recall@10 at ef 64 | {r['seconds']:.2f}, "
+                  f"{r['bytes_per_passage']:.0f}, " + " / ".join(f"{v:.3f}" for v in r["recall@10"].values()) + " |")
         print(f"| batched B/passage (one call) | {batch['bytes_per_passage']:.1f} ({batch['bulk_bytes_per_passage']:.1f}) |")
         for q in qsets:
             (r, m), (br, bm) = batch["recall"][q], batch["bulk_recall"][q]
