@@ -362,7 +362,7 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
           f"{len(plan.removed)} removed, {plan.unchanged} unchanged")
     extra = model_texts - len(texts)
     by_store = ("" if extra <= 0 else " (+1 text: the store's model check)" if extra == 1 else
-                f" (+{extra} texts the store embedded: its model check and a graph merge)")
+                f" (+{extra} texts the store embedded itself)")
     print(f"embedded {len(texts)} passages in {embed_s:.1f} s ({rate:.1f} passages/s){by_store}"
           + f", deleted {deleted}; {stats['documents']} passages in {index}; "
           f"index {_size(stats['index_bytes'] + stats['delta_bytes'])}, "

@@ -92,9 +92,12 @@ class LeannVectorStore(BasePydanticVectorStore):
     Async: ``async_add``, ``aquery``, ``adelete``, ``adelete_nodes``,
     ``aget_nodes`` and ``aclear`` run the store in a worker thread.
 
-    Large builds: one large add builds the graph straight from the nodes'
-    embeddings, while later adds wait in an exact delta segment whose merges
-    re-embed the graph's rows, so hand VectorStoreIndex all nodes at once::
+    Large builds: adds of any size are cheap.  A store is exact below
+    ``graph_rows`` (16384) nodes and then builds its graph from the nodes'
+    embeddings; later adds wait in an exact delta segment that merges insert
+    into the graph without re-embedding anything.  Handing VectorStoreIndex
+    all nodes at once is still a little faster (20k nodes: 3.3 s against
+    4.1 s in the default 2,048-node batches)::
 
         VectorStoreIndex(nodes, storage_context=storage_context, insert_batch_size=len(nodes))
 
