@@ -127,18 +127,26 @@ def chroma_add(emb: np.ndarray, texts: list[str], metas: list[dict], ids: list[s
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def build_and_one_call(emb, texts, metas, ids) -> tuple[float, float, LeannStore, str]:
+    """A bare ``LeannIndex.build`` of every row, then a fresh store's one
+    ``add`` of them: (build s, add s, the open store, its directory)."""
+    t = time.perf_counter()
+    LeannIndex.build(emb)
+    build_s = time.perf_counter() - t
+    path = tempfile.mkdtemp(prefix="leann-store-bench-")
+    store = LeannStore.open(path, embed=Lookup(emb, texts), model="lookup")
+    t = time.perf_counter()
+    store.add(texts, metadatas=metas, ids=ids, embeddings=emb)
+    return build_s, time.perf_counter() - t, store, path
+
+
 def bulk_add(emb, texts, metas, ids, runs: int) -> tuple[dict, str]:
     store_t, build_t, chroma_t = [], [], []
     path = ""
     for run in range(runs):
-        t = time.perf_counter()
-        LeannIndex.build(emb)
-        build_t.append(time.perf_counter() - t)
-        path = tempfile.mkdtemp(prefix="leann-store-bench-")
-        store = LeannStore.open(path, embed=Lookup(emb, texts), model="lookup")
-        t = time.perf_counter()
-        store.add(texts, metadatas=metas, ids=ids, embeddings=emb)
-        store_t.append(time.perf_counter() - t)
+        b, a, store, path = build_and_one_call(emb, texts, metas, ids)
+        build_t.append(b)
+        store_t.append(a)
         stats = store.stats()
         store.close()
         if run < runs - 1:
@@ -264,14 +272,9 @@ def batched(emb, texts, metas, ids, qsets: dict, k: int, batch: int, runs: int) 
     build (interleaved, medians of ``runs``)."""
     times, bulk_t, build_t, reembedded = [], [], [], []
     for run in range(runs):
-        t = time.perf_counter()
-        LeannIndex.build(emb)
-        build_t.append(time.perf_counter() - t)
-        bulk_path = tempfile.mkdtemp(prefix="leann-store-bulk-")
-        bulk = LeannStore.open(bulk_path, embed=Lookup(emb, texts), model="lookup")
-        t = time.perf_counter()
-        bulk.add(texts, metadatas=metas, ids=ids, embeddings=emb)
-        bulk_t.append(time.perf_counter() - t)
+        b, a, bulk, bulk_path = build_and_one_call(emb, texts, metas, ids)
+        build_t.append(b)
+        bulk_t.append(a)
         lookup = Lookup(emb, texts)
         path = tempfile.mkdtemp(prefix="leann-store-batched-")
         store = LeannStore.open(path, embed=lookup, model="lookup")
