@@ -64,10 +64,7 @@ static void scratch_free(scratch *s) {
     free(s->pool);
     free(s->adt);
     free(s->ptab);
-    free(s->qc.ids_tmp);
-    free(s->qc.d16_tmp);
-    free(s->qc.nbr_ids);
-    free(s->qc.nbr_ds);
+    leann_qctx_release(&s->qc);
 }
 
 static int scratch_init(scratch *s, leann_builder *b) {
@@ -83,12 +80,7 @@ static int scratch_init(scratch *s, leann_builder *b) {
     s->selected = leann_calloc((size_t)cap, sizeof(leann_cand), "build scratch");
     s->pool = leann_calloc((size_t)cap + 1, sizeof(leann_cand), "build scratch");
     s->reselected = leann_calloc((size_t)cap + 1, sizeof(leann_cand), "build scratch");
-    s->qc.ids_tmp = leann_calloc((size_t)cap, sizeof(uint32_t), "build scratch");
-    s->qc.d16_tmp = leann_calloc((size_t)cap, sizeof(uint16_t), "build scratch");
-    s->qc.nbr_ids = leann_calloc((size_t)cap, sizeof(uint32_t), "build scratch");
-    s->qc.nbr_ds = leann_calloc((size_t)cap, sizeof(float), "build scratch");
-    if (!s->sorted || !s->selected || !s->pool || !s->reselected || !s->qc.ids_tmp || !s->qc.d16_tmp ||
-        !s->qc.nbr_ids || !s->qc.nbr_ds)
+    if (!s->sorted || !s->selected || !s->pool || !s->reselected || leann_qctx_alloc(&s->qc, cap, 0) != LEANN_OK)
         return LEANN_ERR_NOMEM;
     if (b->flash) {
         size_t tb = (size_t)b->codec->msub * 16;

@@ -309,6 +309,30 @@ static inline uint32_t code_dist_permuted(const uint8_t *t, const uint8_t *code,
     return s;
 }
 
+int leann_qctx_alloc(leann_qctx *qc, int cap, int cb) {
+    size_t c = (size_t)(cap + 15) / 16 * 16; /* kernels write whole blocks of 16 */
+    qc->ids_tmp = leann_calloc(c, sizeof(uint32_t), "walk scratch");
+    qc->d16_tmp = leann_calloc(c, sizeof(uint16_t), "walk scratch");
+    qc->nbr_ids = leann_calloc(c, sizeof(uint32_t), "walk scratch");
+    qc->nbr_ds = leann_calloc(c, sizeof(float), "walk scratch");
+    qc->blk_tmp = cb > 0 ? leann_calloc(c, (size_t)cb, "walk scratch") : NULL;
+    if (qc->ids_tmp && qc->d16_tmp && qc->nbr_ids && qc->nbr_ds && (cb <= 0 || qc->blk_tmp)) return LEANN_OK;
+    leann_qctx_release(qc);
+    return LEANN_ERR_NOMEM;
+}
+
+void leann_qctx_release(leann_qctx *qc) {
+    free(qc->ids_tmp);
+    free(qc->d16_tmp);
+    free(qc->nbr_ids);
+    free(qc->nbr_ds);
+    free(qc->blk_tmp);
+    qc->ids_tmp = qc->nbr_ids = NULL;
+    qc->d16_tmp = NULL;
+    qc->nbr_ds = NULL;
+    qc->blk_tmp = NULL;
+}
+
 float leann_qdist(const leann_qctx *qc, uint32_t id, const uint8_t *codes_all) {
     if (qc->flash || qc->codes) {
         uint32_t s = code_dist_permuted(qc->table, codes_all + (size_t)id * qc->cb, qc->cb);

@@ -429,6 +429,11 @@ typedef struct {
     uint64_t evals, hops;
 } leann_qctx;
 
+/* The scratch a walk's expansions need for lists of up to cap entries
+ * (ids_tmp, d16_tmp, nbr_ids, nbr_ds; blk_tmp too when cb > 0: walks on
+ * per-node codes), zeroed; leann_qctx_release frees it. */
+int leann_qctx_alloc(leann_qctx *qc, int cap, int cb);
+void leann_qctx_release(leann_qctx *qc);
 /* Distance of the query to one node (exact: vectors; flash: own code). */
 float leann_qdist(const leann_qctx *qc, uint32_t id, const uint8_t *codes_all);
 /* Unvisited neighbours of v at level l with their distances (vis may be NULL:

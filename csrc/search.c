@@ -234,10 +234,7 @@ static int search_task(void *p, int tid, int nt) {
     int st = vb ? LEANN_OK : LEANN_ERR_NOMEM;
     leann_beam beam = {0};
     if (st == LEANN_OK) st = leann_beam_init(&beam, (size_t)ef + 1);
-    qc.ids_tmp = leann_calloc((size_t)g->cap0 + 16, sizeof(uint32_t), "search scratch");
-    qc.nbr_ids = leann_calloc((size_t)g->cap0 + 16, sizeof(uint32_t), "search scratch");
-    qc.nbr_ds = leann_calloc((size_t)g->cap0 + 16, sizeof(float), "search scratch");
-    if (!qc.ids_tmp || !qc.nbr_ids || !qc.nbr_ds) st = LEANN_ERR_NOMEM;
+    if (leann_qctx_alloc(&qc, g->cap0 + 16, 0) != LEANN_OK) st = LEANN_ERR_NOMEM;
     qc.vectors = idx->vectors;
     qc.dim = idx->dim;
     qc.dist = leann_get_dist(idx->metric, LEANN_KERNEL_AUTO);
@@ -264,9 +261,7 @@ static int search_task(void *p, int tid, int nt) {
     }
     vbits_put(idx, vb);
     leann_beam_free(&beam);
-    free(qc.ids_tmp);
-    free(qc.nbr_ids);
-    free(qc.nbr_ds);
+    leann_qctx_release(&qc);
     return st;
 }
 

@@ -212,11 +212,7 @@ static void ins_scratch_free(ins_scratch *s) {
     free(s->out);
     free(s->adt);
     free(s->ptab);
-    free(s->qc.ids_tmp);
-    free(s->qc.d16_tmp);
-    free(s->qc.nbr_ids);
-    free(s->qc.nbr_ds);
-    free(s->qc.blk_tmp);
+    leann_qctx_release(&s->qc);
 }
 
 static int ins_scratch_init(ins_scratch *s, upd *u) {
@@ -231,13 +227,8 @@ static int ins_scratch_init(ins_scratch *s, upd *u) {
     s->out = leann_malloc(((size_t)cap + 1) * sizeof(leann_cand), "insertion scratch");
     s->adt = leann_malloc(tb, "query table");
     s->ptab = leann_malloc(tb, "query table");
-    s->qc.ids_tmp = leann_malloc((size_t)cap * sizeof(uint32_t), "insertion scratch");
-    s->qc.d16_tmp = leann_malloc((size_t)cap * sizeof(uint16_t), "insertion scratch");
-    s->qc.nbr_ids = leann_malloc((size_t)cap * sizeof(uint32_t), "insertion scratch");
-    s->qc.nbr_ds = leann_malloc((size_t)cap * sizeof(float), "insertion scratch");
-    s->qc.blk_tmp = leann_calloc((size_t)(cap + 15) / 16 * 16, (size_t)u->cb, "insertion scratch");
-    if (!s->qc.blk_tmp || !s->cands || !s->sel || !s->pool || !s->out || !s->adt || !s->ptab || !s->qc.ids_tmp || !s->qc.d16_tmp ||
-        !s->qc.nbr_ids || !s->qc.nbr_ds)
+    if (!s->cands || !s->sel || !s->pool || !s->out || !s->adt || !s->ptab ||
+        leann_qctx_alloc(&s->qc, cap, u->vectors ? 0 : u->cb) != LEANN_OK)
         return LEANN_ERR_NOMEM;
     s->qc.locks = u->locks;
     if (u->vectors) { /* exact walks, as the build's */
