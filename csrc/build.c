@@ -407,7 +407,7 @@ static int link_level(leann_builder *b, slot *sl) {
     if (l > 0) {
         sl->l = l - 1;
         sl->ep = ep;
-        leann_walk_start(&sl->w, &b->g, &s->qc, sl->l, ep, b->p.ef_construction, 0, &s->vis, s->beam);
+        leann_walk_start(&sl->w, &b->g, &s->qc, sl->l, ep, b->p.ef_construction, 0, &s->vis, s->beam, NULL);
         return 1;
     }
     if (sl->hold) {
@@ -448,7 +448,7 @@ static void begin(leann_builder *b, slot *sl, uint32_t q) {
     sl->l = level < maxl ? level : maxl;
     sl->active = 1;
     sl->ep = (leann_cand){epd, ep};
-    leann_walk_start(&sl->w, &b->g, qc, sl->l, sl->ep, b->p.ef_construction, 0, &s->vis, s->beam);
+    leann_walk_start(&sl->w, &b->g, qc, sl->l, sl->ep, b->p.ef_construction, 0, &s->vis, s->beam, NULL);
     if (sl->hold)
         while (sl->active) advance(b, sl);
 }

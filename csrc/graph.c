@@ -334,6 +334,7 @@ void leann_qctx_release(leann_qctx *qc) {
 }
 
 float leann_qdist(const leann_qctx *qc, uint32_t id, const uint8_t *codes_all) {
+    if (qc->ftable) return leann_code_dist_float(qc->ftable, qc->codes + (size_t)id * qc->cb, qc->cb) + qc->foff;
     if (qc->flash || qc->codes) {
         uint32_t s = code_dist_permuted(qc->table, codes_all + (size_t)id * qc->cb, qc->cb);
         return (float)s;
@@ -410,7 +411,10 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
         }
         if (qc->codes) {
             for (int i = 0; i < out; i++) LEANN_PREFETCH(qc->codes + (size_t)ids[i] * qc->cb);
-            if (qc->blk_tmp && qc->scan) {
+            if (qc->ftable) {
+                for (int i = 0; i < out; i++)
+                    ds[i] = leann_code_dist_float(qc->ftable, qc->codes + (size_t)ids[i] * qc->cb, qc->cb) + qc->foff;
+            } else if (qc->blk_tmp && qc->scan) {
                 /* the codes gathered into blocks of 16, scored by the lookup
                  * kernel: the totals the build's scans give (saturating
                  * for an 8-bit-accumulating codec, as SDT distances are) */
@@ -506,8 +510,9 @@ static inline void prefetch_next_list(const leann_graph *g, const leann_qctx *qc
 }
 
 int leann_beam_init(leann_beam *b, size_t cap) {
-    b->keys = leann_calloc(cap ? cap : 1, sizeof *b->keys, "search beam");
-    b->done = leann_calloc(cap ? cap : 1, 1, "search beam");
+    b->cap = cap ? cap : 1;
+    b->keys = leann_calloc(b->cap, sizeof *b->keys, "search beam");
+    b->done = leann_calloc(b->cap, 1, "search beam");
     if (b->keys && b->done) return LEANN_OK;
     leann_beam_free(b);
     return LEANN_ERR_NOMEM;
@@ -520,74 +525,143 @@ void leann_beam_free(leann_beam *b) {
     b->done = NULL;
 }
 
-void leann_walk_start(leann_walk *w, const leann_graph *g, const leann_qctx *qc, int l, leann_cand ep, int ef,
-                      int lookahead, leann_visited *vis, leann_beam beam) {
+void leann_walk_init(leann_walk *w, int l, int ef, int lookahead, leann_visited *vis, leann_beam beam,
+                     const leann_returnable *ret) {
     w->beam = beam;
     w->lookahead = lookahead;
     w->vis = vis;
+    w->ret = ret;
     w->l = l;
     w->ef = ef;
-    w->len = 1;
-    w->cur = 0;
+    w->len = w->cur = w->nok = 0;
+    w->err = LEANN_OK;
+}
+
+void leann_walk_start(leann_walk *w, const leann_graph *g, const leann_qctx *qc, int l, leann_cand ep, int ef,
+                      int lookahead, leann_visited *vis, leann_beam beam, const leann_returnable *ret) {
+    leann_walk_init(w, l, ef, lookahead, vis, beam, ret);
     leann_visited_next(vis);
     leann_visit(vis, ep.id);
-    beam.keys[0] = leann_beam_key(ep.d, ep.id);
-    beam.done[0] = 0;
+    leann_walk_offer(w, ep.d, ep.id);
     prefetch_list(g, qc, ep.id, l);
 }
 
-int leann_walk_step(leann_walk *w, const leann_graph *g, leann_qctx *qc) {
+/* Where key goes among keys[0 .. len): the first key above it, branch-free
+ * (a branchy search mispredicted half its steps: 17% of a 50k MiniLM
+ * build); the answer stays in [k, k + n]. */
+static inline int beam_pos(const uint64_t *keys, int len, uint64_t key) {
+    const uint64_t *k = keys;
+    int n = len;
+    while (n > 1) {
+        int half = n >> 1;
+        k += key < k[half] ? 0 : half;
+        n -= half;
+    }
+    return (int)(k - keys) + (n == 1 && key >= *k);
+}
+
+/* Every node returnable: the beam holds the ef best.  Returns the
+ * position key took, or -1. */
+static inline int offer_all(leann_walk *w, uint64_t key) {
     uint64_t *keys = w->beam.keys;
     uint8_t *done = w->beam.done;
+    int len = w->len, ef = w->ef;
+    if (len == ef && key >= keys[len - 1]) return -1;
+    int lo = beam_pos(keys, len, key);
+    int keep = len < ef ? len : ef - 1;
+    memmove(keys + lo + 1, keys + lo, (size_t)(keep - lo) * sizeof *keys);
+    memmove(done + lo + 1, done + lo, (size_t)(keep - lo));
+    keys[lo] = key;
+    done[lo] = 0;
+    if (len < ef) w->len = len + 1;
+    w->nok = w->len;
+    return lo;
+}
+
+/* With a predicate: hidden entries do not count toward ef, so the beam
+ * holds the ef best returnable nodes and the hidden ones closer than the
+ * ef-th of them; it then always ends with a returnable entry. */
+static int offer_ret(leann_walk *w, uint64_t key, int ok) {
+    int len = w->len, ef = w->ef;
+    if (w->nok >= ef && key >= w->beam.keys[len - 1]) return -1;
+    if ((size_t)len == w->beam.cap) {
+        size_t nc = 2 * w->beam.cap;
+        uint64_t *k = realloc(w->beam.keys, nc * sizeof *k);
+        if (k) w->beam.keys = k;
+        uint8_t *d = k ? realloc(w->beam.done, nc) : NULL;
+        if (d) w->beam.done = d;
+        if (!k || !d) {
+            w->err = leann_fail(LEANN_ERR_NOMEM, "out of memory growing a search beam");
+            return -1;
+        }
+        w->beam.cap = nc;
+    }
+    uint64_t *keys = w->beam.keys;
+    uint8_t *done = w->beam.done;
+    int lo = beam_pos(keys, len, key);
+    memmove(keys + lo + 1, keys + lo, (size_t)(len - lo) * sizeof *keys);
+    memmove(done + lo + 1, done + lo, (size_t)(len - lo));
+    keys[lo] = key;
+    done[lo] = ok ? 0 : LEANN_BEAM_HIDDEN;
+    len++;
+    if (ok && ++w->nok > ef) { /* the old ef-th returnable entry is last: drop it */
+        len--;
+        w->nok--;
+    }
+    if (w->nok >= ef) /* nothing hidden beyond the ef-th returnable entry */
+        while (done[len - 1] & LEANN_BEAM_HIDDEN) len--;
+    w->len = len;
+    return lo;
+}
+
+int leann_walk_offer(leann_walk *w, float d, uint32_t id) {
+    uint64_t key = leann_beam_key(d, id);
+    return w->ret ? offer_ret(w, key, leann_is_returnable(w->ret, id)) : offer_all(w, key);
+}
+
+int leann_walk_step(leann_walk *w, const leann_graph *g, leann_qctx *qc) {
     uint32_t *ids = qc->nbr_ids;
     float *ds = qc->nbr_ds;
-    int len = w->len, cur = w->cur, ef = w->ef;
-    if (cur >= len) return 0;
-    done[cur] = 1;
-    for (int nx = cur + 1, got = 0; nx < len && got < w->lookahead; nx++) {
-        if (!done[nx]) {
-            prefetch_list(g, qc, leann_beam_id(keys[nx]), w->l);
+    int cur = w->cur;
+    if (cur >= w->len || w->err) return 0;
+    w->beam.done[cur] |= LEANN_BEAM_DONE;
+    for (int nx = cur + 1, got = 0; nx < w->len && got < w->lookahead; nx++) {
+        if (!(w->beam.done[nx] & LEANN_BEAM_DONE)) {
+            prefetch_list(g, qc, leann_beam_id(w->beam.keys[nx]), w->l);
             got++;
         }
     }
-    int cnt = leann_expand(g, qc, leann_beam_id(keys[cur]), w->l, w->vis,
-                           len == ef ? leann_beam_dist(keys[len - 1]) : INFINITY, ids, ds);
-    int lowest = len;
+    int full = w->ret ? w->nok >= w->ef : w->len == w->ef;
+    int cnt = leann_expand(g, qc, leann_beam_id(w->beam.keys[cur]), w->l, w->vis,
+                           full ? leann_beam_dist(w->beam.keys[w->len - 1]) : INFINITY, ids, ds);
+    int lowest = w->len;
     for (int i = 0; i < cnt; i++) {
         uint64_t key = leann_beam_key(ds[i], ids[i]);
-        if (len == ef && key >= keys[len - 1]) continue;
-        /* the first key above it, branch-free (a branchy search
-         * mispredicted half its steps: 17% of a 50k MiniLM build); the
-         * answer stays in [k, k + n] */
-        const uint64_t *k = keys;
-        int n = len;
-        while (n > 1) {
-            int half = n >> 1;
-            k += key < k[half] ? 0 : half;
-            n -= half;
-        }
-        int lo = (int)(k - keys) + (n == 1 && key >= *k);
-        int keep = len < ef ? len : ef - 1;
-        memmove(keys + lo + 1, keys + lo, (size_t)(keep - lo) * sizeof *keys);
-        memmove(done + lo + 1, done + lo, (size_t)(keep - lo));
-        keys[lo] = key;
-        done[lo] = 0;
-        if (len < ef) len++;
-        if (lo < lowest) lowest = lo;
+        int lo = w->ret ? offer_ret(w, key, leann_is_returnable(w->ret, ids[i])) : offer_all(w, key);
+        if (lo >= 0 && lo < lowest) lowest = lo;
     }
+    if (w->err) return 0;
+    int len = w->len;
     cur = lowest <= cur ? lowest : cur + 1;
-    while (cur < len && done[cur]) cur++;
-    w->len = len;
+    while (cur < len && (w->beam.done[cur] & LEANN_BEAM_DONE)) cur++;
     w->cur = cur;
     if (cur >= len) return 0;
-    prefetch_next_list(g, qc, leann_beam_id(keys[cur]), w->l);
+    prefetch_next_list(g, qc, leann_beam_id(w->beam.keys[cur]), w->l);
     return 1;
+}
+
+size_t leann_walk_results(const leann_walk *w, leann_cand *out, size_t max) {
+    size_t m = 0;
+    for (int i = 0; i < w->len && m < max; i++)
+        if (!(w->beam.done[i] & LEANN_BEAM_HIDDEN))
+            out[m++] = (leann_cand){leann_beam_dist(w->beam.keys[i]), leann_beam_id(w->beam.keys[i])};
+    return m;
 }
 
 int leann_search_layer(const leann_graph *g, leann_qctx *qc, int l, leann_cand ep, int ef,
                        leann_visited *vis, leann_beam beam) {
     leann_walk w;
-    leann_walk_start(&w, g, qc, l, ep, ef, 2, vis, beam);
+    leann_walk_start(&w, g, qc, l, ep, ef, 2, vis, beam, NULL);
     while (leann_walk_step(&w, g, qc)) {
     }
     return w.len;

@@ -372,8 +372,12 @@ static inline void leann_lock_release(leann_lock *l) { atomic_store_explicit(l, 
  * step, and an insertion moves 9 bytes an entry. */
 typedef struct {
     uint64_t *keys;
-    uint8_t *done;
+    uint8_t *done;  /* LEANN_BEAM_DONE: expanded; LEANN_BEAM_HIDDEN: walked
+                       through, never returned (leann_returnable) */
+    size_t cap;
 } leann_beam;
+#define LEANN_BEAM_DONE 1
+#define LEANN_BEAM_HIDDEN 2
 int leann_beam_init(leann_beam *b, size_t cap);
 void leann_beam_free(leann_beam *b);
 /* The float's bits made monotonic (negative values flipped) above the id:
@@ -407,6 +411,10 @@ typedef struct {
                                   every node's own code (n * cb): the walk of
                                   an insertion into a finished graph */
     const uint8_t *table;      /* flash or codes: permuted query table */
+    const float *ftable;       /* codes, non-NULL: float query table
+                                  (leann_code_dist_float) instead, plus foff:
+                                  the two-level search's scale */
+    float foff;
     leann_scan_fn scan;
     leann_mask_le_fn mask_le;  /* flash: the scan kernel's companion */
     int cb;                    /* code bytes */
@@ -452,20 +460,46 @@ int leann_search_layer(const leann_graph *g, leann_qctx *qc, int l, leann_cand e
  * expand next, whose misses then overlap the other walks' steps.  lookahead:
  * how many later beam entries each step also prefetches (a guess at what
  * comes next; a lone walk has nothing else to overlap). */
+/* Which nodes a walk may return: not tombstoned and, with an allowed
+ * bitset, allowed.  Other nodes are walked through (expanded while closer
+ * than the ef-th returnable node) but never enter the result. */
 typedef struct {
-    leann_beam beam;
+    const uint64_t *allowed; /* NULL: every node */
+    const uint64_t *tomb;    /* NULL: none deleted */
+} leann_returnable;
+static inline int leann_is_returnable(const leann_returnable *r, uint32_t id) {
+    if (r->tomb && (r->tomb[id >> 6] >> (id & 63) & 1)) return 0;
+    return !r->allowed || (r->allowed[id >> 6] >> (id & 63) & 1);
+}
+typedef struct {
+    leann_beam beam;         /* grows (realloc) only with a predicate */
     leann_visited *vis;
+    const leann_returnable *ret; /* NULL: every node is returnable */
     int len, cur, ef, l, lookahead;
+    int nok;                 /* returnable entries in the beam */
+    int err;                 /* LEANN_OK, or why a step stopped */
 } leann_walk;
+/* An empty walk at level l (ret as above): leann_walk_offer fills it
+ * without a graph (a scan). */
+void leann_walk_init(leann_walk *w, int l, int ef, int lookahead, leann_visited *vis, leann_beam beam,
+                     const leann_returnable *ret);
+/* The walk from ep (visited and offered). */
 void leann_walk_start(leann_walk *w, const leann_graph *g, const leann_qctx *qc, int l, leann_cand ep, int ef,
-                      int lookahead, leann_visited *vis, leann_beam beam);
+                      int lookahead, leann_visited *vis, leann_beam beam, const leann_returnable *ret);
+/* Offer a node to the beam: it enters when it is closer than the ef-th
+ * returnable entry (or fewer than ef are held).  Returns its position, or
+ * -1 when it did not enter (or, with w->err set, memory ran out). */
+int leann_walk_offer(leann_walk *w, float d, uint32_t id);
 /* One expansion; returns 0 once the beam holds nothing left to expand
- * (w->beam.keys[0 .. w->len) is then the result, ascending). */
+ * (w->beam.keys[0 .. w->len) is then the result, ascending; with a
+ * predicate, the entries flagged LEANN_BEAM_HIDDEN are not part of it) or
+ * on an error (w->err). */
 int leann_walk_step(leann_walk *w, const leann_graph *g, leann_qctx *qc);
+/* The walk's returnable entries, ascending, at most max; returns how many. */
+size_t leann_walk_results(const leann_walk *w, leann_cand *out, size_t max);
 
 /* ---- the index (search.c, prune.c, index_io.c) ---- */
 typedef struct leann_lru leann_lru;
-typedef struct leann_vlist leann_vlist;
 typedef struct leann_vpool leann_vpool;
 void leann_vpool_free(leann_vpool *p);
 struct leann_index {
@@ -482,7 +516,7 @@ struct leann_index {
     uint16_t *hub_vecs;
     size_t nhub;
     leann_lru *lru;      /* cross-query cache of recomputed rows, or NULL */
-    _Atomic(leann_vpool *) vpool; /* visited sets of two-level and filtered searches (search.c) */
+    _Atomic(leann_vpool *) vpool; /* visited sets of searches (search.c) */
     float calib[LEANN_CALIB_LEVELS]; /* code error quantiles (leann_index_set_calibration) */
     int has_calib;
     char *umeta;         /* caller's metadata blob, saved with the index */

@@ -92,15 +92,8 @@ size_t leann_index_memory(const leann_index *idx) {
 }
 
 /* ---- visited sets: a pool per index (hnswlib's VisitedListPool), so that
- * no search allocates or clears an n-entry set.  Two kinds: epoch-stamped
- * lists (two-level and filtered searches: reset in O(1)) and the graph
- * walk's bitsets (exact search: reset through the words it touched). ---- */
-struct leann_vlist {
-    uint16_t *stamp;          /* n entries; visited when == epoch */
-    uint16_t epoch;
-    struct leann_vlist *next; /* free list */
-};
-
+ * no search allocates or clears an n-entry set.  A set is the graph walk's
+ * bitset, reset through the words the last walk touched. ---- */
 typedef struct leann_vbits {
     leann_visited vis;
     struct leann_vbits *next; /* free list */
@@ -108,7 +101,6 @@ typedef struct leann_vbits {
 
 struct leann_vpool {
     pthread_mutex_t mu;
-    leann_vlist *free;
     leann_vbits *free_bits;
 };
 
@@ -131,38 +123,6 @@ static leann_vpool *vpool_of(const leann_index *cidx) {
     pthread_mutex_destroy(&mine->mu);
     free(mine);
     return none; /* another thread's */
-}
-
-static leann_vlist *vpool_get(const leann_index *idx) {
-    leann_vpool *p = vpool_of(idx);
-    if (!p) return NULL;
-    pthread_mutex_lock(&p->mu);
-    leann_vlist *v = p->free;
-    if (v) p->free = v->next;
-    pthread_mutex_unlock(&p->mu);
-    if (!v) {
-        v = leann_calloc(1, sizeof *v, "visited set");
-        if (v) v->stamp = leann_calloc(idx->g.n ? idx->g.n : 1, sizeof(uint16_t), "visited set");
-        if (v && !v->stamp) {
-            free(v);
-            v = NULL;
-        }
-        if (!v) return NULL;
-    }
-    if (++v->epoch == 0) { /* wrapped: every stamp may look current */
-        memset(v->stamp, 0, idx->g.n * sizeof(uint16_t));
-        v->epoch = 1;
-    }
-    return v;
-}
-
-static void vpool_put(const leann_index *idx, leann_vlist *v) {
-    if (!v) return;
-    leann_vpool *p = atomic_load_explicit(&((leann_index *)idx)->vpool, memory_order_acquire);
-    pthread_mutex_lock(&p->mu);
-    v->next = p->free;
-    p->free = v;
-    pthread_mutex_unlock(&p->mu);
 }
 
 static leann_vbits *vbits_get(const leann_index *idx) {
@@ -195,12 +155,6 @@ void leann_vpool_free(leann_vpool *p) {
     for (leann_vbits *v = p->free_bits; v;) {
         leann_vbits *next = v->next;
         leann_visited_free(&v->vis);
-        free(v);
-        v = next;
-    }
-    for (leann_vlist *v = p->free; v;) {
-        leann_vlist *next = v->next;
-        free(v->stamp);
         free(v);
         v = next;
     }
@@ -296,53 +250,6 @@ static int search_task(void *p, int tid, int nt) {
  * k results come back whenever k allowed nodes exist.
  * ====================================================================== */
 
-typedef struct {
-    leann_cand *a;
-    size_t n, cap;
-} cheap; /* binary heap of candidates; max = 1 for a max-heap */
-
-static inline int cheap_before(leann_cand x, leann_cand y, int max) {
-    return max ? leann_cand_less(y, x) : leann_cand_less(x, y);
-}
-
-static int cheap_push(cheap *h, leann_cand c, int max) {
-    if (h->n == h->cap) {
-        size_t nc = h->cap ? 2 * h->cap : 64;
-        leann_cand *a = realloc(h->a, nc * sizeof *a);
-        if (!a) return leann_fail(LEANN_ERR_NOMEM, "out of memory growing a search queue");
-        h->a = a;
-        h->cap = nc;
-    }
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!cheap_before(c, h->a[p], max)) break;
-        h->a[i] = h->a[p];
-        i = p;
-    }
-    h->a[i] = c;
-    return LEANN_OK;
-}
-
-static leann_cand cheap_pop(cheap *h, int max) {
-    leann_cand top = h->a[0], last = h->a[--h->n];
-    size_t i = 0, n = h->n;
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, b = i;
-        leann_cand best = last;
-        if (l < n && cheap_before(h->a[l], best, max)) {
-            b = l;
-            best = h->a[l];
-        }
-        if (r < n && cheap_before(h->a[r], best, max)) b = r;
-        if (b == i) break;
-        h->a[i] = h->a[b];
-        i = b;
-    }
-    if (n) h->a[i] = last;
-    return top;
-}
-
 enum { SEARCH_RUNNING = 0, SEARCH_WAITING = 1, SEARCH_DONE = 2 };
 
 /* The adaptive stop is first tested after max(2k, ADAPTIVE_MIN_FIRST)
@@ -356,16 +263,20 @@ enum { SEARCH_RUNNING = 0, SEARCH_WAITING = 1, SEARCH_DONE = 2 };
 struct leann_search {
     const leann_index *idx;
     int k, ef, batch, state, walked;
-    int exact_walk;          /* 1: the walk's distances are exact (stored vectors) */
+    int scanned;             /* 1: the beam was filled by a scan, not a walk */
     size_t max_exact;
     double ratio;
-    const uint64_t *allowed; /* borrowed bitset or NULL */
+    leann_returnable ret;    /* tombstones and the allowed bitset (borrowed) */
     size_t nallowed;         /* returnable nodes (allowed and not deleted) */
     float *q, *table, *row;
-    float rq;
-    leann_vlist *vis;   /* visited stamps, from the index's pool */
-    cheap cq, beam; /* walk candidates (min-heap), the ef best returnable (max-heap) */
-    size_t target, pos; /* beam entries to score exactly at most; next one */
+    leann_qctx qc;           /* the walk's distances: codes through the float
+                                table, or (exact) the stored vectors */
+    leann_vbits *vb;         /* visited set, from the index's pool */
+    leann_walk w;            /* level 0; owns its beam */
+    leann_cand *order;       /* the walk's returnable best, ascending: the
+                                order level two scores them in (capacity ef) */
+    size_t norder;
+    size_t target, pos; /* entries of order to score exactly at most; next one */
     leann_cand *ex;     /* exact distances so far, capacity target */
     size_t nex;
     /* adaptive stop: scoring ends once no candidate left has a code
@@ -378,95 +289,52 @@ struct leann_search {
     leann_dist_fn l2;  /* squared L2 (the codes' scale) when the metric is IP */
     int64_t *asked;
     size_t nasked;
-    uint32_t *nbuf;
     leann_dist_fn dist;
     leann_recompute_stats st;
 };
 
-static inline int node_ok(const leann_search *s, uint32_t id) {
-    const leann_index *idx = s->idx;
-    if (idx->tomb && (idx->tomb[id >> 6] >> (id & 63) & 1)) return 0;
-    return !s->allowed || (s->allowed[id >> 6] >> (id & 63) & 1);
+/* The walk's returnable nodes, or NULL when every node is. */
+static inline const leann_returnable *returnable(const leann_search *s) {
+    return s->ret.allowed || s->ret.tomb ? &s->ret : NULL;
 }
 
-/* The walk's distance of a node: its code distance (plus the query's PCA
- * residual and the calibrated bias), or, for an exact walk, its exact
- * distance from the stored vectors. */
-static inline float approx(leann_search *s, uint32_t id) {
-    const leann_index *idx = s->idx;
-    s->st.code_evals++;
-    if (s->exact_walk) return s->dist(s->q, idx->vectors + (size_t)id * idx->dim, idx->dim);
-    return leann_code_dist_float(s->table, idx->codes + (size_t)id * idx->code_bytes, idx->code_bytes) + s->rq +
-           idx->codec->bias;
-}
-
-static inline int beam_full(const leann_search *s) { return s->beam.n >= (size_t)s->ef; }
-
-/* Offer a node to the beam (returnable nodes only); *useful: whether it is
- * close enough to be worth expanding. */
-static int beam_offer(leann_search *s, uint32_t u, float a, int *useful) {
-    leann_cand c = {a, u};
-    *useful = !beam_full(s) || leann_cand_less(c, s->beam.a[0]);
-    if (!*useful || !node_ok(s, u)) return LEANN_OK;
-    if (beam_full(s)) cheap_pop(&s->beam, 1);
-    return cheap_push(&s->beam, c, 1);
-}
-
-static int visit(leann_search *s, uint32_t u, float a) {
-    int useful, st = beam_offer(s, u, a, &useful);
-    if (st == LEANN_OK && useful) st = cheap_push(&s->cq, (leann_cand){a, u}, 0);
-    return st;
-}
-
-/* Level-0 beam search. */
-static int walk(leann_search *s) {
-    const leann_graph *g = &s->idx->g;
-    while (s->cq.n) {
-        leann_cand c = s->cq.a[0];
-        if (beam_full(s) && leann_cand_less(s->beam.a[0], c)) break;
-        cheap_pop(&s->cq, 0);
-        int deg;
-        const uint32_t *nb = leann_graph_nbrs(g, c.id, 0, s->nbuf, &deg);
-        s->st.hops++;
-        for (int i = 0; i < deg; i++) {
-            uint32_t u = nb[i];
-            if (s->vis->stamp[u] == s->vis->epoch) continue;
-            s->vis->stamp[u] = s->vis->epoch;
-            int st = visit(s, u, approx(s, u));
-            if (st != LEANN_OK) return st;
-        }
-    }
-    return LEANN_OK;
-}
-
-/* Fill the beam from every returnable node. */
+/* Fill the beam from every returnable node, scored as the walk would. */
 static int scan_allowed(leann_search *s) {
     const leann_index *idx = s->idx;
     size_t n = idx->g.n, words = (n + 63) / 64;
-    s->beam.n = 0;
+    leann_walk_init(&s->w, 0, s->ef, 0, &s->vb->vis, s->w.beam, returnable(s));
     for (size_t w = 0; w < words; w++) {
-        uint64_t x = (s->allowed ? s->allowed[w] : ~0ull) & (idx->tomb ? ~idx->tomb[w] : ~0ull);
+        uint64_t x = (s->ret.allowed ? s->ret.allowed[w] : ~0ull) & (idx->tomb ? ~idx->tomb[w] : ~0ull);
         while (x) {
             uint32_t id = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(x));
             x &= x - 1;
             if (id >= n) break;
-            int useful, st = beam_offer(s, id, approx(s, id), &useful);
-            if (st != LEANN_OK) return st;
+            s->qc.evals++;
+            leann_walk_offer(&s->w, leann_qdist(&s->qc, id, NULL), id);
+            if (s->w.err) return s->w.err;
         }
     }
+    s->scanned = 1;
     return LEANN_OK;
 }
 
 /* Level one, then the order in which level two scores the beam. */
 static int run_walk(leann_search *s) {
-    int st = walk(s);
-    if (st == LEANN_OK && s->beam.n < (size_t)s->k && s->nallowed > s->beam.n) st = scan_allowed(s);
-    if (st != LEANN_OK) return st;
-    leann_cand_sort(s->beam.a, s->beam.n);
+    if (!s->scanned) {
+        while (leann_walk_step(&s->w, &s->idx->g, &s->qc)) {
+        }
+        if (s->w.err) return s->w.err;
+    }
+    s->norder = leann_walk_results(&s->w, s->order, (size_t)s->ef);
+    if (s->norder < (size_t)s->k && s->nallowed > s->norder) { /* a filter that cuts the graph */
+        int st = scan_allowed(s);
+        if (st != LEANN_OK) return st;
+        s->norder = leann_walk_results(&s->w, s->order, (size_t)s->ef);
+    }
     size_t t = (size_t)ceil(s->ratio * (double)s->ef);
     if (t < (size_t)s->k) t = (size_t)s->k;
     if (s->max_exact && t > s->max_exact) t = s->max_exact;
-    s->target = t < s->beam.n ? t : s->beam.n;
+    s->target = t < s->norder ? t : s->norder;
     s->pos = 0;
     s->walked = 1;
     return LEANN_OK;
@@ -498,7 +366,7 @@ static size_t score_end(const leann_search *s) {
     if (s->pos < s->first || s->nbest < s->k) return s->first < s->target ? s->first : s->target;
     float bound = s->best[s->k - 1] - s->delta;
     size_t j = s->pos;
-    while (j < s->target && s->beam.a[j].d < bound) j++;
+    while (j < s->target && s->order[j].d < bound) j++;
     return j;
 }
 
@@ -512,7 +380,7 @@ static int next_batch(leann_search *s, int64_t *need, int *nneed) {
     size_t end = score_end(s);
     if (s->adaptive && end > s->pos + (size_t)s->batch) end = s->pos + (size_t)s->batch;
     while (s->pos < end && m < s->batch && st == LEANN_OK) {
-        uint32_t id = s->beam.a[s->pos++].id;
+        uint32_t id = s->order[s->pos++].id;
         if (idx->vectors) {
             st = score_row(s, id, idx->vectors + (size_t)id * idx->dim);
         } else if (idx->nhub && leann_hub_get(idx, id, s->row)) {
@@ -537,13 +405,13 @@ void leann_search_free(leann_search *s) {
     free(s->q);
     free(s->table);
     free(s->row);
-    vpool_put(s->idx, s->vis);
-    free(s->cq.a);
-    free(s->beam.a);
+    vbits_put(s->idx, s->vb);
+    leann_qctx_release(&s->qc);
+    leann_beam_free(&s->w.beam);
+    free(s->order);
     free(s->ex);
     free(s->best);
     free(s->asked);
-    free(s->nbuf);
     free(s);
 }
 
@@ -616,13 +484,12 @@ static int search_new(const leann_index *idx, const float *query, const leann_se
     leann_search *s = leann_calloc(1, sizeof *s, "search");
     if (!s) return LEANN_ERR_NOMEM;
     s->idx = idx;
-    s->exact_walk = exact_walk;
     s->k = p->k;
     s->ef = p->ef > p->k ? p->ef : p->k;
     s->batch = p->batch_size;
     s->ratio = p->rerank_ratio;
     s->max_exact = p->max_recompute;
-    s->allowed = p->allowed;
+    s->ret = (leann_returnable){p->allowed, idx->ntomb ? idx->tomb : NULL};
     s->dist = leann_get_dist(idx->metric, LEANN_KERNEL_AUTO);
     s->adaptive = !exact_walk && p->confidence > 0.0 && idx->has_calib;
     if (s->adaptive) {
@@ -636,24 +503,37 @@ static int search_new(const leann_index *idx, const float *query, const leann_se
     s->row = leann_malloc((size_t)idx->dim * sizeof(float), "search row");
     if (!exact_walk)
         s->table = leann_malloc(((size_t)c->msub * 16 + (size_t)c->dp) * sizeof(float), "search table");
-    s->vis = vpool_get(idx);
+    s->vb = vbits_get(idx);
+    s->order = leann_malloc((size_t)s->ef * sizeof(leann_cand), "search beam");
     s->ex = leann_malloc((size_t)s->ef * sizeof(leann_cand), "search results");
     s->asked = leann_malloc((size_t)s->batch * sizeof(int64_t), "search batch");
     int cap = idx->g.cap0 > idx->g.capU ? idx->g.cap0 : idx->g.capU;
-    s->nbuf = leann_malloc(((size_t)cap + 256) * sizeof(uint32_t), "search scratch");
-    if (!s->q || !s->row || (!exact_walk && !s->table) || !s->vis || !s->ex || !s->asked || !s->nbuf ||
-        (s->adaptive && !s->best)) {
+    leann_beam beam = {0};
+    if (!s->q || !s->row || (!exact_walk && !s->table) || !s->vb || !s->order || !s->ex || !s->asked ||
+        (s->adaptive && !s->best) || leann_beam_init(&beam, (size_t)s->ef + 1) != LEANN_OK ||
+        leann_qctx_alloc(&s->qc, cap + 16, 0) != LEANN_OK) {
+        s->w.beam = beam;
         leann_search_free(s);
         return LEANN_ERR_NOMEM;
     }
+    s->w.beam = beam;
     memcpy(s->q, query, (size_t)idx->dim * sizeof(float));
-    if (!exact_walk) {
-        float *proj = s->table + (size_t)c->msub * 16;
-        leann_codec_project1(c, query, proj, &s->rq);
+    if (exact_walk) {
+        s->qc.q = s->q;
+        s->qc.vectors = idx->vectors;
+        s->qc.dim = idx->dim;
+        s->qc.dist = s->dist;
+    } else {
+        float *proj = s->table + (size_t)c->msub * 16, rq;
+        leann_codec_project1(c, query, proj, &rq);
         leann_codec_adt_float(c, proj, s->table);
+        s->qc.codes = idx->codes;
+        s->qc.cb = idx->code_bytes;
+        s->qc.ftable = s->table;
+        s->qc.foff = rq + c->bias; /* code distances on the exact distances' scale */
     }
     const leann_graph *g = &idx->g;
-    s->nallowed = (p->allowed || idx->tomb) ? popcount_allowed(idx, p->allowed) : n;
+    s->nallowed = returnable(s) ? popcount_allowed(idx, p->allowed) : n;
     int small = 0;
     if (s->nallowed < n) {
         double cnt = (double)s->nallowed;
@@ -664,25 +544,12 @@ static int search_new(const leann_index *idx, const float *query, const leann_se
     } else {
         /* upper levels: greedy, nothing recomputed */
         uint32_t cur = g->entry;
-        float curd = approx(s, cur);
-        for (int l = g->maxlevel; l > 0; l--) {
-            for (int changed = 1; changed;) {
-                changed = 0;
-                int deg;
-                const uint32_t *nb = leann_graph_nbrs(g, cur, l, s->nbuf, &deg);
-                s->st.hops++;
-                for (int i = 0; i < deg; i++) {
-                    float d = approx(s, nb[i]);
-                    if (leann_cand_less((leann_cand){d, nb[i]}, (leann_cand){curd, cur})) {
-                        cur = nb[i];
-                        curd = d;
-                        changed = 1;
-                    }
-                }
-            }
-        }
-        s->vis->stamp[cur] = s->vis->epoch;
-        st = visit(s, cur, curd);
+        float curd = leann_qdist(&s->qc, cur, NULL);
+        s->qc.evals++;
+        for (int l = g->maxlevel; l > 0; l--) leann_greedy(g, &s->qc, l, &cur, &curd);
+        leann_walk_start(&s->w, g, &s->qc, 0, (leann_cand){curd, cur}, s->ef, 2, &s->vb->vis, s->w.beam,
+                         returnable(s));
+        st = s->w.err;
     }
     if (st != LEANN_OK) {
         leann_search_free(s);
@@ -750,6 +617,8 @@ int leann_search_result(leann_search *s, int64_t *ids, float *dist, leann_recomp
     }
     if (stats) {
         *stats = s->st;
+        stats->code_evals = s->qc.evals;
+        stats->hops = s->qc.hops;
         stats->exact = s->nex;
     }
     return LEANN_OK;
@@ -782,12 +651,12 @@ static int filtered_task(void *p, int tid, int nt) {
         int64_t *oid = job->ids + qi * (size_t)job->k;
         float *od = job->dist + qi * (size_t)job->k;
         for (int i = 0; i < job->k; i++) {
-            oid[i] = (size_t)i < s->beam.n ? (int64_t)s->beam.a[i].id : -1;
-            od[i] = (size_t)i < s->beam.n ? s->beam.a[i].d : INFINITY;
+            oid[i] = (size_t)i < s->norder ? (int64_t)s->order[i].id : -1;
+            od[i] = (size_t)i < s->norder ? s->order[i].d : INFINITY;
         }
         if (job->stats) {
-            job->stats[qi].distance_evals = s->st.code_evals;
-            job->stats[qi].hops = s->st.hops;
+            job->stats[qi].distance_evals = s->qc.evals;
+            job->stats[qi].hops = s->qc.hops;
         }
         leann_search_free(s);
     }

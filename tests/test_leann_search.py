@@ -314,6 +314,27 @@ def test_filters_return_k_whenever_k_allowed_exist(pruned, data, seed, share, k,
     np.testing.assert_allclose(res.distances[:len(got)], d[got], rtol=1e-4, atol=1e-4)
 
 
+def test_filtered_walk_passes_through_hidden_nodes(pruned, data):
+    """A filter the walk serves (not a scan) that allows each query's 10
+    nearest nodes and the far half, and hides everything between.  The walk
+    starts among hidden nodes; it must pass through them to the allowed
+    core and stop there.  A walk that dropped hidden nodes would end at once
+    and fall back to scanning every allowed code."""
+    x, q = data
+    d = exact_distances(x, q, "l2")
+    got, truth, evals = [], [], []
+    for i in range(len(q)):
+        order = np.argsort(d[i])
+        allowed = np.sort(np.concatenate([order[:10], order[N // 2:]]))
+        res = pruned.search(q[i], k=10, ef=10, embed=lookup(x), rerank_ratio=1.0, allowed=allowed)
+        assert res.stats["hops"] > 0  # walked, not scanned
+        got.append(res.ids)
+        truth.append(order[:10])
+        evals.append(res.stats["code_evals"])
+    assert recall_at_k(np.array(got), np.array(truth)) >= 0.9
+    assert np.median(evals) < N // 4  # no scan of the allowed half
+
+
 def test_small_filter_is_scored_directly(pruned, data):
     x, q = data
     allowed = np.arange(0, N, 97)  # 31 ids: scanned by code, the best recomputed
