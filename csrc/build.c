@@ -134,6 +134,8 @@ int leann_builder_new(const leann_build_params *p, const leann_codec *codec, lea
         return leann_fail(LEANN_ERR_INVALID, "selection_relax must be in [0, 1e6], got %g", (double)p->selection_relax);
     if (p->builder == LEANN_BUILDER_FLASH && !codec)
         return leann_fail(LEANN_ERR_INVALID, "the flash builder needs a codec");
+    if (p->builder == LEANN_BUILDER_FLASH && codec->ksub != 16)
+        return leann_fail(LEANN_ERR_INVALID, "the flash builder takes a 4-bit codec");
     if (p->builder == LEANN_BUILDER_FLASH && codec->msub > LEANN_MAX_BUILD_SUBSPACES)
         return leann_fail(LEANN_ERR_INVALID, "build codes take at most %d subspaces, the codec has %d",
                           LEANN_MAX_BUILD_SUBSPACES, codec->msub);

@@ -303,11 +303,12 @@ int leann_codec_valid_subspaces(int msub) {
     }
 }
 
-int leann_codec_new(int dp, int msub, const float *centroids, float scale, int accumulate,
+int leann_codec_new(int dp, int msub, int bits, const float *centroids, float scale, int accumulate,
                     leann_codec **out) {
     *out = NULL;
     if (!leann_codec_valid_subspaces(msub))
         return leann_fail(LEANN_ERR_INVALID, "number of subspaces must be 8, 16, 32, 64, 96 or 128, got %d", msub);
+    if (bits != 4 && bits != 8) return leann_fail(LEANN_ERR_INVALID, "code bits must be 4 or 8, got %d", bits);
     if (dp <= 0 || dp % msub != 0 || dp > LEANN_MAX_DIM)
         return leann_fail(LEANN_ERR_INVALID,
                           "projected dimension %d must be a positive multiple of %d subspaces", dp, msub);
@@ -316,8 +317,8 @@ int leann_codec_new(int dp, int msub, const float *centroids, float scale, int a
     if (accumulate != LEANN_ACC8 && accumulate != LEANN_ACC16)
         return leann_fail(LEANN_ERR_INVALID, "accumulate must be 8 or 16, got %d", accumulate);
     if (!centroids) return leann_fail(LEANN_ERR_INVALID, "centroids are NULL");
-    int dsub = dp / msub;
-    size_t nc = (size_t)msub * 16 * dsub;
+    int dsub = dp / msub, K = 1 << bits;
+    size_t nc = (size_t)msub * K * dsub;
     for (size_t i = 0; i < nc; i++)
         if (!isfinite(centroids[i]))
             return leann_fail(LEANN_ERR_INVALID, "centroid %zu is not finite", i);
@@ -326,22 +327,23 @@ int leann_codec_new(int dp, int msub, const float *centroids, float scale, int a
     c->dp = dp;
     c->msub = msub;
     c->dsub = dsub;
-    c->code_bytes = msub / 2;
+    c->code_bytes = bits == 8 ? msub : msub / 2;
+    c->ksub = K;
     c->accumulate = accumulate;
     c->scale = scale;
     c->centroids = leann_malloc(nc * sizeof(float), "codec centroids");
     c->cent_t = leann_malloc(nc * sizeof(float), "codec centroids");
-    c->sdt = leann_malloc((size_t)msub * 256, "symmetric distance table");
-    if (!c->centroids || !c->cent_t || !c->sdt) {
+    c->sdt = bits == 4 ? leann_malloc((size_t)msub * 256, "symmetric distance table") : NULL;
+    if (!c->centroids || !c->cent_t || (bits == 4 && !c->sdt)) {
         leann_codec_free(c);
         return LEANN_ERR_NOMEM;
     }
     memcpy(c->centroids, centroids, nc * sizeof(float));
     for (int i = 0; i < msub; i++)
-        for (int j = 0; j < 16; j++)
+        for (int j = 0; j < K; j++)
             for (int k = 0; k < dsub; k++)
-                c->cent_t[((size_t)i * dsub + k) * 16 + j] = c->centroids[((size_t)i * 16 + j) * dsub + k];
-    for (int i = 0; i < msub; i++)
+                c->cent_t[((size_t)i * dsub + k) * K + j] = c->centroids[((size_t)i * K + j) * dsub + k];
+    for (int i = 0; i < msub && bits == 4; i++)
         for (int a = 0; a < 16; a++)
             for (int b = 0; b < 16; b++) {
                 const float *ca = c->centroids + ((size_t)i * 16 + a) * dsub;
@@ -403,9 +405,11 @@ int leann_codec_info(const leann_codec *c, int *dim, int *dp, int *msub, int *ac
     return LEANN_OK;
 }
 
+int leann_codec_bits(const leann_codec *c) { return !c ? 0 : c->ksub == 256 ? 8 : 4; }
+
 int leann_codec_export(const leann_codec *c, float *centroids, float *mean, float *components) {
     if (!c || !centroids) return leann_fail(LEANN_ERR_INVALID, "leann_codec_export: NULL argument");
-    memcpy(centroids, c->centroids, (size_t)c->msub * 16 * (size_t)c->dsub * sizeof(float));
+    memcpy(centroids, c->centroids, (size_t)c->msub * c->ksub * (size_t)c->dsub * sizeof(float));
     if (c->dim) {
         if (!mean || !components) return leann_fail(LEANN_ERR_INVALID, "leann_codec_export: NULL argument");
         memcpy(mean, c->mean, (size_t)c->dim * sizeof(float));
@@ -415,7 +419,7 @@ int leann_codec_export(const leann_codec *c, float *centroids, float *mean, floa
 }
 
 int leann_codec_clone(const leann_codec *c, leann_codec **out) {
-    int st = leann_codec_new(c->dp, c->msub, c->centroids, c->scale, c->accumulate, out);
+    int st = leann_codec_new(c->dp, c->msub, leann_codec_bits(c), c->centroids, c->scale, c->accumulate, out);
     if (st == LEANN_OK && c->dim) {
         st = leann_codec_set_pca(*out, c->dim, c->mean, c->components, c->bias);
         if (st != LEANN_OK) {
@@ -442,8 +446,59 @@ void leann_codec_project1(const leann_codec *c, const float *x, float *proj, flo
     *residual = total > kept ? (float)(total - kept) : 0.0f;
 }
 
+/* subspace_dists for an 8-bit codec: the 256 centroids of subspace i. */
+static inline void subspace_dists256(const leann_codec *c, const float *y, int i, float d[256]) {
+    const float *ys = y + (size_t)i * c->dsub;
+    const float *ct = c->cent_t + (size_t)i * c->dsub * 256;
+    for (int j = 0; j < 256; j++) d[j] = 0.0f;
+    for (int k = 0; k < c->dsub; k++) {
+        float yk = ys[k];
+        for (int j = 0; j < 256; j++) {
+            float t = yk - ct[k * 256 + j];
+            d[j] += t * t;
+        }
+    }
+}
+
 void leann_codec_adt_float(const leann_codec *c, const float *y, float *table) {
-    for (int i = 0; i < c->msub; i++) subspace_dists(c, y, i, table + i * 16);
+    if (c->ksub == 256)
+        for (int i = 0; i < c->msub; i++) subspace_dists256(c, y, i, table + (size_t)i * 256);
+    else
+        for (int i = 0; i < c->msub; i++) subspace_dists(c, y, i, table + i * 16);
+}
+
+int leann_codec_adt_f32(const leann_codec *c, const float *y, float *table) {
+    if (!c || !y || !table) return leann_fail(LEANN_ERR_INVALID, "leann_codec_adt_f32: NULL argument");
+    for (int k = 0; k < c->dp; k++)
+        if (!isfinite(y[k])) return leann_fail(LEANN_ERR_INVALID, "vector has a non-finite value");
+    leann_codec_adt_float(c, y, table);
+    return LEANN_OK;
+}
+
+float *leann_codec_sdt_float8(const leann_codec *c) {
+    float *t = leann_malloc((size_t)c->msub * 256 * 256 * sizeof(float), "symmetric distance table");
+    if (!t) return NULL;
+    for (int i = 0; i < c->msub; i++)
+        for (int a = 0; a < 256; a++) /* centroid a of subspace i, placed where subspace i's sub-vector is read */
+            subspace_dists256(c, c->centroids + ((size_t)i * 255 + a) * c->dsub, i, t + ((size_t)i * 256 + a) * 256);
+    return t;
+}
+
+/* Nearest of 256 centroids per subspace: a byte each (strict: ties go to
+ * the lowest id, as encode_one's). */
+static void encode8_one(const leann_codec *c, const float *y, uint8_t *code) {
+    float d[256];
+    for (int i = 0; i < c->msub; i++) {
+        subspace_dists256(c, y, i, d);
+        int best = 0;
+        float bd = d[0];
+        for (int j = 1; j < 256; j++) {
+            int lt = d[j] < bd;
+            bd = lt ? d[j] : bd;
+            best = lt ? j : best;
+        }
+        code[i] = (uint8_t)best;
+    }
 }
 
 int leann_codec_code_bytes(const leann_codec *c) { return c ? c->code_bytes : 0; }
@@ -558,7 +613,7 @@ int leann_codec_encode_kernel(const leann_codec *c, const float *proj, size_t n,
         if (!isfinite(proj[i]))
             return leann_fail(LEANN_ERR_INVALID, "projected vector %zu has a non-finite value",
                               i / (size_t)c->dp);
-    encode_ctx e = {c, proj, n, codes, get_encode(kernel)};
+    encode_ctx e = {c, proj, n, codes, c->ksub == 256 ? encode8_one : get_encode(kernel)};
     int nt = leann_resolve_threads(threads);
     if ((size_t)nt > n / 256 + 1) nt = (int)(n / 256 + 1);
     return leann_parallel(nt, encode_task, &e);
@@ -570,20 +625,20 @@ int leann_codec_centroid_sums(const leann_codec *c, const float *proj, size_t n,
         return leann_fail(LEANN_ERR_INVALID, "leann_codec_centroid_sums: NULL argument");
     size_t total;
     if (!leann_mul_ok(n, (size_t)c->dp, &total)) return LEANN_ERR_INVALID;
-    const int msub = c->msub, dsub = c->dsub, cb = c->code_bytes;
-    memset(sums, 0, (size_t)msub * 16 * (size_t)dsub * sizeof *sums);
-    memset(counts, 0, (size_t)msub * 16 * sizeof *counts);
+    const int msub = c->msub, dsub = c->dsub, cb = c->code_bytes, K = c->ksub;
+    memset(sums, 0, (size_t)msub * K * (size_t)dsub * sizeof *sums);
+    memset(counts, 0, (size_t)msub * K * sizeof *counts);
     /* point by point, so that each centroid's sum adds its points in the
      * order numpy's bincount does: the same float64 totals */
     for (size_t i = 0; i < n; i++) {
         const float *row = proj + i * (size_t)c->dp;
         const uint8_t *code = codes + i * (size_t)cb;
         for (int m = 0; m < msub; m++) {
-            int k = (m & 1) ? code[m >> 1] >> 4 : code[m >> 1] & 15;
-            double *acc = sums + ((size_t)m * 16 + (size_t)k) * (size_t)dsub;
+            int k = K == 256 ? code[m] : (m & 1) ? code[m >> 1] >> 4 : code[m >> 1] & 15;
+            double *acc = sums + ((size_t)m * K + (size_t)k) * (size_t)dsub;
             const float *x = row + (size_t)m * (size_t)dsub;
             for (int d = 0; d < dsub; d++) acc[d] += (double)x[d];
-            counts[m * 16 + k]++;
+            counts[(size_t)m * K + k]++;
         }
     }
     return LEANN_OK;
@@ -599,6 +654,7 @@ void leann_codec_adt_raw(const leann_codec *c, const float *y, uint8_t *table) {
 
 int leann_codec_adt(const leann_codec *c, const float *y, uint8_t *table) {
     if (!c || !y || !table) return leann_fail(LEANN_ERR_INVALID, "leann_codec_adt: NULL argument");
+    if (c->ksub != 16) return leann_fail(LEANN_ERR_INVALID, "quantised tables are for 4-bit codecs");
     for (int k = 0; k < c->dp; k++)
         if (!isfinite(y[k])) return leann_fail(LEANN_ERR_INVALID, "vector has a non-finite value");
     leann_codec_adt_raw(c, y, table);
@@ -730,6 +786,7 @@ int leann_mask_le_kernel(const uint16_t *d, int n, uint16_t lim, int kernel, uin
 
 int leann_codec_vadt_kernel(const leann_codec *c, const uint8_t *code, int kernel, uint8_t *permuted) {
     if (!c || !code || !permuted) return leann_fail(LEANN_ERR_INVALID, "leann_codec_vadt_kernel: NULL argument");
+    if (c->ksub != 16) return leann_fail(LEANN_ERR_INVALID, "quantised tables are for 4-bit codecs");
     leann_vadt_fn fn = leann_get_vadt(kernel);
     if (!fn) return leann_fail(LEANN_ERR_INVALID, "kernel %d is not available on this CPU/build", kernel);
     fn(c, code, permuted);
@@ -738,6 +795,7 @@ int leann_codec_vadt_kernel(const leann_codec *c, const uint8_t *code, int kerne
 
 int leann_codec_sdt(const leann_codec *c, uint8_t *sdt) {
     if (!c || !sdt) return leann_fail(LEANN_ERR_INVALID, "leann_codec_sdt: NULL argument");
+    if (c->ksub != 16) return leann_fail(LEANN_ERR_INVALID, "quantised tables are for 4-bit codecs");
     memcpy(sdt, c->sdt, (size_t)c->msub * 256);
     return LEANN_OK;
 }

@@ -27,7 +27,7 @@
 #include "internal.h"
 
 #ifndef LEANN_FORMAT_VERSION
-#define LEANN_FORMAT_VERSION 2 /* 2: calibration (CALIB), codes up to 64 bytes */
+#define LEANN_FORMAT_VERSION 3 /* 2: calibration (CALIB), codes up to 64 bytes; 3: 8-bit search codes */
 #endif
 #define LEANN_FILE_HEADER_BYTES 48
 #define LEANN_FILE_ENTRY_BYTES 32

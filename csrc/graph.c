@@ -334,7 +334,7 @@ void leann_qctx_release(leann_qctx *qc) {
 }
 
 float leann_qdist(const leann_qctx *qc, uint32_t id, const uint8_t *codes_all) {
-    if (qc->ftable) return leann_code_dist_float(qc->ftable, qc->codes + (size_t)id * qc->cb, qc->cb) + qc->foff;
+    if (qc->ftable) return leann_code_dist_ftable(qc->ftable, qc->codes + (size_t)id * qc->cb, qc->cb, qc->fk) + qc->foff;
     if (qc->flash || qc->codes) {
         uint32_t s = code_dist_permuted(qc->table, codes_all + (size_t)id * qc->cb, qc->cb);
         return (float)s;
@@ -413,7 +413,8 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
             for (int i = 0; i < out; i++) LEANN_PREFETCH(qc->codes + (size_t)ids[i] * qc->cb);
             if (qc->ftable) {
                 for (int i = 0; i < out; i++)
-                    ds[i] = leann_code_dist_float(qc->ftable, qc->codes + (size_t)ids[i] * qc->cb, qc->cb) + qc->foff;
+                    ds[i] = leann_code_dist_ftable(qc->ftable, qc->codes + (size_t)ids[i] * qc->cb, qc->cb, qc->fk) +
+                            qc->foff;
             } else if (qc->blk_tmp && qc->scan) {
                 /* the codes gathered into blocks of 16, scored by the lookup
                  * kernel: the totals the build's scans give (saturating

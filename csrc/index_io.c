@@ -4,7 +4,7 @@
  * with the other byte order):
  *   META     u64[16]: layout version, n, dim, metric, M, cap0, capU, entry,
  *            maxlevel, code_bytes, has_vectors, has_tombstones, hubs,
- *            has_calibration
+ *            has_calibration, code bits (layout 3)
  *   UMETA    the caller's metadata blob (JSON from the Python layer)
  *   CODEC    i32 dim, dp, msub, accumulate; f32 scale, bias, 0, 0;
  *            centroids (f32), mean (f32), components (f16: the Python layer
@@ -29,8 +29,10 @@
 
 #define META_WORDS 16
 /* layout 2 (format version 2): META word 13 flags a CALIB section; code
- * sizes up to 64 bytes.  Layout 1 files still load (no calibration). */
-#define META_LAYOUT 2
+ * sizes up to 64 bytes.  Layout 3 (format version 3): META word 14 is the
+ * search codes' bits (4 or 8; 8-bit codes up to 128 bytes).  Layouts 1 and
+ * 2 still load (4-bit codes; layout 1 without calibration). */
+#define META_LAYOUT 3
 
 static size_t pad8(size_t x) { return (x + 7) & ~(size_t)7; }
 
@@ -84,10 +86,11 @@ static int collect(const leann_index *idx, sections *x, int with_data) {
     m[11] = idx->tomb ? 1 : 0;
     m[12] = idx->nhub;
     m[13] = idx->has_calib ? 1 : 0;
+    m[14] = c && idx->codes ? (uint64_t)leann_codec_bits(c) : 0;
     add(x, "META", m, sizeof x->meta);
     add(x, "UMETA", idx->umeta, idx->umeta_len);
     if (c && idx->codes) {
-        size_t nc = (size_t)c->msub * 16 * (size_t)c->dsub, np = (size_t)c->dp * (size_t)c->dim;
+        size_t nc = (size_t)c->msub * c->ksub * (size_t)c->dsub, np = (size_t)c->dp * (size_t)c->dim;
         size_t bytes = 32 + 4 * (nc + (size_t)c->dim) + pad8(2 * np);
         uint8_t *b = with_data ? own(x, bytes) : NULL;
         if (with_data && !b) return LEANN_ERR_NOMEM;
@@ -260,7 +263,7 @@ static int load_file(const leann_file *f, leann_index *idx) {
     if (st != LEANN_OK) return st;
     uint64_t m[META_WORDS];
     memcpy(m, d, sizeof m);
-    if (m[0] != 1 && m[0] != META_LAYOUT) return BAD("index file '%s': section 'META' has unknown layout %llu", name, (unsigned long long)m[0]);
+    if (m[0] < 1 || m[0] > META_LAYOUT) return BAD("index file '%s': section 'META' has unknown layout %llu", name, (unsigned long long)m[0]);
     uint64_t n = m[1];
     if (n == 0 || n >= LEANN_NONE) return BAD("index file '%s': section 'META' has node count %llu", name, (unsigned long long)n);
     if (m[2] < 1 || m[2] > 65536) return BAD("index file '%s': section 'META' has dimension %llu", name, (unsigned long long)m[2]);
@@ -269,11 +272,16 @@ static int load_file(const leann_file *f, leann_index *idx) {
         return BAD("index file '%s': section 'META' has bad degrees", name);
     if (m[7] >= n) return BAD("index file '%s': section 'META' has entry point %llu of %llu", name, (unsigned long long)m[7], (unsigned long long)n);
     if (m[8] > LEANN_MAX_LEVEL) return BAD("index file '%s': section 'META' has %llu levels", name, (unsigned long long)m[8]);
-    if (m[9] != 0 && (m[9] > 64 || !leann_codec_valid_subspaces((int)m[9] * 2) || (m[0] < 2 && m[9] > 32)))
+    uint64_t bits = m[0] >= 3 ? m[14] : m[9] ? 4 : 0;
+    if ((m[9] != 0) != (bits != 0) || (bits && bits != 4 && bits != 8))
+        return BAD("index file '%s': section 'META' has code bits %llu", name, (unsigned long long)bits);
+    uint64_t msub = bits == 8 ? m[9] : 2 * m[9];
+    if (m[9] != 0 && (msub > 128 || !leann_codec_valid_subspaces((int)msub) || (bits == 4 && m[9] > 64) ||
+                      (m[0] < 2 && m[9] > 32)))
         return BAD("index file '%s': section 'META' has code size %llu", name, (unsigned long long)m[9]);
     if (m[10] > 1 || m[11] > 1 || m[12] > n || m[13] > (m[0] >= 2 ? 1u : 0u) || (m[13] && !m[9]))
         return BAD("index file '%s': section 'META' has bad flags", name);
-    for (int i = 14; i < META_WORDS; i++)
+    for (int i = m[0] >= 3 ? 15 : 14; i < META_WORDS; i++)
         if (m[i]) return BAD("index file '%s': section 'META' has bad flags", name);
     if (!m[10] && !m[9]) return BAD("index file '%s': section 'META': the index has neither vectors nor codes", name);
     idx->dim = (int)m[2];
@@ -304,9 +312,9 @@ static int load_file(const leann_file *f, leann_index *idx) {
         float fl[4];
         memcpy(h, b, 16);
         memcpy(fl, b + 16, 16);
-        if (h[0] != idx->dim || h[2] != (int32_t)m[9] * 2 || h[1] <= 0 || h[1] > 65536 || h[1] % h[2])
+        if (h[0] != idx->dim || h[2] != (int32_t)msub || h[1] <= 0 || h[1] > 65536 || h[1] % h[2])
             return BAD("index file '%s': section 'CODEC' does not match the index", name);
-        size_t nc = (size_t)h[2] * 16 * (size_t)(h[1] / h[2]), np = (size_t)h[1] * (size_t)h[0];
+        size_t nc = (size_t)h[2] * ((size_t)1 << bits) * (size_t)(h[1] / h[2]), np = (size_t)h[1] * (size_t)h[0];
         size_t want = 32 + 4 * (nc + (size_t)h[0]) + pad8(2 * np);
         if (len != want)
             return BAD("index file '%s': section 'CODEC' has %llu bytes, its sizes need %zu", name,
@@ -320,7 +328,7 @@ static int load_file(const leann_file *f, leann_index *idx) {
             memcpy(&v, h16 + 2 * i, 2);
             arr[nc + (size_t)h[0] + i] = leann_f16_to_f32(v);
         }
-        st = leann_codec_new(h[1], h[2], arr, fl[0], h[3], &idx->codec);
+        st = leann_codec_new(h[1], h[2], (int)bits, arr, fl[0], h[3], &idx->codec);
         if (st == LEANN_OK) st = leann_codec_set_pca(idx->codec, h[0], arr + nc, arr + nc + h[0], fl[1]);
         free(arr);
         if (st != LEANN_OK) return BAD("index file '%s': section 'CODEC' is invalid: %s", name, leann_last_error());

@@ -74,10 +74,11 @@ static inline uint64_t leann_mix64(uint64_t x) {
 /* ---- Flash codec (flash.c) ---- */
 struct leann_codec {
     int dp, msub, dsub, code_bytes, accumulate;
+    int ksub;         /* centroids a subspace: 16 (4-bit codes) or 256 (8-bit) */
     float scale;
-    float *centroids; /* msub * 16 * dsub */
-    float *cent_t;    /* the same, transposed per subspace: msub * dsub * 16 (encoder) */
-    uint8_t *sdt;     /* msub * 16 * 16, canonical */
+    float *centroids; /* msub * ksub * dsub */
+    float *cent_t;    /* the same, transposed per subspace: msub * dsub * ksub (encoder) */
+    uint8_t *sdt;     /* msub * 16 * 16, canonical (4-bit codecs; NULL for 8-bit) */
     /* optional PCA (leann_codec_set_pca): what search needs to code a query */
     int dim;            /* 0 when absent */
     float *mean;        /* dim */
@@ -89,11 +90,30 @@ int leann_codec_clone(const leann_codec *c, leann_codec **out);
 /* PCA projection of one vector (dim) and its squared residual (the energy
  * the projection drops).  Needs leann_codec_set_pca. */
 void leann_codec_project1(const leann_codec *c, const float *x, float *proj, float *residual);
-/* Float asymmetric table (msub*16, canonical) of a projected vector. */
+/* Float asymmetric table (msub*ksub, canonical) of a projected vector. */
 void leann_codec_adt_float(const leann_codec *c, const float *proj, float *table);
 static inline float leann_code_dist_float(const float *t, const uint8_t *code, int cb) {
     float s = 0.0f;
     for (int j = 0; j < cb; j++) s += t[(2 * j) * 16 + (code[j] & 15)] + t[(2 * j + 1) * 16 + (code[j] >> 4)];
+    return s;
+}
+/* The same for 8-bit codes (cb = msub, a table of msub*256). */
+static inline float leann_code_dist_float8(const float *t, const uint8_t *code, int cb) {
+    float s = 0.0f;
+    for (int j = 0; j < cb; j++) s += t[j * 256 + code[j]];
+    return s;
+}
+/* Either, by the table's centroids a subspace. */
+static inline float leann_code_dist_ftable(const float *t, const uint8_t *code, int cb, int ksub) {
+    return ksub == 256 ? leann_code_dist_float8(t, code, cb) : leann_code_dist_float(t, code, cb);
+}
+/* Float symmetric distances of an 8-bit codec, msub*256*256 ([i][a][b]),
+ * allocated (the caller frees): what the heuristic compares codes by in
+ * live updates of an index with 8-bit search codes. */
+float *leann_codec_sdt_float8(const leann_codec *c);
+static inline float leann_sdt_dist_float8(const float *t, const uint8_t *a, const uint8_t *b, int cb) {
+    float s = 0.0f;
+    for (int j = 0; j < cb; j++) s += t[((size_t)j * 256 + a[j]) * 256 + b[j]];
     return s;
 }
 
@@ -412,9 +432,10 @@ typedef struct {
                                   an insertion into a finished graph */
     const uint8_t *table;      /* flash or codes: permuted query table */
     const float *ftable;       /* codes, non-NULL: float query table
-                                  (leann_code_dist_float) instead, plus foff:
+                                  (leann_code_dist_ftable) instead, plus foff:
                                   the two-level search's scale */
     float foff;
+    int fk;                    /* ftable: centroids a subspace (16 or 256) */
     leann_scan_fn scan;
     leann_mask_le_fn mask_le;  /* flash: the scan kernel's companion */
     int cb;                    /* code bytes */

@@ -94,9 +94,14 @@ typedef struct leann_codec leann_codec;
 enum { LEANN_ACC8 = 8, LEANN_ACC16 = 16 };
 
 /* msub in {8,16,32,64,80,96,112,128} (more than 64 only for search codes:
- * the build kernels take up to 64); centroids: msub*16*dsub floats; scale > 0. */
-int leann_codec_new(int dp, int msub, const float *centroids, float scale,
+ * the build kernels take up to 64); bits: 4 (16 centroids a subspace, two
+ * codes a byte: what the build and the lookup kernels take) or 8 (256
+ * centroids, a byte a subspace: search codes only, scored through float
+ * tables); centroids: msub*2^bits*dsub floats; scale > 0 (4-bit tables). */
+int leann_codec_new(int dp, int msub, int bits, const float *centroids, float scale,
                     int accumulate, leann_codec **out);
+/* 4 or 8 (0 for NULL). */
+int leann_codec_bits(const leann_codec *codec);
 /* 1 if msub is a number of subspaces leann_codec_new takes, else 0. */
 int leann_codec_valid_subspaces(int msub);
 void leann_codec_free(leann_codec *codec);
@@ -108,13 +113,18 @@ int leann_codec_encode(const leann_codec *codec, const float *proj, size_t n,
 int leann_codec_encode_kernel(const leann_codec *codec, const float *proj, size_t n,
                               uint8_t *codes, int threads, int kernel);
 /* k-means' update step: per subspace and centroid, the float64 sum of the
- * sub-vectors of the n projected rows coded to it (sums: msub*16*dsub,
- * each centroid's rows added in row order) and their count (msub*16). */
+ * sub-vectors of the n projected rows coded to it (sums: msub*K*dsub with
+ * K = 2^bits, each centroid's rows added in row order) and their count
+ * (msub*K). */
 int leann_codec_centroid_sums(const leann_codec *codec, const float *proj, size_t n, const uint8_t *codes,
                               double *sums, int64_t *counts);
-/* Canonical asymmetric table of one projected vector: msub*16 bytes. */
+/* Canonical asymmetric table of one projected vector: msub*16 bytes
+ * (4-bit codecs). */
 int leann_codec_adt(const leann_codec *codec, const float *proj1, uint8_t *table);
-/* Canonical symmetric table: msub*16*16 bytes, [i][a][b]. */
+/* Float asymmetric table of one projected vector: msub*2^bits squared
+ * distances (either codec). */
+int leann_codec_adt_f32(const leann_codec *codec, const float *proj1, float *table);
+/* Canonical symmetric table: msub*16*16 bytes, [i][a][b] (4-bit codecs). */
 int leann_codec_sdt(const leann_codec *codec, uint8_t *sdt);
 /* Virtual ADT of one code (row code_i of each subspace i's SDT), in the
  * kernels' permuted layout, as `kernel`'s variant writes it: msub*16 bytes
@@ -147,7 +157,7 @@ int leann_codec_set_pca(leann_codec *codec, int dim, const float *mean, const fl
 /* dim is 0 without a PCA. */
 int leann_codec_info(const leann_codec *codec, int *dim, int *dp, int *msub, int *accumulate,
                      float *scale, float *bias);
-/* centroids: msub*16*(dp/msub); mean: dim; components: dp*dim (ignored without a PCA). */
+/* centroids: msub*2^bits*(dp/msub); mean: dim; components: dp*dim (ignored without a PCA). */
 int leann_codec_export(const leann_codec *codec, float *centroids, float *mean, float *components);
 
 /* ---- Graph construction ------------------------------------------------ */

@@ -104,6 +104,7 @@ static void add_reverse(prune_job *job, leann_cand *pool, leann_cand *out, uint3
 int leann_index_prune(leann_index *idx, const leann_codec *codec, const uint8_t *codes, double hub_fraction,
                       int hub_degree, int degree, int threads) {
     if (!idx || !codec) return leann_fail(LEANN_ERR_INVALID, "leann_index_prune: NULL argument");
+    if (codec->ksub != 16) return leann_fail(LEANN_ERR_INVALID, "prune: pruning takes a 4-bit codec");
     if (!codes) { /* the index's own (build) codes */
         if (!idx->codes || idx->code_bytes != codec->code_bytes)
             return leann_fail(LEANN_ERR_INVALID, "prune: the index holds no codes of this codec");

@@ -502,7 +502,7 @@ static int search_new(const leann_index *idx, const float *query, const leann_se
     s->q = leann_malloc((size_t)idx->dim * sizeof(float), "search query");
     s->row = leann_malloc((size_t)idx->dim * sizeof(float), "search row");
     if (!exact_walk)
-        s->table = leann_malloc(((size_t)c->msub * 16 + (size_t)c->dp) * sizeof(float), "search table");
+        s->table = leann_malloc(((size_t)c->msub * c->ksub + (size_t)c->dp) * sizeof(float), "search table");
     s->vb = vbits_get(idx);
     s->order = leann_malloc((size_t)s->ef * sizeof(leann_cand), "search beam");
     s->ex = leann_malloc((size_t)s->ef * sizeof(leann_cand), "search results");
@@ -524,12 +524,13 @@ static int search_new(const leann_index *idx, const float *query, const leann_se
         s->qc.dim = idx->dim;
         s->qc.dist = s->dist;
     } else {
-        float *proj = s->table + (size_t)c->msub * 16, rq;
+        float *proj = s->table + (size_t)c->msub * c->ksub, rq;
         leann_codec_project1(c, query, proj, &rq);
         leann_codec_adt_float(c, proj, s->table);
         s->qc.codes = idx->codes;
         s->qc.cb = idx->code_bytes;
         s->qc.ftable = s->table;
+        s->qc.fk = c->ksub;
         s->qc.foff = rq + c->bias; /* code distances on the exact distances' scale */
     }
     const leann_graph *g = &idx->g;

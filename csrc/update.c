@@ -27,6 +27,7 @@ typedef struct {
     const leann_codec *codec;
     const uint8_t *codes;       /* every node's code (n * cb) */
     int cb;
+    float *fsdt;                /* 8-bit codes: float symmetric table (owned), else NULL */
     const float *vectors;       /* every node's stored vector (n * dim), or NULL:
                                    then distances are exact, as the build's were */
     int dim;
@@ -50,6 +51,7 @@ static inline int is_dead(const upd *u, uint32_t id) {
  * else symmetric code distance. */
 static inline float pair(const upd *u, uint32_t x, uint32_t y) {
     if (u->vectors) return u->l2(u->vectors + (size_t)x * u->dim, u->vectors + (size_t)y * u->dim, u->dim);
+    if (u->fsdt) return leann_sdt_dist_float8(u->fsdt, u->codes + (size_t)x * u->cb, u->codes + (size_t)y * u->cb, u->cb);
     return (float)leann_sdt_dist(u->codec, u->codes + (size_t)x * u->cb, u->codes + (size_t)y * u->cb);
 }
 
@@ -200,7 +202,8 @@ typedef struct {
     leann_visited vis;
     leann_beam beam;
     leann_cand *cands, *sel, *pool, *out;
-    uint8_t *adt, *ptab;
+    uint8_t *adt, *ptab; /* 4-bit codes: the new node's quantised table */
+    float *ftab;         /* 8-bit codes: its float table */
 } ins_scratch;
 
 static void ins_scratch_free(ins_scratch *s) {
@@ -212,6 +215,7 @@ static void ins_scratch_free(ins_scratch *s) {
     free(s->out);
     free(s->adt);
     free(s->ptab);
+    free(s->ftab);
     leann_qctx_release(&s->qc);
 }
 
@@ -227,7 +231,8 @@ static int ins_scratch_init(ins_scratch *s, upd *u) {
     s->out = leann_malloc(((size_t)cap + 1) * sizeof(leann_cand), "insertion scratch");
     s->adt = leann_malloc(tb, "query table");
     s->ptab = leann_malloc(tb, "query table");
-    if (!s->cands || !s->sel || !s->pool || !s->out || !s->adt || !s->ptab ||
+    s->ftab = leann_malloc((size_t)u->codec->msub * u->codec->ksub * sizeof(float), "query table");
+    if (!s->cands || !s->sel || !s->pool || !s->out || !s->adt || !s->ptab || !s->ftab ||
         leann_qctx_alloc(&s->qc, cap, u->vectors ? 0 : u->cb) != LEANN_OK)
         return LEANN_ERR_NOMEM;
     s->qc.locks = u->locks;
@@ -239,6 +244,11 @@ static int ins_scratch_init(ins_scratch *s, upd *u) {
     }
     s->qc.codes = u->codes;
     s->qc.cb = u->cb;
+    if (u->fsdt) { /* 8-bit codes: walked through float tables */
+        s->qc.ftable = s->ftab;
+        s->qc.fk = u->codec->ksub;
+        return LEANN_OK;
+    }
     s->qc.scan = leann_get_scan(LEANN_KERNEL_AUTO, u->codec->accumulate);
     if (!s->qc.scan) return leann_fail(LEANN_ERR_INTERNAL, "no scan kernel");
     s->qc.table = s->ptab;
@@ -271,6 +281,8 @@ static void insert_one(upd *u, ins_scratch *s, uint32_t q) {
     leann_graph *g = &u->g;
     if (u->vectors) {
         qc->q = u->vectors + (size_t)q * u->dim;
+    } else if (u->fsdt) {
+        leann_codec_adt_float(u->codec, u->proj + (size_t)(q - u->first) * u->codec->dp, s->ftab);
     } else {
         leann_codec_adt_raw(u->codec, u->proj + (size_t)(q - u->first) * u->codec->dp, s->adt);
         leann_permute_table(s->adt, u->codec->msub, s->ptab);
@@ -394,12 +406,14 @@ int leann_index_add(const leann_index *src, const float *proj, const float *vect
     u.ef = p->ef_construction;
     atomic_init(&u.next, n0);
     pthread_mutex_init(&u.global, NULL);
-    if (m) {
+    if (m && !vecs && c->ksub == 256 && !(u.fsdt = leann_codec_sdt_float8(c))) st = LEANN_ERR_NOMEM;
+    if (m && st == LEANN_OK) {
         if ((size_t)nt > m) nt = (int)m;
         st = leann_parallel(nt, insert_task, &u);
     }
     pthread_mutex_destroy(&u.global);
     free(u.locks);
+    free(u.fsdt);
     if (st != LEANN_OK) {
         leann_graph_free(&u.g);
         free(codes);
@@ -578,7 +592,10 @@ int leann_index_compact(const leann_index *src, const leann_update_params *p, in
         j.du.l2 = leann_get_dist(LEANN_METRIC_L2, LEANN_KERNEL_AUTO);
         j.tomb = tomb;
         atomic_init(&j.next, 0);
-        st = leann_parallel(leann_resolve_threads(p->threads), repair_task, &j);
+        if (!src->vectors && src->codec->ksub == 256 && !(j.du.fsdt = leann_codec_sdt_float8(src->codec)))
+            st = LEANN_ERR_NOMEM;
+        if (st == LEANN_OK) st = leann_parallel(leann_resolve_threads(p->threads), repair_task, &j);
+        free(j.du.fsdt);
     }
     /* renumber: the live nodes in order */
     if (st == LEANN_OK) {

@@ -94,15 +94,15 @@ def build_index(cls: Callable[[native.NativeIndex, IndexConfig, _MetricMap, Code
         # less, graph recall@10 at ef 64 unchanged (0.9816 -> 0.9825).  A
         # codec that also ranks search candidates keeps the default: on
         # MiniLM its two-level recall@10 at ratio 0.15 fell 0.911 -> 0.907.
-        build_only = {} if msub == ssub else {"kmeans_sample": _BUILD_KMEANS_SAMPLE}
+        build_only = {} if msub == ssub and cfg.search_bits == 4 else {"kmeans_sample": _BUILD_KMEANS_SAMPLE}
         codec = train_codec(sample, num_subspaces=msub, pca_dim=cfg.pca_dim,
                             pca_variance=cfg.pca_variance, sample=cfg.codec_sample, seed=cfg.seed,
                             accumulate=cfg.accumulate, pca=pca, **build_only)
-    if codec is not None and codec.num_subspaces == ssub:
+    if codec is not None and codec.num_subspaces == ssub and cfg.search_bits == 4:
         scodec = codec
     else:
         scodec = train_codec(sample, num_subspaces=ssub, pca_variance=cfg.pca_variance,
-                             sample=cfg.codec_sample, seed=cfg.seed, pca=pca)
+                             sample=cfg.codec_sample, seed=cfg.seed, pca=pca, bits=cfg.search_bits)
     ncodec = search_codec(scodec, code_distance_bias(scodec, sample, seed=cfg.seed))
     # the adaptive stop's bound: the code error where searches meet it
     # (only vector-free searches recompute, so only they need it)

@@ -14,9 +14,11 @@ Choices, all deterministic for a seed:
 * Components are dealt to subspaces greedily, largest first, each to the
   subspace with the least variance so far, so that subspaces carry similar
   variance instead of the first ones carrying most of it.
-* k-means with 16 centroids per subspace: k-means++ seeding from a seeded
-  generator, Lloyd iterations, empty clusters re-seeded at the worst-served
-  point.
+* k-means with 16 centroids per subspace (4-bit codes, two a byte: what
+  the build and the lookup kernels take) or 256 (8-bit codes, a byte a
+  subspace: search codes only, scored through float tables): seeds drawn
+  from a seeded generator, Lloyd iterations, empty clusters re-seeded at the
+  worst-served point.
 * One global quantisation scale for every table, so code distances of
   different vectors stay comparable during construction.
 """
@@ -57,7 +59,8 @@ class Codec:
     Attributes:
         mean: sample mean, shape ``(D,)``.
         components: PCA rows ordered subspace by subspace, shape ``(dp, D)``.
-        centroids: shape ``(num_subspaces, 16, dp // num_subspaces)``.
+        centroids: shape ``(num_subspaces, 16, dp // num_subspaces)`` (4-bit
+            codes) or ``(num_subspaces, 256, dp // num_subspaces)`` (8-bit).
         scale: table quantisation step (squared distance per table unit).
         accumulate: 16 (exact integer totals) or 8 (saturating 8-bit totals).
         explained_variance: share of the sample variance the projection keeps.
@@ -86,8 +89,13 @@ class Codec:
         return int(self.components.shape[0])
 
     @property
+    def bits(self) -> int:
+        """Bits a subspace's code takes: 4 (16 centroids) or 8 (256)."""
+        return 8 if self.centroids.shape[1] == 256 else 4
+
+    @property
     def code_bytes(self) -> int:
-        return self.num_subspaces // 2
+        return self.num_subspaces * self.bits // 8
 
     @cached_property
     def native(self) -> native.NativeCodec:
@@ -141,7 +149,8 @@ class Codec:
         return np.ascontiguousarray(self.components.T, dtype=np.float32)
 
     def encode(self, vectors: np.ndarray, threads: int = 0) -> np.ndarray:
-        """4-bit codes, ``(n, code_bytes)`` uint8, canonical nibble order."""
+        """Codes, ``(n, code_bytes)`` uint8: 4-bit codes in canonical nibble
+        order, or a byte a subspace."""
         return self.native.encode(self.project(vectors), threads)
 
     def as_stored(self) -> "Codec":
@@ -159,34 +168,39 @@ class Codec:
             raise errors.InvalidInputError("coding_error needs a non-empty (n, dim) block of rows")
         proj = self.project(x)
         msub, dsub = self.num_subspaces, self.pca_dim // self.num_subspaces
-        recon = self.centroids[np.arange(msub)[None, :], _unpack(self.native.encode(proj))]
+        recon = self.centroids[np.arange(msub)[None, :], _unpack(self.native.encode(proj), self.bits)]
         inside = ((proj.reshape(len(x), msub, dsub) - recon) ** 2).sum(axis=(1, 2), dtype=np.float64)
         outside = np.clip(((x - self._mean32) ** 2).sum(1, dtype=np.float64) - (proj ** 2).sum(1, dtype=np.float64),
                           0.0, None)
         return float((inside + outside).mean())
 
     def adt(self, vector: np.ndarray) -> np.ndarray:
-        """Quantised asymmetric table of one vector, ``(num_subspaces, 16)``."""
+        """Quantised asymmetric table of one vector, ``(num_subspaces, 16)``
+        (4-bit codecs: the build's tables)."""
         return self.native.adt(self.project(vector)[0])
 
     def sdt(self) -> np.ndarray:
-        """Quantised symmetric centroid table, ``(num_subspaces, 16, 16)``."""
+        """Quantised symmetric centroid table, ``(num_subspaces, 16, 16)``
+        (4-bit codecs)."""
         return self.native.sdt()
 
 
-def _unpack(codes: np.ndarray) -> np.ndarray:
-    """(n, code_bytes) nibble codes -> (n, 2 * code_bytes) centroid ids."""
+def _unpack(codes: np.ndarray, bits: int = 4) -> np.ndarray:
+    """(n, code_bytes) codes -> (n, msub) centroid ids (4-bit: two a byte,
+    low nibble first; 8-bit: a byte each)."""
+    if bits == 8:
+        return codes.astype(np.int64)
     out = np.empty((codes.shape[0], codes.shape[1] * 2), dtype=np.int64)
     out[:, 0::2] = codes & 15
     out[:, 1::2] = codes >> 4
     return out
 
 
-def _kmeans16(proj: np.ndarray, msub: int, rng: Generator, iterations: int) -> np.ndarray:
-    """k-means with k = 16 in every subspace at once.
+def _kmeans(proj: np.ndarray, msub: int, rng: Generator, iterations: int, k: int = 16) -> np.ndarray:
+    """k-means with k = 16 or 256 centroids in every subspace at once.
 
     proj: (n, dp) float32, subspace i owning dims [i*dsub, (i+1)*dsub).
-    Returns (msub, 16, dsub) float32.  The assignment step is the C encoder
+    Returns (msub, k, dsub) float32.  The assignment step is the C encoder
     (nearest centroid = encoding), so training and encoding agree exactly;
     the update step's sums come from C too (``centroid_sums``).
     Deterministic for the rng: distinct random points as seeds, Lloyd
@@ -194,7 +208,7 @@ def _kmeans16(proj: np.ndarray, msub: int, rng: Generator, iterations: int) -> n
     the worst-served point.
     """
     n, dp = proj.shape
-    dsub, k = dp // msub, 16
+    dsub, bits = dp // msub, 4 if k == 16 else 8
     data = proj.reshape(n, msub, dsub)
     seeds = np.stack([rng.choice(n, size=k, replace=n < k) for _ in range(msub)])  # (msub, k)
     cent = np.ascontiguousarray(data[seeds, np.arange(msub)[:, None], :])  # (msub, k, dsub)
@@ -210,7 +224,7 @@ def _kmeans16(proj: np.ndarray, msub: int, rng: Generator, iterations: int) -> n
         np.divide(sums, counts[:, :, None], out=new, where=counts[:, :, None] > 0)
         empty = np.nonzero(counts == 0)
         if len(empty[0]):
-            assign = _unpack(codes)  # (n, msub)
+            assign = _unpack(codes, bits)  # (n, msub)
             for m, j in zip(*empty):
                 own = ((data[:, m, :] - cent[m][assign[:, m]]) ** 2).sum(1)
                 new[m, j] = data[int(own.argmax()), m, :]
@@ -226,7 +240,7 @@ def _opq_rotation(x: np.ndarray, msub: int, rng: Generator, iterations: int) -> 
     rot = np.eye(dp)
     for _ in range(iterations):
         xr = np.ascontiguousarray((x64 @ rot).astype(np.float32))
-        cent = _kmeans16(xr, msub, rng, 6)
+        cent = _kmeans(xr, msub, rng, 6)
         codes = _unpack(native.NativeCodec(cent, 1.0, 16).encode(xr))
         y = cent[np.arange(msub)[None, :], codes].reshape(len(x), dp).astype(np.float64)
         u, _, vt = np.linalg.svd(x64.T @ y)
@@ -340,6 +354,7 @@ def train_codec(
     *,
     pca: PcaFit | None = None,
     rotation_iterations: int = 0,
+    bits: int = 4,
 ) -> Codec:
     """Train a Flash codec on (a sample of) ``vectors`` (float32, (n, D)).
 
@@ -358,11 +373,26 @@ def train_codec(
     so search and the index file are unchanged.  On the devcorpus it gains
     little over the variance-balanced PCA (``benchmarks/quantiser_map.py``),
     so the index does not use it.
+
+    ``bits=8``: 256 centroids a subspace, a byte each (search codes only:
+    the build takes 4-bit codes).  The projection keeps the dimensions a
+    4-bit codec of the same bytes would (``choose_pca_dim`` with twice the
+    subspaces), k-means runs on at least 64 rows a centroid and at most 12
+    iterations (16k rows x 16 subspaces: ~2 s on 2 cores), and the quantised
+    tables' scale is unused (1.0).
+
+    >>> codec8 = train_codec(x, num_subspaces=8, bits=8, seed=0)
+    >>> codec8.encode(x[:2]).shape, codec8.code_bytes, codec8.bits
+    ((2, 8), 8, 8)
     """
     if num_subspaces not in _VALID_SUBSPACES:
         raise errors.InvalidInputError(f"num_subspaces must be one of {_VALID_SUBSPACES}, got {num_subspaces}")
     if accumulate not in (8, 16):
         raise errors.InvalidInputError(f"accumulate must be 8 or 16, got {accumulate}")
+    if bits not in (4, 8):
+        raise errors.InvalidInputError(f"bits must be 4 or 8, got {bits!r}")
+    if bits == 8 and rotation_iterations:
+        raise errors.InvalidInputError("rotation_iterations is for 4-bit codecs")
     if not 0.0 < pca_variance <= 1.0:
         raise errors.InvalidInputError(f"pca_variance must be in (0, 1], got {pca_variance}")
     x = _rows(vectors)
@@ -383,7 +413,7 @@ def train_codec(
     mean, eigvals, eigvecs = pca.mean, pca.eigvals, pca.eigvecs
     mean32 = mean.astype(np.float32)
 
-    dp = pca_dim if pca_dim is not None else choose_pca_dim(eigvals, msub, pca_variance)
+    dp = pca_dim if pca_dim is not None else choose_pca_dim(eigvals, msub * bits // 4, pca_variance)
     comps = np.zeros((dp, dim))
     vals = np.zeros(dp)
     keep = min(dp, dim)  # dp > D pads with zero components
@@ -404,17 +434,20 @@ def train_codec(
     dsub = dp // msub
     ns = len(s)
     # 16 centroids need few points: k-means runs on a sub-sample (512 per centroid)
+    ksub = 1 << bits
+    if bits == 8:
+        kmeans_sample, iterations = max(kmeans_sample, 64 * ksub), min(iterations, 12)
     km = project(np.sort(rng.choice(ns, size=min(ns, kmeans_sample), replace=False)))
     if rotation_iterations:
         rot = _opq_rotation(km, msub, rng, rotation_iterations)
         comps32 = np.ascontiguousarray((rot.T @ comps32.astype(np.float64)).astype(np.float32))
         comps32_t = np.ascontiguousarray(comps32.T)
         km = np.ascontiguousarray((km.astype(np.float64) @ rot).astype(np.float32))
-    centroids = _kmeans16(km, msub, rng, iterations)
+    centroids = _kmeans(km, msub, rng, iterations, ksub)
     del km
 
-    scale = _table_scale(project(rng.choice(ns, size=min(ns, _SCALE_SAMPLE), replace=False)),
-                         centroids, accumulate, rng)
+    scale = 1.0 if bits == 8 else _table_scale(
+        project(rng.choice(ns, size=min(ns, _SCALE_SAMPLE), replace=False)), centroids, accumulate, rng)
     # mean squared error of coding the sample, estimated on _ERROR_SAMPLE of
     # its rows (the whole 32k sample at 768-d: 0.1 s more per codec for an
     # estimate that moved by under 1%), a block at a time
@@ -422,7 +455,7 @@ def train_codec(
     err_rows = np.sort(rng.choice(ns, size=min(ns, _ERROR_SAMPLE), replace=False))
     for a in range(0, len(err_rows), _BLOCK):
         block = project(err_rows[a:a + _BLOCK])
-        recon = centroids[np.arange(msub)[None, :], _unpack(nc.encode(block))]  # (b, msub, dsub)
+        recon = centroids[np.arange(msub)[None, :], _unpack(nc.encode(block), bits)]  # (b, msub, dsub)
         sq += float(((block.reshape(len(block), msub, dsub) - recon) ** 2).sum(dtype=np.float64))
     quant_error = sq / len(err_rows)
     return Codec(
@@ -477,10 +510,10 @@ def code_distance_bias(codec: Codec, vectors: Rows | np.ndarray, seed: int = 0, 
     q = x[rng.choice(len(x), size=min(queries, len(x)), replace=False)]
     p = x[rng.choice(len(x), size=min(points, len(x)), replace=False)]
     pq = codec.project(q)
-    codes = _unpack(codec.encode(p))  # (P, msub)
+    codes = _unpack(codec.encode(p), codec.bits)  # (P, msub)
     msub = codec.num_subspaces
     dsub = codec.pca_dim // msub
-    tables = ((pq.reshape(len(q), msub, 1, dsub) - codec.centroids[None]) ** 2).sum(-1)  # (Q, msub, 16)
+    tables = ((pq.reshape(len(q), msub, 1, dsub) - codec.centroids[None]) ** 2).sum(-1)  # (Q, msub, ksub)
     est = np.zeros((len(q), len(p)), dtype=tables.dtype)  # (Q, P), a subspace at a time:
     for m in range(msub):  # gathering all at once would take (Q, P, msub)
         est += tables[:, m, codes[:, m]]
@@ -508,19 +541,20 @@ def code_error_quantiles(codec: Codec, bias: float, vectors: Rows | np.ndarray, 
     q = np.asarray(x[np.sort(qi)], dtype=np.float32)
     p = np.asarray(x[np.sort(pi)], dtype=np.float32)
     pq = codec.project(q)
-    codes = _unpack(codec.encode(p))  # (P, msub)
+    codes = _unpack(codec.encode(p), codec.bits)  # (P, msub)
     msub = codec.num_subspaces
     dsub = codec.pca_dim // msub
-    tables = ((pq.reshape(len(q), msub, 1, dsub) - codec.centroids[None]) ** 2).sum(-1)  # (Q, msub, 16)
+    tables = ((pq.reshape(len(q), msub, 1, dsub) - codec.centroids[None]) ** 2).sum(-1)  # (Q, msub, ksub)
     # table lookups as one product with the codes' one-hot rows, a block of
     # points at a time (a gather per subspace took 10x longer)
-    flat = tables.reshape(len(q), msub * 16).astype(np.float32)
+    ksub = tables.shape[2]
+    flat = tables.reshape(len(q), msub * ksub).astype(np.float32)
     est = np.empty((len(q), len(p)), dtype=np.float32)
-    onehot = np.zeros((min(len(p), 1024), msub * 16), dtype=np.float32)
+    onehot = np.zeros((min(len(p), 1024), msub * ksub), dtype=np.float32)
     for a in range(0, len(p), 1024):
         blk = codes[a:a + 1024]
         onehot[:] = 0.0
-        onehot[np.arange(len(blk))[:, None], np.arange(msub)[None, :] * 16 + blk] = 1.0
+        onehot[np.arange(len(blk))[:, None], np.arange(msub)[None, :] * ksub + blk] = 1.0
         np.matmul(flat, onehot[:len(blk)].T, out=est[:, a:a + len(blk)])
     resid = np.clip(((q - codec.mean) ** 2).sum(1) - (pq ** 2).sum(1), 0.0, None)
     est += (resid + bias)[:, None].astype(np.float32)

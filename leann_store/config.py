@@ -82,6 +82,20 @@ class IndexConfig:
             (80, the "balanced" preset) when vectors are not stored and have
             at least ``BALANCED_MIN_DIM`` (256) dimensions, else 32.  See
             :meth:`preset` for what each size costs and saves.
+        search_bits: 4 (16 centroids a subspace, two codes a byte) or 8
+            (256 centroids, a byte a subspace: ``search_subspaces`` bytes
+            per passage).  They pay at 16-byte codes: on the devcorpus
+            (50k, 300 queries a set) ``search_subspaces=16, search_bits=8``
+            on top of ``compact`` reaches recall@10 0.901 @ 112 recomputes
+            on the summaries (compact: 0.895 @ 123) and 0.884 against 0.852
+            on the short queries at 150, but its codebook (256 centroids
+            of 128 floats in 16 subspaces, 131 KB) costs 2.5 bytes per
+            passage at 50k (34.4 against 31.9; 0.26 at 500k), 2.6 s more
+            build, and live updates walk on float tables.  At 32 bytes
+            8-bit codes rank worse than the default 40-byte 4-bit ones for
+            fewer bytes saved than they cost (``python
+            benchmarks/search_bench.py --tradeoff --presets
+            compact,compact8``; ``benchmarks/quantiser_map.py``).
         search_confidence: the adaptive stop's confidence that searches of
             this index use unless they pass their own (``LeannIndex.search``'s
             ``confidence``); None: a fixed count.
@@ -129,6 +143,7 @@ class IndexConfig:
     hub_degree: int | None = None
     degree: int | None = None
     search_subspaces: int | None = None
+    search_bits: int = 4
     search_confidence: float | None = DEFAULT_CONFIDENCE
     hub_cache_bytes: int = 0
     seed: int = 0
@@ -195,6 +210,8 @@ class IndexConfig:
                 or self.search_subspaces not in _SEARCH_SUBSPACES):
             raise errors.InvalidInputError(
                 f"search_subspaces must be one of {_SEARCH_SUBSPACES} or None, got {self.search_subspaces!r}")
+        if isinstance(self.search_bits, bool) or self.search_bits not in (4, 8):
+            raise errors.InvalidInputError(f"search_bits must be 4 or 8, got {self.search_bits!r}")
         _int("hub_cache_bytes", 0, 2**48, self.hub_cache_bytes)
         _check_confidence(self.search_confidence, "search_confidence")
 

@@ -179,16 +179,19 @@ class NativeCodec:
     scale: float
     bias: float
     code_bytes: int
+    bits: int         # 4 (16 centroids a subspace) or 8 (256)
     _owner: Any       # what keeps a borrowed codec alive (None: owned)
 
     def __init__(self, centroids: np.ndarray, scale: float, accumulate: int) -> None:
+        """centroids: (msub, 16, dsub) for 4-bit codes, (msub, 256, dsub)
+        for 8-bit ones (search codes only)."""
         centroids = np.ascontiguousarray(centroids, dtype=np.float32)
-        if centroids.ndim != 3 or centroids.shape[1] != 16:
-            raise errors.InvalidInputError("centroids must have shape (msub, 16, dsub)")
-        msub, _, dsub = centroids.shape
+        if centroids.ndim != 3 or centroids.shape[1] not in (16, 256):
+            raise errors.InvalidInputError("centroids must have shape (msub, 16 or 256, dsub)")
+        msub, k, dsub = centroids.shape
         out = ffi.new("leann_codec **")
-        check(lib.leann_codec_new(msub * dsub, msub, _ptr("float[]", centroids), float(scale),
-                                  int(accumulate), out))
+        check(lib.leann_codec_new(msub * dsub, msub, 4 if k == 16 else 8, _ptr("float[]", centroids),
+                                  float(scale), int(accumulate), out))
         self._ptr, self._owner = ffi.gc(out[0], lib.leann_codec_free), None
         self._read_info()
 
@@ -209,11 +212,17 @@ class NativeCodec:
         self.accumulate, self.scale, self.bias = int(ints[3]), float(fl[0]), float(fl[1])
         self.dsub = self.dp // self.msub
         self.code_bytes = int(lib.leann_codec_code_bytes(self._ptr))
+        self.bits = int(lib.leann_codec_bits(self._ptr))
+
+    @property
+    def ksub(self) -> int:
+        """Centroids a subspace: 16 or 256."""
+        return 1 << self.bits
 
     def export(self) -> dict[str, Any]:
-        """centroids (msub, 16, dsub), and mean/components when a PCA is set."""
+        """centroids (msub, ksub, dsub), and mean/components when a PCA is set."""
         dim = self.dim  # _read_info keeps it current
-        cent = np.empty((self.msub, 16, self.dsub), dtype=np.float32)
+        cent = np.empty((self.msub, self.ksub, self.dsub), dtype=np.float32)
         mean = np.empty(max(dim, 1), dtype=np.float32)
         comp = np.empty((self.dp, max(dim, 1)), dtype=np.float32)
         check(lib.leann_codec_export(self._ptr, _ptr("float[]", cent), _ptr("float[]", mean),
@@ -247,7 +256,7 @@ class NativeCodec:
     def centroid_sums(self, proj: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """k-means' update step over rows ``proj`` coded ``codes``: per
         subspace and centroid, the float64 sum of its rows' sub-vectors,
-        shape (msub, 16, dp // msub), and their count, shape (msub, 16)."""
+        shape (msub, ksub, dp // msub), and their count, shape (msub, ksub)."""
         proj = np.ascontiguousarray(proj, dtype=np.float32)
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
         if proj.ndim != 2 or proj.shape[1] != self.dp:
@@ -256,8 +265,8 @@ class NativeCodec:
         if codes.shape != (proj.shape[0], self.code_bytes):
             raise errors.DimensionMismatchError(
                 f"codes must have shape ({proj.shape[0]}, {self.code_bytes}), got {codes.shape}")
-        sums = np.empty((self.msub, 16, self.dp // self.msub), dtype=np.float64)
-        counts = np.empty((self.msub, 16), dtype=np.int64)
+        sums = np.empty((self.msub, self.ksub, self.dp // self.msub), dtype=np.float64)
+        counts = np.empty((self.msub, self.ksub), dtype=np.int64)
         check(lib.leann_codec_centroid_sums(self._ptr, _ptr("float[]", proj), proj.shape[0],
                                             _ptr("uint8_t[]", codes), _ptr("double[]", sums),
                                             _ptr("int64_t[]", counts)))
@@ -269,6 +278,16 @@ class NativeCodec:
             raise errors.DimensionMismatchError(f"expected a vector of {self.dp} values")
         table = np.empty((self.msub, 16), dtype=np.uint8)
         check(lib.leann_codec_adt(self._ptr, _ptr("float[]", proj1), _ptr("uint8_t[]", table)))
+        return table
+
+    def adt_float(self, proj1: np.ndarray) -> np.ndarray:
+        """Float asymmetric table of one projected vector, (msub, ksub):
+        the squared distances the two-level search sums."""
+        proj1 = np.ascontiguousarray(proj1, dtype=np.float32)
+        if proj1.shape != (self.dp,):
+            raise errors.DimensionMismatchError(f"expected a vector of {self.dp} values")
+        table = np.empty((self.msub, self.ksub), dtype=np.float32)
+        check(lib.leann_codec_adt_f32(self._ptr, _ptr("float[]", proj1), _ptr("float[]", table)))
         return table
 
     def sdt(self) -> np.ndarray:

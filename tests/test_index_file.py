@@ -226,3 +226,42 @@ def test_failed_save_keeps_the_old_file(saved, tmp_path):
         os.chmod(tmp_path, 0o700)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.leann"]
+
+
+def _crc32c(data: bytes) -> int:
+    """CRC-32C (Castagnoli), bit by bit: the checksum format.c writes."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    return crc ^ 0xFFFFFFFF
+
+
+def test_version_2_files_still_load(saved, data, tmp_path):
+    """A file as format version 2 wrote it (META layout 2, no code-bits
+    word: 4-bit codes) loads and searches as the original."""
+    index, path, _ = saved
+    x, q = data
+    blob = bytearray(path.read_bytes())
+    (count,) = struct.unpack_from("<I", blob, 16)
+    (table,) = struct.unpack_from("<Q", blob, 24)
+    for i, (tag, off, length) in enumerate(sections(bytes(blob))):
+        if tag == "META":
+            words = list(struct.unpack_from("<16Q", blob, off))
+            assert words[0] == 3 and words[14] == 4  # layout 3: 4-bit search codes
+            words[0], words[14] = 2, 0
+            struct.pack_into("<16Q", blob, off, *words)
+            struct.pack_into("<I", blob, table + 32 * i + 24, _crc32c(bytes(blob[off:off + length])))
+    struct.pack_into("<I", blob, table + 32 * count, _crc32c(bytes(blob[table:table + 32 * count])))
+    struct.pack_into("<I", blob, 8, 2)
+    struct.pack_into("<I", blob, 40, _crc32c(bytes(blob[:40])))
+    old = tmp_path / "v2.leann"
+    old.write_bytes(bytes(blob))
+    back = LeannIndex.load(old)
+    for ix in (index, back):
+        ix.cache_bytes = 0
+    assert back.search_codec.bits == 4
+    a = index.search(q, k=10, ef=48, embed=embed_of(x))
+    b = back.search(q, k=10, ef=48, embed=embed_of(x))
+    np.testing.assert_array_equal(a.ids, b.ids)
