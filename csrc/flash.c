@@ -275,22 +275,26 @@ static inline uint8_t quantize(const leann_codec *c, float d) {
     return (uint8_t)q;
 }
 
-/* Squared distances of sub-vector i of a projection y to the 16 centroids
- * of subspace i.  They are summed dimension by dimension over the transposed
- * centroids, so the inner loop runs across the 16 centroids and vectorises;
- * each distance still adds its terms in dimension order, as a
- * one-centroid-at-a-time loop would. */
-static inline void subspace_dists(const leann_codec *c, const float *y, int i, float d[16]) {
+/* Squared distances of sub-vector i of a projection y to the K centroids
+ * of subspace i (K = c->ksub: 16, or 256 for an 8-bit codec; callers pass
+ * it as a constant, so each inlined copy has fixed trip counts).  They are
+ * summed dimension by dimension over the transposed centroids, so the inner
+ * loop runs across the centroids and vectorises; each distance still adds
+ * its terms in dimension order, as a one-centroid-at-a-time loop would. */
+static inline void centroid_dists(const leann_codec *c, const float *y, int i, float *d, const int K) {
     const float *ys = y + (size_t)i * c->dsub;
-    const float *ct = c->cent_t + (size_t)i * c->dsub * 16;
-    for (int j = 0; j < 16; j++) d[j] = 0.0f;
+    const float *ct = c->cent_t + (size_t)i * c->dsub * K;
+    for (int j = 0; j < K; j++) d[j] = 0.0f;
     for (int k = 0; k < c->dsub; k++) {
         float yk = ys[k];
-        for (int j = 0; j < 16; j++) {
-            float t = yk - ct[k * 16 + j];
+        for (int j = 0; j < K; j++) {
+            float t = yk - ct[k * K + j];
             d[j] += t * t;
         }
     }
+}
+static inline void subspace_dists(const leann_codec *c, const float *y, int i, float d[16]) {
+    centroid_dists(c, y, i, d, 16);
 }
 
 int leann_codec_valid_subspaces(int msub) {
@@ -448,16 +452,7 @@ void leann_codec_project1(const leann_codec *c, const float *x, float *proj, flo
 
 /* subspace_dists for an 8-bit codec: the 256 centroids of subspace i. */
 static inline void subspace_dists256(const leann_codec *c, const float *y, int i, float d[256]) {
-    const float *ys = y + (size_t)i * c->dsub;
-    const float *ct = c->cent_t + (size_t)i * c->dsub * 256;
-    for (int j = 0; j < 256; j++) d[j] = 0.0f;
-    for (int k = 0; k < c->dsub; k++) {
-        float yk = ys[k];
-        for (int j = 0; j < 256; j++) {
-            float t = yk - ct[k * 256 + j];
-            d[j] += t * t;
-        }
-    }
+    centroid_dists(c, y, i, d, 256);
 }
 
 void leann_codec_adt_float(const leann_codec *c, const float *y, float *table) {
