@@ -492,7 +492,8 @@ def _codec_line(codec: dict[str, Any], graph_rows: int | None) -> str:
     if not graph_rows:
         return "none yet: the store searches its rows exactly until it builds a graph"
     subspaces = codec.get("subspaces", codec.get("search_subspaces"))
-    parts = [f"4-bit PQ codes, {subspaces} subspaces" if subspaces else "4-bit PQ codes"]
+    kind = f"{codec.get('bits', 4)}-bit PQ codes"
+    parts = [f"{kind}, {subspaces} subspaces" if subspaces else kind]
     if codec.get("code_bytes"):
         parts.append(f"{codec['code_bytes']} B/passage")
     if codec.get("pca_dim"):

@@ -1027,7 +1027,8 @@ def _codec_stats(index: LeannIndex | None, meta: Mapping[str, str]) -> dict[str,
     codec = index.search_codec if index is not None else None
     if codec is None:
         return None
-    return {"subspaces": codec.num_subspaces, "code_bytes": codec.code_bytes, "pca_dim": codec.pca_dim,
+    return {"subspaces": codec.num_subspaces, "bits": codec.bits, "code_bytes": codec.code_bytes,
+            "pca_dim": codec.pca_dim,
             "error": float(meta["codec_error"]) if "codec_error" in meta else None,
             "drift": float(meta["codec_drift"]) if "codec_drift" in meta else None}
 
