@@ -239,9 +239,11 @@ static int search_task(void *p, int tid, int nt) {
  * are returned.  How many passages a query recomputes is therefore known
  * before the first one is asked for, and it does not grow with ef.
  *
- * Filters and tombstones act inside the walk: a node that may not be
- * returned never enters the beam and is never scored exactly, but it is
- * still expanded while it is closer than the beam's worst, so the walk
+ * Level one's walk is graph.c's (leann_walk), with the code distances
+ * as its float-table source.  Filters and tombstones act inside it (its
+ * returnable predicate): a node that may not be returned never counts
+ * toward the beam's ef and is never scored exactly, but it is still
+ * expanded while it is closer than the ef-th returnable node, so the walk
  * passes through it.  When the allowed set is small enough that scanning
  * its codes costs no more than the walk would (|A|^2 <= ef * mean degree * n,
  * or |A| <= ef), the beam is filled by scanning every allowed code instead.
