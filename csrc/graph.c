@@ -625,16 +625,28 @@ int leann_walk_step(leann_walk *w, const leann_graph *g, leann_qctx *qc) {
     float *ds = qc->nbr_ds;
     int cur = w->cur;
     if (cur >= w->len || w->err) return 0;
-    w->beam.done[cur] |= LEANN_BEAM_DONE;
-    for (int nx = cur + 1, got = 0; nx < w->len && got < w->lookahead; nx++) {
+    uint32_t v = leann_beam_id(w->beam.keys[cur]);
+    int next = cur + 1; /* where the search for the next entry to expand starts */
+    if (w->beam.done[cur] & LEANN_BEAM_HIDDEN) {
+        /* a hidden entry is no use once expanded (never returned, never
+         * bounds the beam): it leaves, so that insertions move fewer
+         * entries (a 50% filter otherwise doubles the beam) */
+        memmove(w->beam.keys + cur, w->beam.keys + cur + 1, (size_t)(w->len - cur - 1) * sizeof *w->beam.keys);
+        memmove(w->beam.done + cur, w->beam.done + cur + 1, (size_t)(w->len - cur - 1));
+        w->len--;
+        next = cur;
+    } else {
+        w->beam.done[cur] |= LEANN_BEAM_DONE;
+    }
+    for (int nx = next, got = 0; nx < w->len && got < w->lookahead; nx++) {
         if (!(w->beam.done[nx] & LEANN_BEAM_DONE)) {
             prefetch_list(g, qc, leann_beam_id(w->beam.keys[nx]), w->l);
             got++;
         }
     }
     int full = w->ret ? w->nok >= w->ef : w->len == w->ef;
-    int cnt = leann_expand(g, qc, leann_beam_id(w->beam.keys[cur]), w->l, w->vis,
-                           full ? leann_beam_dist(w->beam.keys[w->len - 1]) : INFINITY, ids, ds);
+    int cnt = leann_expand(g, qc, v, w->l, w->vis, full ? leann_beam_dist(w->beam.keys[w->len - 1]) : INFINITY,
+                           ids, ds);
     int lowest = w->len;
     for (int i = 0; i < cnt; i++) {
         uint64_t key = leann_beam_key(ds[i], ids[i]);
@@ -643,7 +655,7 @@ int leann_walk_step(leann_walk *w, const leann_graph *g, leann_qctx *qc) {
     }
     if (w->err) return 0;
     int len = w->len;
-    cur = lowest <= cur ? lowest : cur + 1;
+    cur = lowest < next ? lowest : next;
     while (cur < len && (w->beam.done[cur] & LEANN_BEAM_DONE)) cur++;
     w->cur = cur;
     if (cur >= len) return 0;
