@@ -479,20 +479,25 @@ float *leann_codec_sdt_float8(const leann_codec *c) {
     return t;
 }
 
-/* Nearest of 256 centroids per subspace: a byte each (strict: ties go to
- * the lowest id, as encode_one's). */
+/* Position of the smallest of d[0 .. K), branch-free (the winner's
+ * position is unpredictable); strict: ties go to the lowest position. */
+static inline int argmin_first(const float *d, int K) {
+    int best = 0;
+    float bd = d[0];
+    for (int j = 1; j < K; j++) {
+        int lt = d[j] < bd;
+        bd = lt ? d[j] : bd;
+        best = lt ? j : best;
+    }
+    return best;
+}
+
+/* Nearest of 256 centroids per subspace: a byte each. */
 static void encode8_one(const leann_codec *c, const float *y, uint8_t *code) {
     float d[256];
     for (int i = 0; i < c->msub; i++) {
         subspace_dists256(c, y, i, d);
-        int best = 0;
-        float bd = d[0];
-        for (int j = 1; j < 256; j++) {
-            int lt = d[j] < bd;
-            bd = lt ? d[j] : bd;
-            best = lt ? j : best;
-        }
-        code[i] = (uint8_t)best;
+        code[i] = (uint8_t)argmin_first(d, 256);
     }
 }
 
@@ -504,16 +509,7 @@ static void encode_one(const leann_codec *c, const float *y, uint8_t *code) {
     for (int i = 0; i < c->msub; i++) {
         float d[16];
         subspace_dists(c, y, i, d);
-        /* branch-free argmin (the winner's position is unpredictable);
-         * strict: ties go to the lowest centroid id */
-        int best = 0;
-        float bd = d[0];
-        for (int j = 1; j < 16; j++) {
-            int lt = d[j] < bd;
-            bd = lt ? d[j] : bd;
-            best = lt ? j : best;
-        }
-        code[i / 2] |= (uint8_t)(best << (4 * (i & 1)));
+        code[i / 2] |= (uint8_t)(argmin_first(d, 16) << (4 * (i & 1)));
     }
 }
 
