@@ -41,7 +41,7 @@ from langchain_core.runnables import RunnablePassthrough
 from langchain_huggingface import HuggingFaceEmbeddings
 
 from langchain_leann import LeannVectorStore
-from leann_store.sources import chunk_document, read_document
+from leann_store.command.sources import chunk_document, read_document
 
 DATA = Path(__file__).resolve().parent / "data"
 WORKDIR = Path(tempfile.mkdtemp(prefix="leann-langchain-", dir=os.environ.get("LEANN_EXAMPLES_DIR")))

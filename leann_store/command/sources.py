@@ -32,7 +32,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from . import tokens as _tokens
+from .. import tokens as _tokens
 
 #: file suffix -> how its text is read and where its headings are
 SUFFIXES = {

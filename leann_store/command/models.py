@@ -9,7 +9,7 @@ of the model framework, and only existing directories are handed to it.
 This module and ``cli.py`` are the only places in ``leann_store`` that import
 torch or sentence-transformers, and only when a model is loaded::
 
-    from leann_store.models import load_model
+    from leann_store.command.models import load_model
     model = load_model()               # cached: once per process and path
     X = model.embed(["some passage"])  # float32 (n, d), rows L2-normalised
     model.identity                     # recorded in the store's fingerprint
@@ -27,9 +27,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .errors import InvalidInputError, LeannError
-from .recompute import length_batches
-from .tokens import count_tokens
+from ..errors import InvalidInputError, LeannError
+from ..recompute import length_batches
+from ..tokens import count_tokens
 
 #: the default model's display name (the one the ``hf`` extra ships)
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from . import sources
-from .errors import FilterError, LeannError, ModelMismatchError
+from ..errors import FilterError, LeannError, ModelMismatchError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_EMPTY, EXIT_MODEL_MISMATCH, EXIT_NO_MODEL = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
@@ -145,7 +145,7 @@ def _write_build_record(index: Path, record: dict[str, Any]) -> None:
 
 def _open_for_reading(index: Path) -> Any:
     """The store without its model: for info and check."""
-    from .store import LeannStore
+    from ..store import LeannStore
     return LeannStore.open(index, embed=_no_embed, check_model=False, read_only=True, progress=False)
 
 
@@ -312,7 +312,7 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
         return EXIT_OK
 
     embedder = _load_model(args.model, out)
-    from .store import LeannStore
+    from ..store import LeannStore
     embedded0 = embedder.passages  # from here: the store's model check, then ours
     store = LeannStore.open(index, embed=embedder, model=embedder.identity, progress=not out.quiet)
     try:
@@ -387,7 +387,7 @@ def cmd_search(args: argparse.Namespace, out: _Out) -> int:
     if args.k <= 0:
         raise CommandError("-k must be at least 1", EXIT_USAGE)
     embedder = _load_model(_model_for(index, args.model), out)
-    from .store import LeannStore
+    from ..store import LeannStore
     store = LeannStore.open(index, embed=embedder, model=embedder.identity, read_only=True,
                             progress=False)
     try:
@@ -553,8 +553,8 @@ def cmd_demo(args: argparse.Namespace, out: _Out) -> int:
     with out.bar(len(texts), "embedding", unit="passage") as bar:
         vecs = embedder.embed(texts, progress=bar.update)
     embed_s = time.perf_counter() - te
-    from .config import StoreConfig
-    from .store import LeannStore
+    from ..config import StoreConfig
+    from ..store import LeannStore
     # a graph however few the passages (a store keeps small ones exact by default)
     config = StoreConfig.from_options(metric="cosine", graph_rows=16, merge_rows=16)
     store = (LeannStore.open(args.index, embed=embedder, config=config, model=embedder.identity,
@@ -602,7 +602,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="leann-store", description="Index documents into a tiny-index vector store and search them, offline.",
         epilog="exit status: 0 ok, 1 failed, 2 usage or missing path, 3 nothing to index, "
                "4 index made with another model, 5 no model installed, 130 interrupted")
-    from . import __version__
+    from .. import __version__
     p.add_argument("--version", action="version", version=f"leann-store {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
