@@ -33,6 +33,56 @@ def check_finite(x: np.ndarray, name: str) -> None:
             "float32 distances; rescale the vectors")
 
 
+def integer(x: Any, name: str, lo: int | None = None, hi: int | None = None) -> int:
+    """``x`` as an int within [lo, hi] (None: unbounded); bools are refused
+    (``True`` is an int to Python, never a count to a user).
+
+    >>> integer(3, "k", 1)
+    3
+    >>> integer(True, "k", 1)
+    Traceback (most recent call last):
+    leann_store.errors.InvalidInputError: k must be an integer >= 1, got True
+    """
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or \
+            (lo is not None and x < lo) or (hi is not None and x > hi):
+        raise errors.InvalidInputError(f"{name} must be an integer{_range(lo, hi)}, got {x!r}")
+    return int(x)
+
+
+def number(x: Any, name: str, lo: float | None = None, hi: float | None = None, *,
+           lo_open: bool = False, hi_open: bool = False) -> float:
+    """``x`` as a finite float within the interval (bounds open where said);
+    bools are refused.
+
+    >>> number(0.5, "alpha", 0, 1)
+    0.5
+    >>> number(1, "ratio", 0, 1, lo_open=True)
+    1.0
+    """
+    ok = not isinstance(x, bool) and isinstance(x, (int, float, np.integer, np.floating))
+    if ok:
+        v = float(x)
+        ok = v == v and abs(v) != float("inf")
+        ok = ok and (lo is None or (v > lo if lo_open else v >= lo))
+        ok = ok and (hi is None or (v < hi if hi_open else v <= hi))
+    if not ok:
+        lb = "" if lo is None else ("(" if lo_open else "[") + f"{lo:g}"
+        hb = "" if hi is None else f"{hi:g}" + (")" if hi_open else "]")
+        where = f" in {lb}, {hb}" if lo is not None and hi is not None else _range(lo, hi)
+        raise errors.InvalidInputError(f"{name} must be a number{where}, got {x!r}")
+    return float(x)
+
+
+def _range(lo: float | None, hi: float | None) -> str:
+    if lo is not None and hi is not None:
+        return f" in [{lo:g}, {hi:g}]"
+    if lo is not None:
+        return f" >= {lo:g}"
+    if hi is not None:
+        return f" <= {hi:g}"
+    return ""
+
+
 def str_list(x: Any, name: str) -> list[str]:
     """A list of strings (one string is refused: it is iterable too)."""
     if isinstance(x, str):

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from . import errors, native
+from .options import check_confidence
 
 METRICS = ("l2", "cosine", "ip")
 BUILDERS = ("flash", "exact")
@@ -213,7 +214,7 @@ class IndexConfig:
         if isinstance(self.search_bits, bool) or self.search_bits not in (4, 8):
             raise errors.InvalidInputError(f"search_bits must be 4 or 8, got {self.search_bits!r}")
         _int("hub_cache_bytes", 0, 2**48, self.hub_cache_bytes)
-        _check_confidence(self.search_confidence, "search_confidence")
+        check_confidence(self.search_confidence, "search_confidence")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> "IndexConfig":
@@ -276,12 +277,6 @@ class IndexConfig:
         if self.degree is not None:
             return self.degree
         return min(DEFAULT_DEGREE, self.resolved_hub_degree)
-
-
-def _check_confidence(value: Any, name: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                              or not 0 < value < 1):
-        raise errors.InvalidInputError(f"{name} must be None or in (0, 1), got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -37,13 +37,14 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import errors, native
+from . import _checks as checks
 from ._checks import check_finite as _check_finite
 from ._rows import _in_parallel, _MetricMap, _threads
 from .build import build_index, finish_build
 from .codec import Codec, code_error_quantiles, codec_from_native
+from .options import DEFAULT_CODE_EF, DEFAULT_EF, DEFAULT_RERANK_RATIO, FROM_CONFIG, SearchOptions
 from .config import (AUTO_SUBSPACES_MAX_DIM, BALANCED_MIN_DIM, BUILDERS, DEFAULT_CONFIDENCE, DEFAULT_DEGREE,
-                     DEFAULT_HUB_DEGREE, DEFAULT_SEARCH_SUBSPACES, METRICS, PRESETS, IndexConfig,
-                     _check_confidence)
+                     DEFAULT_HUB_DEGREE, DEFAULT_SEARCH_SUBSPACES, METRICS, PRESETS, IndexConfig)
 
 #: the public names; the configuration's (IndexConfig, PRESETS, METRICS, ...)
 #: live in config.py and are re-exported here
@@ -58,22 +59,14 @@ _FILE_KIND = "leann-store/index"
 _FILE_VERSION = 1
 #: default byte budget of the cross-query LRU of recomputed embeddings
 DEFAULT_CACHE_BYTES = 16 << 20
-#: beam width of the classic search over stored vectors
-DEFAULT_EF = 64
-#: beam width of the two-level search's walk on codes (a code distance costs
-#: nanoseconds, so the walk can be wide; it recomputes nothing)
-DEFAULT_CODE_EF = 1024
-#: share of the code beam scored exactly at most: 0.15 * 1024 -> 154
-#: recomputes, the adaptive stop's cap
-DEFAULT_RERANK_RATIO = 0.15
 #: rows an insertion needs to re-measure the adaptive stop's calibration
 _RECALIBRATE_MIN_ROWS = 256
 
 EmbedFn = Callable[[np.ndarray], Any]
 
 
-#: ``LeannIndex.search(confidence=...)`` default: the index's ``search_confidence``
-FROM_CONFIG: Any = "from config"
+#: "not given" for LeannIndex.search's keyword options (None means something for some)
+_UNSET: Any = object()
 
 
 @dataclass
@@ -209,12 +202,11 @@ class LeannIndex:
         self._search_codec = scodec.as_stored()
 
     # ---- search ----------------------------------------------------------
-    def search(self, query: np.ndarray | Sequence[float], k: int = 10, ef: int | None = None,
+    def search(self, query: np.ndarray | Sequence[float], k: int = 10, ef: Any = _UNSET,
                threads: int | None = None, *, embed: EmbedFn | None = None,
-               rerank_ratio: float = DEFAULT_RERANK_RATIO, batch_size: int = 32,
-               max_recompute: int | None = None,
-               allowed: np.ndarray | Iterable[int] | None = None,
-               confidence: float | None = FROM_CONFIG) -> SearchResult:
+               rerank_ratio: Any = _UNSET, batch_size: Any = _UNSET, max_recompute: Any = _UNSET,
+               allowed: np.ndarray | Iterable[int] | None = None, confidence: Any = _UNSET,
+               options: SearchOptions | None = None) -> SearchResult:
         """The k nearest neighbours of one query (shape (dim,)) or a batch (nq, dim).
 
         Distances are exact (see the module docs for what each metric
@@ -232,42 +224,36 @@ class LeannIndex:
         ef))`` or ``max_recompute`` of them, however wide the walk.
 
         Args:
-            ef: beam width (raised to k).  None: ``DEFAULT_EF`` (64) for the
-                classic search, ``DEFAULT_CODE_EF`` (1024) for the walk on
-                codes, which costs about a millisecond at 50k passages.
             embed: ``embed(ids: int64 array) -> (len(ids), dim)`` float
                 embeddings of those passages with the model the index was
                 built with.  Needed when the index keeps no vectors.  An
                 exception it raises propagates unchanged, with a note naming
                 the ids (also in ``exc.leann_ids``); the index stays usable.
-            rerank_ratio: in (0, 1]: the share of the beam scored exactly at
-                most (0.15 * 1024 -> 154 by default).
-            confidence: the adaptive stop (default: the index's
-                ``IndexConfig.search_confidence``, 0.8), in (0, 1): after the first 2k
-                scores, scoring stops once every candidate left has a code
-                distance above the k-th best exact distance minus the code
-                error that the index measured at build time at quantile
-                ``1 - confidence``; higher scores more.  None scores the
-                whole share (a fixed count).  Indexes saved before the
+            options: a :class:`~leann_store.options.SearchOptions` (``ef``,
+                ``rerank_ratio``, ``batch_size``, ``max_recompute``,
+                ``confidence``: see its docs); the keyword arguments of the
+                same names override its fields.  The adaptive stop: after
+                the first 2k scores, scoring stops once every candidate left
+                has a code distance above the k-th best exact distance minus
+                the code error that the index measured at build time at
+                quantile ``1 - confidence``.  Indexes saved before the
                 calibration existed always score the whole share.
-            batch_size: most ids handed to ``embed`` at once (the adaptive
-                stop asks only for candidates that can still count).
             threads: the two-level search runs a batch's queries on this
                 many threads only when it is given (None: one), since
                 ``embed`` is then called from several threads at once (some
                 tokenizers refuse that).  The walks run in C without the GIL.
-            max_recompute: cap on exact scores per query (None: no cap).
-            allowed: ids that may be returned (bool mask of length n, or an
-                id collection); applied inside the walk, so k results come
-                back whenever k allowed, undeleted ids exist.
+            allowed: ids that may be returned (bool mask of length n, a
+                packed little-endian uint64 bitset of ceil(n / 64) words, or
+                an id collection); applied inside the walk, so k results
+                come back whenever k allowed, undeleted ids exist.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise errors.InvalidInputError(f"k must be a positive integer, got {k!r}")
+        given = {name: v for name, v in (("ef", ef), ("rerank_ratio", rerank_ratio), ("batch_size", batch_size),
+                                         ("max_recompute", max_recompute), ("confidence", confidence))
+                 if v is not _UNSET}
+        opts = SearchOptions.of(options, **given)
+        k = checks.integer(k, "k", 1)
         if k > len(self):
             raise errors.InvalidInputError(f"k = {k} exceeds the {len(self)} vectors in the index")
-        if ef is not None and (isinstance(ef, bool) or not isinstance(ef, (int, np.integer))
-                               or not 1 <= ef <= native.MAX_EF):
-            raise errors.InvalidInputError(f"ef must be an integer in [1, {native.MAX_EF}], got {ef!r}")
         q = _as_array(query, "query")
         single = q.ndim == 1
         q = _as_matrix(q[None, :] if single else q, "query")
@@ -278,44 +264,30 @@ class LeannIndex:
         nthreads = _threads(threads)
         bits = self._allowed_bitset(allowed)
         if self._h.has_vectors:  # C honours deletions and the filter itself
-            ef = DEFAULT_EF if ef is None else ef
-            ids, dist, stats = self._h.search(self._map.queries(q), int(k), int(ef), nthreads, bits)
+            ids, dist, stats = self._h.search(self._map.queries(q), k, opts.ef or DEFAULT_EF, nthreads, bits)
             st = {"distance_evals": stats[:, 0], "hops": stats[:, 1]}
         else:
-            ef = DEFAULT_CODE_EF if ef is None else ef
-            if confidence is FROM_CONFIG:
-                confidence = self._config.search_confidence
-            _check_confidence(confidence, "confidence")
-            ids, dist, st = self._search_two_level(q, int(k), int(ef), embed, rerank_ratio, batch_size,
-                                                   max_recompute, bits, nthreads if threads is not None else 1,
-                                                   float(confidence or 0.0))
+            ids, dist, st = self._search_two_level(q, k, opts, embed, bits,
+                                                   nthreads if threads is not None else 1)
         dist = self._map.distances(dist)
         if single:
             return SearchResult(ids[0], dist[0], {key: v[0] for key, v in st.items()})
         return SearchResult(ids, dist, st)
 
-    def _search_two_level(self, q: np.ndarray, k: int, ef: int, embed: EmbedFn | None, rerank_ratio: float,
-                          batch_size: int, max_recompute: int | None, bits: np.ndarray | None,
-                          workers: int = 1,
-                          confidence: float = 0.0) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        if embed is None and not self._h.has_vectors:
+    def _search_two_level(self, q: np.ndarray, k: int, opts: SearchOptions, embed: EmbedFn | None,
+                          bits: np.ndarray | None,
+                          workers: int = 1) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        if embed is None:
             raise errors.InvalidInputError(
                 "this index keeps no vectors: pass embed=fn, where fn(ids) returns the embeddings of "
                 "those passages (the index recomputes the few it needs)")
-        if embed is not None and not callable(embed):
+        if not callable(embed):
             raise errors.InvalidInputError("embed must be callable: fn(ids) -> (len(ids), dim) floats")
-        if (isinstance(rerank_ratio, bool) or not isinstance(rerank_ratio, (int, float))
-                or not 0 < rerank_ratio <= 1):
-            raise errors.InvalidInputError(f"rerank_ratio must be in (0, 1], got {rerank_ratio!r}")
-        if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                or not 1 <= batch_size <= native.MAX_BATCH):
+        if opts.max_recompute is not None and opts.max_recompute < k:
             raise errors.InvalidInputError(
-                f"batch_size must be an integer in [1, {native.MAX_BATCH}], got {batch_size!r}")
-        if max_recompute is not None and (isinstance(max_recompute, bool)
-                                          or not isinstance(max_recompute, (int, np.integer))
-                                          or not k <= max_recompute <= 2**62):
-            raise errors.InvalidInputError(
-                f"max_recompute must be None or an integer >= k ({k}), got {max_recompute!r}")
+                f"max_recompute must be None or an integer >= k ({k}), got {opts.max_recompute!r}")
+        ef = opts.ef or DEFAULT_CODE_EF
+        confidence = float(opts.resolved_confidence(self._config.search_confidence) or 0.0)
         fetch = self._fetcher(embed)
         qs = self._map.queries(q)
         nq = qs.shape[0]
@@ -326,8 +298,8 @@ class LeannIndex:
         def part(_: int, a: int, b: int) -> None:  # queries [a, b), each writing its own rows
             for i in range(a, b):
                 ids[i], dist[i], one = self._h.search_recompute(
-                    np.ascontiguousarray(qs[i]), k, ef, float(rerank_ratio), int(batch_size),
-                    int(max_recompute or 0), bits, fetch, confidence)
+                    np.ascontiguousarray(qs[i]), k, ef, opts.rerank_ratio, opts.batch_size,
+                    int(opts.max_recompute or 0), bits, fetch, confidence)
                 for key in keys:
                     st[key][i] = one[key]
 

@@ -77,7 +77,9 @@ from .config import StoreConfig, config_diff
 from .docstore import Docstore
 from .filters import Filter, FilterLike, check_metadata, compile_filter
 from .index import LeannIndex
+from .options import SearchOptions
 from .recompute import Embedder, TextEmbedFn
+from .scores import similarity
 from .tokens import count_tokens
 
 FORMAT = "leann-store/store"
@@ -106,12 +108,14 @@ class Record:
 
 @dataclass(frozen=True)
 class Hit:
-    """A search result: distance as the metric defines it, ascending."""
+    """A search result: ``distance`` as the metric defines it (ascending)
+    and ``score``, higher is better (:func:`leann_store.scores.similarity`)."""
 
     id: str
     text: str
     metadata: dict[str, Any]
     distance: float
+    score: float = float("nan")
 
 
 class Hits(list):  # type: ignore[type-arg]
@@ -759,20 +763,23 @@ class LeannStore:
         return [_record(r) for r in got]
 
     def search(self, query_embedding: Any, k: int = 4, filter: FilterLike = None, *,
-               embed: TextEmbedFn | None = None, **search_options: Any) -> Hits:
+               embed: TextEmbedFn | None = None, options: SearchOptions | None = None,
+               **search_options: Any) -> Hits:
         """The k documents nearest a query embedding, best first, with exact
-        distances (cosine: ``1 - cos``, l2: squared Euclidean, ip: ``-<q, x>``).
+        distances (cosine: ``1 - cos``, l2: squared Euclidean, ip: ``-<q, x>``)
+        and scores (higher is better, see :mod:`leann_store.scores`).
 
         ``filter`` (a dict or a callable, see :mod:`leann_store.filters`) acts
         inside the search, so k hits come back whenever k documents match.
-        ``embed`` overrides the store's function for this call.
-        ``search_options`` go to :meth:`LeannIndex.search` (``ef``,
-        ``rerank_ratio``, ``max_recompute``, ``batch_size``).
+        ``embed`` overrides the store's function for this call.  ``options``
+        (a :class:`~leann_store.options.SearchOptions`) and keyword arguments
+        of the same names (``ef``, ``rerank_ratio``, ``batch_size``,
+        ``max_recompute``, ``confidence``) say how the graph is searched.
         """
         self._check_open()
         t0 = time.perf_counter()
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise errors.InvalidInputError(f"k must be a positive integer, got {k!r}")
+        k = checks.integer(k, "k", 1)
+        opts = SearchOptions.of(options, **search_options)
         q = checks.query_vector(query_embedding, self.dim)
         fn = embed if embed is not None else self._embed
         hits = Hits()
@@ -783,8 +790,8 @@ class LeannStore:
             stats["filter_ms"] = (time.perf_counter() - tf) * 1e3
             cand: list[tuple[float, int]] = []
             if st.index is not None:
-                cand += self._search_graph(st, q, int(k), allowed, fn, stats, search_options)
-            delta = self._search_delta(st, q, int(k), allowed)
+                cand += self._search_graph(st, q, k, allowed, fn, stats, opts)
+            delta = self._search_delta(st, q, k, allowed)
             stats["delta"] = len(delta)
             cand += delta
             cand.sort()
@@ -793,7 +800,7 @@ class LeannStore:
         for d, r in best:
             if r in docs:
                 _, i, text, _, meta = docs[r]
-                hits.append(Hit(i, text, json.loads(meta), d))
+                hits.append(Hit(i, text, json.loads(meta), d, similarity(self.metric, d)))
         stats["ms"] = (time.perf_counter() - t0) * 1e3
         hits.stats = stats
         return hits
@@ -822,7 +829,7 @@ class LeannStore:
         return gmask, dmask
 
     def _search_graph(self, st: _State, q: np.ndarray, k: int, allowed: tuple[np.ndarray, np.ndarray] | None,
-                      fn: TextEmbedFn, stats: dict[str, Any], options: dict[str, Any]) -> list[tuple[float, int]]:
+                      fn: TextEmbedFn, stats: dict[str, Any], opts: SearchOptions) -> list[tuple[float, int]]:
         assert st.index is not None
         live = st.node_row >= 0
         if allowed is not None:
@@ -831,7 +838,7 @@ class LeannStore:
         if n_ok == 0:
             return []
         res = st.index.search(q, k=min(k, n_ok), embed=self._node_fetcher(st, fn),
-                              allowed=allowed[0] if allowed is not None else None, **options)
+                              allowed=allowed[0] if allowed is not None else None, options=opts)
         for key in ("recomputed", "embed_calls", "cache_hits"):
             stats[key] += int(res.stats[key])
         out = [(float(d), int(st.node_row[i])) for i, d in zip(res.ids.tolist(), res.distances.tolist())

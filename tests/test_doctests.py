@@ -21,6 +21,9 @@ MODULES = [
     "leann_store.filters",
     "leann_store.recompute",
     "leann_store.tokens",
+    "leann_store.options",
+    "leann_store.scores",
+    "leann_store._checks",
     "leann_store.command.sources",
 ]
 

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "leann_store"
 
 #: modules of the index layer and below: they never reach up to the store
-INDEX_LAYER = {"index", "build", "codec", "config", "_rows", "_checks", "errors", "native", "_build_native"}
+INDEX_LAYER = {"index", "build", "codec", "config", "options", "_rows", "_checks", "errors", "native",
+               "_build_native"}
 #: third-party packages that only the command side and the adapters may import
 FRAMEWORKS = {"torch", "sentence_transformers", "transformers", "onnxruntime", "onnx", "langchain_core",
               "langchain", "llama_index", "mcp", "ray", "langchain_leann", "hnswlib", "faiss"}

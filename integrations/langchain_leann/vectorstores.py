@@ -7,7 +7,7 @@ Storage, filtering inside the search, recompute and durability live in ``leann_s
 from __future__ import annotations
 
 import asyncio
-import math
+import functools
 import os
 import shutil
 import uuid
@@ -23,6 +23,7 @@ from langchain_core.vectorstores.utils import maximal_marginal_relevance
 from typing_extensions import Self
 
 from leann_store import LeannStore, StoreConfig, UnknownIdError
+from leann_store.scores import relevance
 
 #: A metadata filter: the core's Mongo-style dict, or a predicate on a document's metadata.
 Filter = dict[str, Any] | Callable[[dict[str, Any]], bool]
@@ -61,26 +62,6 @@ def _to_document(item: Any) -> Document:
     return Document(id=item.id, page_content=item.text, metadata=dict(item.metadata))
 
 
-def _cosine_relevance(distance: float) -> float:
-    """1 - cos distance is the cosine similarity; opposite directions floor at 0."""
-    return min(1.0, max(0.0, 1.0 - distance))
-
-
-def _l2_relevance(distance: float) -> float:
-    """Squared Euclidean distance -> (0, 1]; scale-free, so unnormalized vectors work too."""
-    return 1.0 / (1.0 + max(0.0, distance))
-
-
-def _ip_relevance(distance: float) -> float:
-    """-<q, x> -> the logistic of the inner product: (0, 1), monotone for any vector scale."""
-    score = -distance
-    if score >= 0:
-        return 1.0 / (1.0 + math.exp(-score))
-    z = math.exp(score)
-    return z / (1.0 + z)
-
-
-_RELEVANCE = {"cosine": _cosine_relevance, "l2": _l2_relevance, "ip": _ip_relevance}
 
 # Files that mark a directory as a store (see LeannStore's layout); used only to refuse
 # overwriting unrelated folders in save_local and to reject empty folders in load_local.
@@ -322,7 +303,7 @@ class LeannVectorStore(VectorStore):
         ip -> the logistic of the inner product."""
         if self._relevance_score_fn is not None:
             return self._relevance_score_fn
-        return _RELEVANCE[self._store.metric]
+        return functools.partial(relevance, self._store.metric)
 
     # -- async -------------------------------------------------------------------------
 

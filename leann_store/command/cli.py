@@ -372,10 +372,6 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
 
 # ---------------------------------------------------------------- search
 
-def _score(metric: str, distance: float) -> float:
-    return 1.0 - distance if metric == "cosine" else -distance
-
-
 def cmd_search(args: argparse.Namespace, out: _Out) -> int:
     index = _require_index(args.index)
     flt = None
@@ -399,14 +395,13 @@ def cmd_search(args: argparse.Namespace, out: _Out) -> int:
         except FilterError as exc:
             raise CommandError(f"--filter: {exc}", EXIT_USAGE) from None
         t2 = time.perf_counter()
-        metric = store.metric
     finally:
         store.close()
     recomputed = int(hits.stats.get("recomputed", 0))
     timing = {"total_ms": round((t2 - t0) * 1e3, 1), "query_embed_ms": round((t1 - t0) * 1e3, 1),
               "search_ms": round((t2 - t1) * 1e3, 1), "recomputed": recomputed}
     if args.json:
-        results = [{"id": h.id, "score": round(_score(metric, h.distance), 6),
+        results = [{"id": h.id, "score": round(h.score, 6),
                     "distance": h.distance, "source": h.metadata.get("source"),
                     "title": h.metadata.get("title"), "heading": h.metadata.get("heading"),
                     "line": h.metadata.get("line"), "text": h.text, "metadata": h.metadata}
@@ -421,7 +416,7 @@ def cmd_search(args: argparse.Namespace, out: _Out) -> int:
         line = h.metadata.get("line")
         where = f"{src}:{line}" if line else str(src)
         heading = h.metadata.get("heading") or h.metadata.get("title") or ""
-        print(f"{rank:2}. {_score(metric, h.distance):.3f}  {where}" + (f"  [{heading}]" if heading else ""))
+        print(f"{rank:2}. {h.score:.3f}  {where}" + (f"  [{heading}]" if heading else ""))
         print(f"    {_snippet(h.text)}")
     print(f"{len(hits)} results in {timing['total_ms']:.0f} ms (query {timing['query_embed_ms']:.0f} ms, "
           f"search {timing['search_ms']:.0f} ms; {recomputed} passages recomputed)")
@@ -587,7 +582,7 @@ def cmd_demo(args: argparse.Namespace, out: _Out) -> int:
             for h in hits:
                 first = h.text.split("\n", 1)
                 body = first[1] if len(first) > 1 else ""
-                print(f"   {1 - h.distance:.3f}  {h.metadata.get('title')}: {_snippet(body, 110)}")
+                print(f"   {h.score:.3f}  {h.metadata.get('title')}: {_snippet(body, 110)}")
     finally:
         store.close()
     out.note(f"\ndemo done in {time.perf_counter() - t0:.0f} s; index your own files with "

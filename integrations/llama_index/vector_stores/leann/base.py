@@ -35,6 +35,8 @@ from llama_index.core.vector_stores.types import (
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
 from leann_store import Hit, LeannStore, StoreConfig
+from leann_store.options import SearchOptions
+from leann_store.scores import similarity
 
 from .filters import StoreFilter, all_of, to_store_filter
 
@@ -43,8 +45,6 @@ NODE_ID_KEY = "_node_id"
 #: the key of the persist file that names the store directory beside it
 MANIFEST_KEY = "leann_vector_store"
 MANIFEST_FORMAT = 1
-#: query kwargs handed to ``LeannStore.search`` (see ``LeannIndex.search``)
-SEARCH_OPTIONS = ("ef", "rerank_ratio", "max_recompute", "batch_size", "confidence")
 #: candidates searched per result in MMR mode, unless ``mmr_prefetch_k`` / ``mmr_prefetch_factor``
 DEFAULT_MMR_PREFETCH_FACTOR = 4.0
 #: cosine between a node's own embedding and ``embed_model``'s below which the first add refuses
@@ -255,7 +255,7 @@ class LeannVectorStore(BasePydanticVectorStore):
             # an empty list is what VectorIndexRetriever passes for stores that keep text
             _ids_filter(query.node_ids) if query.node_ids else None,
         )
-        search_options = {name: kwargs[name] for name in SEARCH_OPTIONS if name in kwargs}
+        search_options = SearchOptions.pick(kwargs)
         q = np.asarray(query.query_embedding, dtype=np.float32)
         hits: Sequence[Hit]
         if mode == VectorStoreQueryMode.MMR:
@@ -273,12 +273,7 @@ class LeannVectorStore(BasePydanticVectorStore):
         """Higher-is-better score from the store's distance (override to change).
 
         cosine: the cosine (1 - distance); ip: the inner product; l2: 1 / (1 + squared distance)."""
-        metric = self._store.metric
-        if metric == "cosine":
-            return 1.0 - float(distance)
-        if metric == "ip":
-            return -float(distance)
-        return 1.0 / (1.0 + float(distance))
+        return similarity(self._store.metric, distance)
 
     def _mmr_select(self, q: np.ndarray, hits: Sequence[Hit], k: int, threshold: Optional[float]) -> List[Hit]:
         if len(hits) <= 1:

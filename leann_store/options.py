@@ -1,0 +1,117 @@
+"""SearchOptions: how one search runs, one type from the adapters to the walk.
+
+:class:`LeannIndex.search <leann_store.LeannIndex.search>`,
+:class:`LeannStore.search <leann_store.LeannStore.search>` and both adapters
+take the same options, checked here once, when the object is made.  Keyword
+arguments of those methods (``ef=64``, ``confidence=0.9``...) are folded into
+one :class:`SearchOptions` by :meth:`SearchOptions.of`, so an unknown or
+misspelt option is an error naming the known ones wherever it is passed.
+
+>>> opts = SearchOptions(ef=256, confidence=0.9)
+>>> opts.replace(max_recompute=60).max_recompute
+60
+>>> SearchOptions.of(None, ef=32).ef
+32
+>>> SearchOptions.of(None, eff=32)
+Traceback (most recent call last):
+leann_store.errors.InvalidInputError: unknown search option 'eff'; the options are: ef, rerank_ratio, batch_size, max_recompute, confidence
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from . import _checks as checks
+from . import errors, native
+
+#: ``confidence`` default: the index's ``IndexConfig.search_confidence``
+FROM_CONFIG: Any = "from config"
+#: beam width of the classic search over stored vectors
+DEFAULT_EF = 64
+#: beam width of the two-level search's walk on codes (a code distance costs
+#: nanoseconds, so the walk can be wide; it recomputes nothing)
+DEFAULT_CODE_EF = 1024
+#: share of the code beam scored exactly at most (the adaptive stop's cap)
+DEFAULT_RERANK_RATIO = 0.15
+#: most passages handed to ``embed`` in one call
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """The options of one search (all optional; the defaults serve most uses).
+
+    Args:
+        ef: beam width of the walk (raised to k).  None: ``DEFAULT_EF`` (64)
+            for an index that stores vectors, ``DEFAULT_CODE_EF`` (1024) for
+            the walk on codes, which recomputes nothing itself.
+        rerank_ratio: in (0, 1]: the share of the beam scored exactly at most.
+        batch_size: most passages handed to ``embed`` at once.
+        max_recompute: hard cap on passages re-embedded per query (None: no
+            cap beyond ``rerank_ratio``); must be >= k.
+        confidence: the adaptive stop, in (0, 1): higher re-embeds more
+            before it stops.  None re-embeds the whole ``rerank_ratio`` share;
+            the default reads the index's ``IndexConfig.search_confidence``.
+    """
+
+    ef: int | None = None
+    rerank_ratio: float = DEFAULT_RERANK_RATIO
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_recompute: int | None = None
+    confidence: float | None = FROM_CONFIG
+
+    def __post_init__(self) -> None:
+        if self.ef is not None:
+            object.__setattr__(self, "ef", checks.integer(self.ef, "ef", 1, native.MAX_EF))
+        object.__setattr__(self, "rerank_ratio",
+                           checks.number(self.rerank_ratio, "rerank_ratio", 0, 1, lo_open=True))
+        object.__setattr__(self, "batch_size", checks.integer(self.batch_size, "batch_size", 1, native.MAX_BATCH))
+        if self.max_recompute is not None:
+            object.__setattr__(self, "max_recompute", checks.integer(self.max_recompute, "max_recompute", 1, 2**62))
+        if self.confidence is not FROM_CONFIG and self.confidence is not None:
+            object.__setattr__(self, "confidence", check_confidence(self.confidence, "confidence"))
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The options' names, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def of(cls, options: "SearchOptions | None" = None, /, **changes: Any) -> "SearchOptions":
+        """``options`` (None: the defaults) with ``changes`` applied: the one
+        place that turns a method's keyword arguments into options."""
+        if options is not None and not isinstance(options, SearchOptions):
+            raise errors.InvalidInputError(f"options must be a SearchOptions, got {type(options).__name__}")
+        base = options if options is not None else _DEFAULT
+        return base.replace(**changes) if changes else base
+
+    def replace(self, **changes: Any) -> "SearchOptions":
+        """A copy with ``changes`` (checked like the constructor's)."""
+        known = self.names()
+        for name in changes:
+            if name not in known:
+                raise errors.InvalidInputError(
+                    f"unknown search option {name!r}; the options are: {', '.join(known)}")
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def pick(cls, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The entries of ``kwargs`` that name options (for adapters, whose
+        methods also receive their framework's own keywords)."""
+        return {k: v for k, v in kwargs.items() if k in cls.names()}
+
+    def resolved_confidence(self, from_config: float | None) -> float | None:
+        """``confidence`` with the index's default filled in."""
+        return from_config if self.confidence is FROM_CONFIG else self.confidence
+
+
+def check_confidence(value: Any, name: str) -> float | None:
+    """None, or a number in (0, 1)."""
+    if value is None:
+        return None
+    return checks.number(value, name, 0, 1, lo_open=True, hi_open=True)
+
+
+_DEFAULT = SearchOptions()
