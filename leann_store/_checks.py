@@ -121,6 +121,32 @@ def given_embeddings(x: Any, n: int, dim: int) -> np.ndarray:
     return arr
 
 
+def embeddings(got: Any, n: int, dim: int, what: str) -> np.ndarray:
+    """What an embedding callback returned, as float32 (n, dim) and finite,
+    or a :class:`~leann_store.errors.CallbackError` saying what is wrong and
+    for which inputs (``what``).  The one check of a model's answer: the
+    store's text embedder and the index's id fetcher both use it.
+
+    >>> embeddings([[1.0, 2.0]], 1, 2, "for 1 text").dtype
+    dtype('float32')
+    >>> embeddings([[1.0]], 1, 2, "for 1 text")
+    Traceback (most recent call last):
+    leann_store.errors.CallbackError: embed returned shape (1, 1) for 1 text; expected (1, 2)
+    """
+    try:
+        arr = np.asarray(got)
+    except Exception as exc:
+        raise errors.CallbackError(f"embed returned {type(got).__name__}, not an array, {what}") from exc
+    if arr.dtype.kind != "f":  # integers are a truncated answer, not a model's
+        raise errors.CallbackError(f"embed must return floats, got dtype {arr.dtype} {what}")
+    if arr.shape != (n, dim):
+        raise errors.CallbackError(f"embed returned shape {arr.shape} {what}; expected ({n}, {dim})")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise errors.CallbackError(f"embed returned NaN or infinity {what}")
+    return arr
+
+
 def last_occurrence(ids: list[str]) -> list[int]:
     """Positions to keep when ids repeat: the last occurrence of each."""
     last = {x: i for i, x in enumerate(ids)}

@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import _checks as checks
 from . import errors, native
 
 _CHUNK = 4096  # rows per block of the chunked transforms (a few MB at 768-d)
@@ -99,11 +100,7 @@ def _threads(threads: int | None) -> int:
     """None -> 0 (every core); else a validated positive int."""
     if threads is None:
         return 0
-    if (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
-            or not 1 <= threads <= native.MAX_THREADS):
-        raise errors.InvalidInputError(
-            f"threads must be None or an integer in [1, {native.MAX_THREADS}], got {threads!r}")
-    return int(threads)
+    return checks.integer(threads, "threads", 1, native.MAX_THREADS)
 
 
 def _in_parallel(part: Callable[[int, int, int], None], lo: int, hi: int, workers: int) -> None:

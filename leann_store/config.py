@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _checks as checks
 from . import errors, native
 from .options import check_confidence
 
@@ -85,18 +86,11 @@ class IndexConfig:
             :meth:`preset` for what each size costs and saves.
         search_bits: 4 (16 centroids a subspace, two codes a byte) or 8
             (256 centroids, a byte a subspace: ``search_subspaces`` bytes
-            per passage).  They pay at 16-byte codes: on the devcorpus
-            (50k, 300 queries a set) ``search_subspaces=16, search_bits=8``
-            on top of ``compact`` reaches recall@10 0.901 @ 112 recomputes
-            on the summaries (compact: 0.895 @ 123) and 0.884 against 0.852
-            on the short queries at 150, but its codebook (256 centroids
-            of 128 floats in 16 subspaces, 131 KB) costs 2.5 bytes per
-            passage at 50k (34.4 against 31.9; 0.26 at 500k), 2.6 s more
-            build, and live updates walk on float tables.  At 32 bytes
-            8-bit codes rank worse than the default 40-byte 4-bit ones for
-            fewer bytes saved than they cost (``python
-            benchmarks/search_bench.py --tradeoff --presets
-            compact,compact8``; ``benchmarks/quantiser_map.py``).
+            per passage).  8 bits rank better at small codes, but their
+            codebook (256 float centroids a subspace) costs bytes per
+            passage that only a large corpus amortises, the build takes
+            longer and live updates walk on float tables; measured in
+            docs/internals.md ("Search codes").
         search_confidence: the adaptive stop's confidence that searches of
             this index use unless they pass their own (``LeannIndex.search``'s
             ``confidence``); None: a fixed count.
@@ -108,24 +102,13 @@ class IndexConfig:
         num_subspaces: PQ subspaces of the build codes (16, 32 or 64 -> 8, 16
             or 32 bytes per code; 8 -> 4 bytes is allowed too).  None (the
             default) picks 32 up to 512 dimensions and 64 above, about one
-            code byte per 24 dimensions, and 64 whenever the build prunes.
-            Measured at M=32, efC=200, recall@10 at ef=64 of the graph
-            searched exactly (hnswlib's graph in brackets): 50k MiniLM
-            (384-d) 32 -> 0.975, 64 -> 0.983 (0.987), and 32 builds in 0.74
-            of the time with 40 MB less peak memory; 100k x 768 synthetic 32
-            -> 0.966, 64 -> 0.982 (0.991).  16 costs 0.03-0.05 of recall on
-            both.  Pruning picks the kept edges by the build codes: on 50k
-            MiniLM, vector-free, 64 instead of 32 lifts two-level recall@10
-            at ratio 0.15 / 0.3 from 0.910 / 0.946 to 0.914 / 0.952 (2000
-            queries), as much as 100 more recomputes a query would, for
-            0.9 s more build (2.8 s).  The gap to hnswlib's graph can grow
-            with the number of vectors: on 384-d synthetic data, 32 gives
-            0.973 / 0.956 / 0.918 at 50k / 100k / 200k vectors (hnswlib
-            0.991 / 0.986 / 0.976) and 64 gives 0.974 / 0.958 at 100k / 200k,
-            for 1.4-1.5x the build time and, at 384-d, more build memory
-            than hnswlib's (483 against 371 MB at 200k); on the real
-            passages it stays 0.007-0.015 from 10k to 50k.  With stored
-            vectors and more than ~100k vectors, 64 keeps the graph close.
+            code byte per 24 dimensions, and 64 whenever the build prunes
+            (pruning picks the kept edges by these codes, so finer codes
+            keep better edges).  Fewer subspaces build faster with less
+            memory; the graph's recall falls behind an exact-distance
+            graph's as the corpus grows, and 64 keeps it close (with stored
+            vectors, past ~100k of them).  Figures: docs/internals.md
+            ("Build codes").
         pca_dim: projected dimension for the codes; None chooses it from
             ``pca_variance``.
         pca_variance: share of variance the automatic PCA dimension keeps.
@@ -157,10 +140,7 @@ class IndexConfig:
 
     def __post_init__(self) -> None:
         def _int(name: str, lo: int, hi: int, value: Any) -> None:
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise errors.InvalidInputError(f"{name} must be an integer, got {value!r}")
-            if not lo <= value <= hi:
-                raise errors.InvalidInputError(f"{name} must be in [{lo}, {hi}], got {value}")
+            checks.integer(value, name, lo, hi)
 
         if self.metric not in METRICS:
             raise errors.InvalidInputError(f"metric must be one of {METRICS}, got {self.metric!r}")
@@ -321,19 +301,10 @@ class StoreConfig:
             raise errors.InvalidInputError("StoreConfig.index must be an IndexConfig")
         if self.index.store_vectors:
             raise errors.InvalidInputError("a store keeps no vectors in its graph: use store_vectors=False")
-        for name, lo in (("merge_rows", 16), ("batch_tokens", 1), ("batch_size", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise errors.InvalidInputError(f"{name} must be an integer >= {lo}, got {v!r}")
-        f = self.merge_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f <= 100:
-            raise errors.InvalidInputError(f"merge_fraction must be a number in [0, 100], got {f!r}")
-        c = self.graph_rows
-        if isinstance(c, bool) or not isinstance(c, int) or c < 2:
-            raise errors.InvalidInputError(f"graph_rows must be an integer >= 2, got {c!r}")
-        f = self.compact_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
-            raise errors.InvalidInputError(f"compact_fraction must be a number in (0, 1], got {f!r}")
+        for name, lo in (("merge_rows", 16), ("batch_tokens", 1), ("batch_size", 1), ("graph_rows", 2)):
+            checks.integer(getattr(self, name), name, lo)
+        checks.number(self.merge_fraction, "merge_fraction", 0, 100)
+        checks.number(self.compact_fraction, "compact_fraction", 0, 1, lo_open=True)
 
     @property
     def metric(self) -> str:

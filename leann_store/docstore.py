@@ -25,7 +25,7 @@ import json
 import os
 import sqlite3
 import threading
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -65,8 +65,8 @@ class Docstore:
         self._conns_lock = threading.Lock()
         if not read_only:
             conn = self._conn()
-            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new database only
             conn.executescript(_SCHEMA)
+            self._fix_auto_vacuum(conn)
             if self.get_meta("schema") is None:
                 with self.write() as cur:
                     cur.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -77,6 +77,19 @@ class Docstore:
             raise errors.CorruptIndexError(
                 f"{self.path!r}: docstore schema {schema!r} is not supported (expected {SCHEMA_VERSION})")
 
+    @staticmethod
+    def exists(directory: str) -> bool:
+        """Whether ``directory`` holds a docstore (and so a store)."""
+        return os.path.isfile(os.path.join(directory, FILENAME))
+
+    def _fix_auto_vacuum(self, conn: sqlite3.Connection) -> None:
+        """Stores written before auto_vacuum took effect never gave pages
+        back: switch them to incremental (a one-time ``VACUUM``, which
+        rewrites the file compactly)."""
+        if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            conn.execute("VACUUM")
+
     # ---- connections ------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -86,6 +99,9 @@ class Docstore:
                 conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
             else:
                 conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                # before WAL: setting the journal mode writes the header, after
+                # which a new database keeps auto_vacuum=NONE
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
                 conn.execute("PRAGMA journal_mode=WAL")
                 # the WAL file shrinks back to this after a checkpoint (a merge
                 # that drops 16k vectors would otherwise leave it at its peak)
@@ -146,6 +162,22 @@ class Docstore:
     def all_meta(self) -> dict[str, str]:
         return {k: v for k, v in self._conn().execute("SELECT key, value FROM meta")}
 
+    def version(self) -> int:
+        """The write counter (bumped by every committed write)."""
+        return int(self.get_meta("version") or 0)
+
+    def generation(self) -> int:
+        """The graph generation the rows' nodes refer to (0: no graph)."""
+        return int(self.get_meta("generation") or 0)
+
+    @staticmethod
+    def bump_version(cur: sqlite3.Cursor) -> int:
+        """Bump the write counter inside a write transaction; returns it."""
+        row = cur.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+        version = (int(row[0]) if row is not None else 0) + 1
+        cur.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (str(version),))
+        return version
+
     @staticmethod
     def set_meta(cur: sqlite3.Cursor, items: dict[str, Any]) -> None:
         cur.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -172,6 +204,12 @@ class Docstore:
         for part in _chunks(rows):
             cur.execute(f"DELETE FROM vecs WHERE rowid IN ({','.join('?' * len(part))})", part)
         return nodes, rows
+
+    @staticmethod
+    def clear(cur: sqlite3.Cursor) -> None:
+        """Delete every row (the settings stay)."""
+        cur.execute("DELETE FROM docs")
+        cur.execute("DELETE FROM vecs")
 
     @staticmethod
     def insert(cur: sqlite3.Cursor, rows: Sequence[tuple[Any, ...]]) -> list[int]:
@@ -267,6 +305,19 @@ class Docstore:
             raise errors.UnknownIdError(f"docstore rows {missing[:8]} are gone")
         return [got[int(r)][0] for r in rowids], [got[int(r)][1] for r in rowids]
 
+    def records(self, flt: Filter | None, limit: int | None = None) -> list[tuple[Any, ...]]:
+        """(rowid, id, text, embed_text, metadata_json) of the rows a filter
+        matches (all for None), oldest first."""
+        return self.select(flt, self._COLS, limit)
+
+    def matching_rows(self, flt: Filter | None) -> list[tuple[int, int | None]]:
+        """(rowid, node) of the rows a filter matches (node None: delta)."""
+        return self.select(flt, "rowid, node")
+
+    def ids_matching(self, flt: Filter | None) -> list[str]:
+        """External ids of the rows a filter matches."""
+        return [r[0] for r in self.select(flt, "id")]
+
     def select(self, flt: Filter | None, columns: str = "rowid, node", limit: int | None = None) -> list[tuple]:
         """Rows matching a compiled filter (every row for None), by rowid.
         A callable filter is applied in Python on each row's metadata."""
@@ -299,6 +350,41 @@ class Docstore:
                             ((int(c), int(r)) for (r, _), c in zip(todo, counts)))
         return len(todo)
 
+    def space(self) -> dict[str, int]:
+        """How the docstore file's bytes divide: ``text`` (texts and
+        embedded strings), ``metadata``, ``vectors`` (the delta's),
+        ``keyword_index``, ``free`` (pages kept for reuse), ``other``
+        (SQLite's structures, ids, keys) and ``file`` (the database and its
+        log on disk); payload bytes, so pages' slack counts as ``other``."""
+        conn = self._conn()
+        text, meta = conn.execute("SELECT coalesce(sum(length(CAST(text AS BLOB))), 0) + "
+                                  "coalesce(sum(length(CAST(embed_text AS BLOB))), 0), "
+                                  "coalesce(sum(length(CAST(metadata AS BLOB))), 0) FROM docs").fetchone()
+        vecs = conn.execute("SELECT coalesce(sum(length(vec)), 0) FROM vecs").fetchone()[0]
+        page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        free = int(conn.execute("PRAGMA freelist_count").fetchone()[0]) * page
+        keywords = self._keyword_bytes(conn)
+        total = self.nbytes()
+        out = {"text": int(text), "metadata": int(meta), "vectors": int(vecs), "keyword_index": keywords,
+               "free": free}
+        out["other"] = max(0, total - sum(out.values()))
+        out["file"] = total
+        return out
+
+    @staticmethod
+    def _keyword_bytes(conn: sqlite3.Connection) -> int:
+        """Bytes of the keyword index's tables (0 when there is none)."""
+        names = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'keywords%'")]
+        if not names:
+            return 0
+        try:
+            marks = ",".join("?" * len(names))
+            return int(conn.execute(f"SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name IN ({marks})",
+                                    names).fetchone()[0])
+        except sqlite3.Error:  # SQLite built without the dbstat table
+            return 0
+
     def nbytes(self) -> int:
         """Bytes of the database and its write-ahead log on disk."""
         total = 0
@@ -327,8 +413,28 @@ class Docstore:
         """Give the file's free pages back (after a merge dropped vectors),
         and the log's: a checkpoint, which truncates it to ``_WAL_LIMIT``."""
         with contextlib.suppress(sqlite3.Error):
-            self._conn().execute("PRAGMA incremental_vacuum")
+            self._conn().execute("PRAGMA incremental_vacuum").fetchall()  # runs only as rows are read
             self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def defragment(self, slack: float = 0.15) -> bool:
+        """Rewrite the file (``VACUUM``) when more than ``slack`` of it is
+        unused: deleted rows leave pages part-empty, which no incremental
+        vacuum gives back.  Called after a compaction, when deletes have
+        piled up; returns whether it rewrote.  Needs SQLite's dbstat table
+        (without it, nothing is done)."""
+        conn = self._conn()
+        try:
+            total, unused = conn.execute("SELECT coalesce(sum(pgsize), 0), coalesce(sum(unused), 0) "
+                                         "FROM dbstat WHERE aggregate = FALSE").fetchone()
+            free = int(conn.execute("PRAGMA freelist_count").fetchone()[0]) * \
+                int(conn.execute("PRAGMA page_size").fetchone()[0])
+            if not total or (int(unused) + free) <= slack * (int(total) + free):
+                return False
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            return False
+        return True
 
     def backup(self, dest_path: str) -> None:
         """A consistent, compacted copy of the database (``VACUUM INTO``)."""

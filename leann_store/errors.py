@@ -71,3 +71,16 @@ class CodecDriftWarning(UserWarning):
     """Rows added to a store code much worse than the rows its codec was
     trained on (a shift in what is being added): recall may drop until
     ``LeannStore.refresh_codec()`` retrains the codec."""
+
+
+class MaintenanceWarning(UserWarning):
+    """A merge or compaction that follows a committed write failed (a full
+    disk, say).  The write itself happened; the work is retried after the
+    next write, and ``LeannStore.stats()["maintenance_deferred"]`` says why
+    it waits."""
+
+
+class StoreExistsError(InvalidInputError, FileExistsError):
+    """A store would be written where a store, or other files, already are
+    (``LeannStore.snapshot`` without ``replace=True``, or a non-empty
+    directory that holds no store)."""

@@ -51,7 +51,8 @@ from .config import (AUTO_SUBSPACES_MAX_DIM, BALANCED_MIN_DIM, BUILDERS, DEFAULT
 __all__ = [
     "AUTO_SUBSPACES_MAX_DIM", "BALANCED_MIN_DIM", "BUILDERS", "DEFAULT_CACHE_BYTES", "DEFAULT_CODE_EF",
     "DEFAULT_CONFIDENCE", "DEFAULT_DEGREE", "DEFAULT_EF", "DEFAULT_HUB_DEGREE", "DEFAULT_RERANK_RATIO",
-    "DEFAULT_SEARCH_SUBSPACES", "EmbedFn", "FROM_CONFIG", "IndexConfig", "LeannIndex", "METRICS", "PRESETS",
+    "DEFAULT_SEARCH_SUBSPACES", "EmbedFn", "FROM_CONFIG", "IdFetchFn", "CheckedFetch", "AllowedBits",
+    "IndexConfig", "LeannIndex", "METRICS", "PRESETS",
     "SearchResult",
 ]
 
@@ -62,11 +63,38 @@ DEFAULT_CACHE_BYTES = 16 << 20
 #: rows an insertion needs to re-measure the adaptive stop's calibration
 _RECALIBRATE_MIN_ROWS = 256
 
-EmbedFn = Callable[[np.ndarray], Any]
+#: ``fetch(ids: int64 array) -> (len(ids), dim)`` floats: the embeddings of
+#: those passages, which the two-level search asks for (``search(embed=...)``)
+IdFetchFn = Callable[[np.ndarray], Any]
+#: the same, under its earlier name
+EmbedFn = IdFetchFn
+
+
+class CheckedFetch:
+    """An id fetcher whose rows are float32 (len(ids), dim) and finite
+    already (the store's :class:`~leann_store.recompute.TextEmbedder`
+    checks its model's answer itself): the index only maps them."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.fn = fn
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        return self.fn(ids)
 
 
 #: "not given" for LeannIndex.search's keyword options (None means something for some)
 _UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class AllowedBits:
+    """A filter packed for the walk (:meth:`LeannIndex.allowed_bits`):
+    little-endian uint64 words, bit i set when id i may be returned."""
+
+    words: np.ndarray
+    size: int
 
 
 @dataclass
@@ -203,9 +231,9 @@ class LeannIndex:
 
     # ---- search ----------------------------------------------------------
     def search(self, query: np.ndarray | Sequence[float], k: int = 10, ef: Any = _UNSET,
-               threads: int | None = None, *, embed: EmbedFn | None = None,
+               threads: int | None = None, *, embed: IdFetchFn | None = None,
                rerank_ratio: Any = _UNSET, batch_size: Any = _UNSET, max_recompute: Any = _UNSET,
-               allowed: np.ndarray | Iterable[int] | None = None, confidence: Any = _UNSET,
+               allowed: "np.ndarray | Iterable[int] | AllowedBits | None" = None, confidence: Any = _UNSET,
                options: SearchOptions | None = None) -> SearchResult:
         """The k nearest neighbours of one query (shape (dim,)) or a batch (nq, dim).
 
@@ -242,9 +270,8 @@ class LeannIndex:
                 many threads only when it is given (None: one), since
                 ``embed`` is then called from several threads at once (some
                 tokenizers refuse that).  The walks run in C without the GIL.
-            allowed: ids that may be returned (bool mask of length n, a
-                packed little-endian uint64 bitset of ceil(n / 64) words, or
-                an id collection); applied inside the walk, so k results
+            allowed: ids that may be returned (bool mask of length n, an
+                id collection, or :meth:`allowed_bits`); applied inside the walk, so k results
                 come back whenever k allowed, undeleted ids exist.
         """
         given = {name: v for name, v in (("ef", ef), ("rerank_ratio", rerank_ratio), ("batch_size", batch_size),
@@ -262,7 +289,7 @@ class LeannIndex:
                 f"query has dimension {q.shape[1]}, the index has {self.dim}")
         _check_finite(q, "query")
         nthreads = _threads(threads)
-        bits = self._allowed_bitset(allowed)
+        bits = self._allowed_words(allowed)
         if self._h.has_vectors:  # C honours deletions and the filter itself
             ids, dist, stats = self._h.search(self._map.queries(q), k, opts.ef or DEFAULT_EF, nthreads, bits)
             st = {"distance_evals": stats[:, 0], "hops": stats[:, 1]}
@@ -274,7 +301,7 @@ class LeannIndex:
             return SearchResult(ids[0], dist[0], {key: v[0] for key, v in st.items()})
         return SearchResult(ids, dist, st)
 
-    def _search_two_level(self, q: np.ndarray, k: int, opts: SearchOptions, embed: EmbedFn | None,
+    def _search_two_level(self, q: np.ndarray, k: int, opts: SearchOptions, embed: IdFetchFn | None,
                           bits: np.ndarray | None,
                           workers: int = 1) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         if embed is None:
@@ -288,7 +315,7 @@ class LeannIndex:
                 f"max_recompute must be None or an integer >= k ({k}), got {opts.max_recompute!r}")
         ef = opts.ef or DEFAULT_CODE_EF
         confidence = float(opts.resolved_confidence(self._config.search_confidence) or 0.0)
-        fetch = self._fetcher(embed)
+        fetch = self._id_fetcher(embed)
         qs = self._map.queries(q)
         nq = qs.shape[0]
         ids = np.empty((nq, k), dtype=np.int64)
@@ -306,33 +333,20 @@ class LeannIndex:
         _in_parallel(part, 0, nq, workers)
         return ids, dist, st
 
-    def _fetcher(self, embed: EmbedFn | None) -> Callable[[np.ndarray], np.ndarray]:
-        """Wraps ``embed``: validates what it returns, maps it to search space."""
+    def _id_fetcher(self, embed: IdFetchFn) -> Callable[[np.ndarray], np.ndarray]:
+        """``embed`` as the walk calls it: rows checked (unless the caller
+        checked them, :class:`CheckedFetch`) and mapped to search space."""
         dim = self.dim
+        checked = isinstance(embed, CheckedFetch)
 
         def fetch(ids: np.ndarray) -> np.ndarray:
-            if embed is None:  # pragma: no cover - C finds stored vectors itself
-                raise errors.NativeError("internal: rows requested from an index that stores them")
             try:
                 out = embed(ids)
             except Exception as exc:
                 _add_note(exc, f"leann-store: the embed function failed for ids {_id_list(ids)}")
                 exc.leann_ids = ids  # type: ignore[attr-defined]
                 raise
-            try:
-                arr = np.asarray(out)
-            except Exception as exc:
-                raise errors.CallbackError(
-                    f"embed returned {type(out).__name__}, not an array, for ids {_id_list(ids)}") from exc
-            if arr.dtype.kind != "f":
-                raise errors.CallbackError(
-                    f"embed must return floats, got dtype {arr.dtype} for ids {_id_list(ids)}")
-            if arr.shape != (len(ids), dim):
-                raise errors.CallbackError(
-                    f"embed returned shape {arr.shape} for {len(ids)} ids; expected ({len(ids)}, {dim})")
-            arr = np.ascontiguousarray(arr, dtype=np.float32)
-            if not np.isfinite(arr).all():
-                raise errors.CallbackError(f"embed returned NaN or infinity for ids {_id_list(ids)}")
+            arr = out if checked else checks.embeddings(out, len(ids), dim, f"for ids {_id_list(ids)}")
             try:
                 return self._map.vectors(arr)
             except errors.InvalidInputError as exc:
@@ -340,11 +354,31 @@ class LeannIndex:
 
         return fetch
 
-    def _allowed_bitset(self, allowed: Any) -> np.ndarray | None:
+    def allowed_bits(self, allowed: Any) -> "AllowedBits":
+        """A filter (a bool mask of length n, or an id collection) packed as
+        the walk reads it, for callers that search many times with one
+        filter: pass the result as ``allowed=`` and nothing is packed again.
+
+        >>> index = LeannIndex.build(np.eye(8, dtype=np.float32) + 1, IndexConfig(store_vectors=True))
+        >>> bits = index.allowed_bits([1, 2])
+        >>> sorted(index.search(np.ones(8, np.float32), k=2, allowed=bits).ids.tolist())
+        [1, 2]
+        """
+        words = self._allowed_words(allowed)
+        if words is None:
+            raise errors.InvalidInputError("allowed_bits needs a mask or ids, not None")
+        return AllowedBits(words, len(self))
+
+    def _allowed_words(self, allowed: Any) -> np.ndarray | None:
         """A filter as the uint64 bitset C reads (None: no filter)."""
         if allowed is None:
             return None
         n = len(self)
+        if isinstance(allowed, AllowedBits):
+            if allowed.size != n:
+                raise errors.InvalidInputError(f"allowed bits were packed for {allowed.size} ids; "
+                                               f"the index has {n}")
+            return allowed.words
         a = _listed(allowed, "allowed")
         if a.dtype == bool:
             if a.shape != (n,):
@@ -372,10 +406,9 @@ class LeannIndex:
 
     @cache_bytes.setter
     def cache_bytes(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= 2**48:
-            raise errors.InvalidInputError(f"cache_bytes must be a non-negative integer, got {value!r}")
-        self._h.set_cache(int(value))
-        self._cache_bytes = int(value)
+        value = checks.integer(value, "cache_bytes", 0, 2**48)
+        self._h.set_cache(value)
+        self._cache_bytes = value
 
     @property
     def hub_cache_size(self) -> int:
@@ -607,17 +640,11 @@ class LeannIndex:
         return self._h.memory
 
     def _node(self, node: int) -> int:
-        if isinstance(node, bool) or not isinstance(node, (int, np.integer)) or not 0 <= node < len(self):
-            raise errors.InvalidInputError(f"node must be an id in [0, {len(self)}), got {node!r}")
-        return int(node)
+        return checks.integer(node, "node", 0, len(self) - 1)
 
     @staticmethod
     def _level_arg(level: int) -> int:
-        if (isinstance(level, bool) or not isinstance(level, (int, np.integer))
-                or not 0 <= level <= native.MAX_LEVEL_ARG):
-            raise errors.InvalidInputError(
-                f"level must be an integer in [0, {native.MAX_LEVEL_ARG}], got {level!r}")
-        return int(level)
+        return checks.integer(level, "level", 0, native.MAX_LEVEL_ARG)
 
     def level(self, node: int) -> int:
         """Top level of a node."""

@@ -1,24 +1,30 @@
 """Embedding on demand: the store's path from texts to checked vectors.
 
 Every embedding the store asks for (new documents without caller-supplied
-embeddings, the passages a search re-embeds, the rows a merge rebuilds from,
-``LeannStore.embeddings`` for MMR) goes through :class:`Embedder`:
+embeddings, the passages a search re-embeds, the rows a codec refresh
+rebuilds from, ``LeannStore.embeddings`` for MMR) goes through
+:class:`TextEmbedder`, the store's one boundary with the user's model:
 
 * texts are ordered by token count and cut into batches whose padded size
   (texts x longest text) stays within a token budget, so a batch of short
   passages is not padded to the longest one of the whole request
   (transformer models pad to the longest text of a call);
-* each batch's answer is checked (a float array of the right shape, finite)
-  and a bad one is a :class:`~leann_store.errors.CallbackError`, while an
-  exception raised by ``embed`` itself propagates unchanged;
+* each batch's answer is checked once (:func:`leann_store._checks.embeddings`:
+  a float array of the right shape, finite) and a bad one is a
+  :class:`~leann_store.errors.CallbackError`, while an exception raised by
+  ``embed`` itself propagates unchanged;
 * rows come back in the order asked.
+
+A search hands the index :meth:`TextEmbedder.fetcher`, an id fetcher whose
+rows are checked already, so the index only maps them to its metric.  (The
+C core still refuses non-finite rows: every input it takes is validated.)
 
 The cross-query cache of recomputed passages is the index's own LRU
 (``LeannIndex.cache_bytes``): the store's fetch function is only called for
 rows the index does not hold.
 
 >>> import numpy as np
->>> e = Embedder(dim=2, batch_tokens=4, batch_size=8)
+>>> e = TextEmbedder(dim=2, batch_tokens=4, batch_size=8)
 >>> e.embed(lambda texts: np.array([[len(t), 1.0] for t in texts]), ["a", "bbb", "cc"])
 array([[1., 1.],
        [3., 1.],
@@ -31,14 +37,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import errors
+from . import _checks as checks
+from .index import CheckedFetch
 from .tokens import CHARS_PER_TOKEN
 
-#: ``embed(texts) -> (len(texts), dim)`` floats
+#: ``embed(texts) -> (len(texts), dim)`` floats: the user's model
 TextEmbedFn = Callable[[list[str]], Any]
 
 
-class Embedder:
+class TextEmbedder:
     """Token-budgeted, checked calls of a text embedding function."""
 
     def __init__(self, dim: int, batch_tokens: int = 8192, batch_size: int = 64) -> None:
@@ -70,19 +77,12 @@ class Embedder:
 
     def check(self, got: Any, n: int, texts: Sequence[str] = ()) -> np.ndarray:
         """``got`` as float32 (n, dim), or a CallbackError saying what is wrong."""
-        what = f"for {n} texts" + (f" (first: {texts[0][:40]!r})" if texts else "")
-        try:
-            arr = np.asarray(got)
-        except Exception as exc:
-            raise errors.CallbackError(f"embed returned {type(got).__name__}, not an array, {what}") from exc
-        if arr.dtype.kind not in "fiu" or arr.dtype == bool:
-            raise errors.CallbackError(f"embed must return floats, got dtype {arr.dtype} {what}")
-        if arr.shape != (n, self.dim):
-            raise errors.CallbackError(f"embed returned shape {arr.shape} {what}; expected ({n}, {self.dim})")
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        if not np.isfinite(arr).all():
-            raise errors.CallbackError(f"embed returned NaN or infinity {what}")
-        return arr
+        return checks.embeddings(got, n, self.dim, f"for {n} texts" + (f" (first: {texts[0][:40]!r})" if texts else ""))
+
+    def fetcher(self, fn: TextEmbedFn, inputs: Callable[[np.ndarray], tuple[list[str], list[int | None]]]) -> CheckedFetch:
+        """The id fetcher a search hands the index: ``inputs(ids)`` gives
+        the texts to embed (and their token counts), embedded here."""
+        return CheckedFetch(lambda ids: self.embed(fn, *inputs(ids)))
 
 
 def length_batches(lengths: Sequence[int], token_budget: int, max_batch: int) -> list[np.ndarray]:

@@ -17,10 +17,13 @@ exact store).  The first graph is built from those vectors when the store
 reaches ``StoreConfig.graph_rows`` rows.  Later, each time the delta reaches
 ``merge_rows``, a merge inserts its rows into the graph in C (no
 re-embedding; existing nodes keep their numbers) and drops their vectors.
-Every merge writes ``graph-<G+1>.leann`` (atomic: temp file, fsync, rename),
-then one transaction names its nodes and generation G+1.  A crash before that
-commit leaves an orphan file that the next writer removes; a crash after it
-leaves the old file, removed the same way.  Deletes and replaced versions of
+Every write is one commit of :mod:`leann_store.generations`, which owns the
+graph's lifecycle: a new graph is written as ``graph-<G+1>.leann`` (atomic:
+temp file, fsync, rename), then one transaction names its nodes and
+generation G+1.  A crash before that commit leaves an orphan file that the
+next writer removes; a crash after it leaves the old file, removed the same
+way.  A merge or compaction that fails after a write committed (a full disk)
+does not fail that write: it is retried after the next one.  Deletes and replaced versions of
 graph rows simply lose their docstore row; a node without a row is a
 tombstone (applied to the index when it is loaded), never returned, still
 walked.  Past ``compact_fraction`` of deleted nodes (or on :meth:`compact`)
@@ -66,19 +69,22 @@ import time
 import uuid
 import warnings
 import weakref
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from . import _checks as checks
 from . import errors
 from .config import StoreConfig, config_diff
+from .docstore import FILENAME as DOCSTORE_FILE
 from .docstore import Docstore
+from .generations import Generations, State, now
 from .filters import Filter, FilterLike, check_metadata, compile_filter
-from .index import LeannIndex
+from .index import AllowedBits, CheckedFetch, LeannIndex
 from .options import SearchOptions
-from .recompute import Embedder, TextEmbedFn
+from .recompute import TextEmbedder, TextEmbedFn
 from .scores import similarity
 from .tokens import count_tokens
 
@@ -93,6 +99,10 @@ _FILTER_CACHE = 32  # compiled filters' allowed sets kept per store
 CODEC_DRIFT_WARN = 1.25
 #: rows a codec must have been trained on for that warning
 DRIFT_MIN_ROWS = 2048
+#: cosine between embeddings handed to ``add`` and the store's own embedding
+#: of the same text below which they are taken to come from another model
+#: (looser than the probe's: callers' models may batch or round differently)
+GIVEN_MIN_COSINE = 0.99
 
 
 @dataclass(frozen=True)
@@ -118,34 +128,23 @@ class Hit:
     score: float = float("nan")
 
 
+@dataclass(frozen=True)
+class _Allowed:
+    """A filter's allowed set at one write version: the graph's part as the
+    walk's packed bitset, its count of live nodes, and the delta's mask."""
+
+    version: int
+    bits: AllowedBits | None
+    graph: int
+    delta: np.ndarray
+
+
 class Hits(list):  # type: ignore[type-arg]
     """The hits of one search, best first, with ``stats``: ``recomputed``
     (passages re-embedded), ``embed_calls``, ``cache_hits``, ``graph`` and
     ``delta`` (candidates from each segment), ``filter_ms``, ``ms``."""
 
     stats: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class _State:
-    """What a search reads: replaced whole by writers, never mutated (the
-    index's tombstones aside, which the index guards itself)."""
-
-    index: LeannIndex | None
-    node_row: np.ndarray      # graph node -> docstore rowid, -1 for tombstones
-    delta_rows: np.ndarray    # rowids of the delta segment
-    delta_vecs: np.ndarray    # their vectors (float32, rows as given)
-    generation: int
-    version: int
-    delta_sq: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # their squared norms
-
-    def __post_init__(self) -> None:
-        if len(self.delta_sq) != len(self.delta_rows):
-            object.__setattr__(self, "delta_sq", np.einsum("ij,ij->i", self.delta_vecs, self.delta_vecs))
-
-    @property
-    def graph_live(self) -> int:
-        return int((self.node_row >= 0).sum())
 
 
 class LeannStore:
@@ -169,8 +168,12 @@ class LeannStore:
         self.progress = progress
         self._embed = embed
         self._write_lock = threading.RLock()
-        self._state_lock = threading.Lock()
-        self._filter_cache: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        self._cache_lock = threading.Lock()
+        self._filter_cache: dict[str, _Allowed] = {}
+        self._given_checked = False
+        self._check_model = check_model
+        #: why the last merge or compaction after a write failed (retried after the next write)
+        self._deferred: str | None = None
         self._lock_file: Any = None
         self._temp_finalizer: Any = None
         created = False
@@ -185,10 +188,9 @@ class LeannStore:
             self._docs = Docstore(self.path, read_only=read_only)
             self._init_meta(config, model, check_model)
             self._dim = int(self._docs.get_meta("dim") or 0)
-            self._embedder = Embedder(self.dim, self.config.batch_tokens, self.config.batch_size)
-            self._state = self._load_state()
-            if not read_only:
-                self._remove_stale_graphs()
+            self._embedder = TextEmbedder(self.dim, self.config.batch_tokens, self.config.batch_size)
+            self._gen = Generations(self.path, self._docs, self._dim, read_only=read_only,
+                                    on_swap=self._filter_cache.clear)
         except BaseException:
             self._release_lock()
             if hasattr(self, "_docs"):
@@ -212,7 +214,8 @@ class LeannStore:
             model: the model's name, recorded with a probe vector; None: the
                 function's qualified name.  Reopening with a model whose probe
                 vector (or dimension) differs is a :class:`ModelMismatchError`.
-            check_model: False skips that check (no probe is embedded).
+            check_model: False skips that check (no probe is embedded) and
+                that of embeddings handed to :meth:`add`.
             read_only: open without the write lock (many processes may).
             progress: progress bars on long work (None: when stderr is a
                 terminal and the work is large).
@@ -252,7 +255,14 @@ class LeannStore:
         self._lock_file = f
 
     def _release_lock(self) -> None:
+        """Unlock, and clear the pid so no stale one is left behind.  The file
+        itself stays: removing it could let two writers lock two files of one
+        name (one opened before the removal, one created after)."""
         if self._lock_file is not None:
+            with contextlib.suppress(OSError):
+                self._lock_file.seek(0)
+                self._lock_file.truncate()
+                self._lock_file.flush()
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
             self._lock_file.close()
@@ -269,7 +279,7 @@ class LeannStore:
             with self._docs.write() as cur:
                 Docstore.set_meta(cur, {"format": FORMAT, "config": self._config.to_json(), "model": name,
                                         "probe": json.dumps([float(x) for x in probe]), "dim": str(len(probe)),
-                                        "generation": "0", "version": "0", "created": _now()})
+                                        "generation": "0", "version": "0", "created": now()})
             return
         if meta.get("format") != FORMAT:
             raise errors.CorruptIndexError(f"{self.path!r} is not a leann-store store")
@@ -296,71 +306,11 @@ class LeannStore:
                     "model, or check_model=False if you are sure")
 
     def _probe(self) -> np.ndarray:
+        """The model's vector for the probe text (its fingerprint)."""
         got = np.asarray(self._embed([PROBE_TEXT]))
-        if got.ndim != 2 or got.shape[0] != 1 or got.shape[1] < 1 or got.dtype.kind not in "fiu":
+        if got.ndim != 2 or got.shape[0] != 1 or got.shape[1] < 1:
             raise errors.CallbackError(f"embed([text]) must return a (1, dim) float array, got shape {got.shape}")
-        vec = got[0].astype(np.float32)
-        if not np.isfinite(vec).all():
-            raise errors.CallbackError("embed returned NaN or infinity for the probe text")
-        return vec
-
-    # ---- in-memory state -------------------------------------------------------
-    def _graph_file(self, generation: int) -> str:
-        return os.path.join(self.path, f"graph-{generation}.leann")
-
-    def _load_state(self) -> _State:
-        """The committed state, read inside one read transaction."""
-        with self._docs.snapshot():
-            version = int(self._docs.get_meta("version") or 0)
-            gen = int(self._docs.get_meta("generation") or 0)
-            nodes, rowids = self._docs.graph_rows()
-            delta_rows, delta_vecs = self._docs.delta_rows(self.dim)
-        index = None
-        node_row = np.full(0, -1, dtype=np.int64)
-        if gen > 0:
-            index = LeannIndex.load(self._graph_file(gen))
-            node_row = np.full(len(index), -1, dtype=np.int64)
-            if nodes.size and (nodes.min() < 0 or nodes.max() >= len(index)):
-                raise errors.CorruptIndexError(f"store {self.path!r}: docstore names nodes outside the graph")
-            node_row[nodes] = rowids
-            dead = np.flatnonzero(node_row < 0)
-            if dead.size:
-                index.delete(dead)
-        elif nodes.size:
-            raise errors.CorruptIndexError(f"store {self.path!r}: rows name graph nodes but no graph exists")
-        return _State(index, node_row, delta_rows, delta_vecs, gen, version)
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[_State]:
-        """A read snapshot: one SQLite read transaction and the in-memory
-        state of the same write version.  A writer updates its state just
-        after its commit, so a reader that lands in between waits for it; a
-        read-only store loads the newer state inside its snapshot."""
-        for _ in range(10_000):
-            with self._docs.snapshot():
-                version = int(self._docs.get_meta("version") or 0)
-                st = self._state
-                if st.version != version and self.read_only:
-                    try:
-                        st = self._load_state()
-                    except FileNotFoundError:  # the writer swapped graph files: a newer snapshot has it
-                        continue
-                    with self._state_lock:
-                        if st.version > self._state.version:
-                            self._state = st
-                            self._filter_cache.clear()
-                if st.version == version:
-                    yield st
-                    return
-            time.sleep(0.0005)
-        raise errors.NativeError("internal: the store's state did not settle")  # pragma: no cover
-
-    def _remove_stale_graphs(self) -> None:
-        keep = os.path.basename(self._graph_file(self._state.generation))
-        for name in os.listdir(self.path):
-            if name.startswith("graph-") and name != keep:
-                with contextlib.suppress(OSError):
-                    os.remove(os.path.join(self.path, name))
+        return checks.embeddings(got, 1, got.shape[1], "for the probe text")[0]
 
     # ---- properties ------------------------------------------------------------
     @property
@@ -384,8 +334,8 @@ class LeannStore:
     def count(self) -> int:
         """Documents in the store."""
         self._check_open()
-        with self._read() as st:
-            return st.graph_live + len(st.delta_rows)
+        with self._gen.read() as st:
+            return st.documents
 
     def __len__(self) -> int:
         return self.count()
@@ -396,7 +346,7 @@ class LeannStore:
     # ---- writes ------------------------------------------------------------------
     def add(self, texts: Sequence[str], metadatas: Sequence[Mapping[str, Any] | None] | None = None,
             ids: Sequence[str | None] | None = None, embeddings: Any = None,
-            embed_texts: Sequence[str | None] | None = None) -> list[str]:
+            embed_texts: Sequence[str | None] | None = None, *, check_model: bool = True) -> list[str]:
         """Add or replace documents (upsert by id); returns their ids.
 
         Args:
@@ -408,6 +358,12 @@ class LeannStore:
                 never kept once the rows are in the graph.  None: ``embed``.
             embed_texts: the exact string that was embedded, per text, when it
                 differs from the text (None entries: the text).
+            check_model: the first embeddings given to an open store are
+                checked against ``embed`` on one row, since a search
+                re-embeds with ``embed`` and vectors from another model would
+                be compared with unrelated ones (a :class:`ModelMismatchError`);
+                False when they come from ``embed`` itself.  A store opened
+                with ``check_model=False`` never checks.
 
         Durable when it returns; all or nothing if interrupted.
         """
@@ -436,6 +392,8 @@ class LeannStore:
             zero = np.flatnonzero(~np.any(vecs != 0, axis=1))
             if zero.size:
                 raise errors.InvalidInputError(f"row {int(zero[0])} has a zero embedding, which has no cosine")
+        if embeddings is not None and check_model:
+            self._check_given_model(vecs[0], emb_in[0])
         keep = checks.last_occurrence(ids_out)  # positions kept, in order
         rows = [(ids_out[i], texts[i], etexts[i] if etexts[i] != texts[i] else None, metas[i]) for i in keep]
         vecs = vecs[keep]
@@ -443,52 +401,57 @@ class LeannStore:
             self._add_locked(rows, vecs)
         return ids_out
 
+    def _check_given_model(self, given: np.ndarray, embed_text: str) -> None:
+        """Vectors handed to :meth:`add` must come from the model that will
+        re-embed them: checked once per open store, on one row."""
+        if self._given_checked or not self._check_model:
+            return
+        ours = self._embedder.embed(self._embed, [embed_text])[0]
+        cos = _cosine(ours, given)
+        if cos < GIVEN_MIN_COSINE:
+            raise errors.ModelMismatchError(
+                f"the embeddings given to add() were not made by this store's embed function "
+                f"({self.model!r}; cosine {cos:.3f} on the same text).  A search re-embeds passages with "
+                "that function, so give the model that made the embeddings, or leave embeddings out")
+        self._given_checked = True
+
     def _add_locked(self, rows: list[tuple[str, str, str | None, str]], vecs: np.ndarray) -> None:
-        st = self._state
-        cfg = self._config
-        n_new = len(rows)
+        st = self._gen.state
         # The first graph is built straight from vectors in hand: the delta's and these.
-        if st.index is None and len(st.delta_rows) + n_new >= cfg.graph_rows:
+        if st.index is None and len(st.delta_rows) + len(rows) >= self._config.graph_rows:
             self._first_graph(st, rows, vecs)
             return
-        with self._docs.write() as cur:
+
+        def edit(cur: Any) -> tuple[list[int], list[int], list[int]]:
             nodes, gone = Docstore.delete_ids(cur, [r[0] for r in rows])
             rowids = Docstore.insert(cur, [(i, t, e, m, None, None, v.tobytes())
                                            for (i, t, e, m), v in zip(rows, vecs)])
-            version = self._bump(cur)
-        self._apply_delete(st, nodes, gone, version, add=(np.array(rowids, dtype=np.int64), vecs))
+            return nodes, gone, rowids
+
+        self._gen.commit(edit, lambda r, gen, version: _after_delete(
+            st, r[0], r[1], version, add=(np.array(r[2], dtype=np.int64), vecs)))
         self._maintain()
 
-    def _first_graph(self, st: _State, rows: list[tuple[str, str, str | None, str]], vecs: np.ndarray) -> None:
-        """Build generation 1 from the delta plus new rows, all in one commit."""
+    def _first_graph(self, st: State, rows: list[tuple[str, str, str | None, str]], vecs: np.ndarray) -> None:
+        """Generation 1 from the delta plus new rows, all in one commit."""
         ids = [r[0] for r in rows]
         with self._docs.snapshot():
-            old = self._docs.by_ids(ids)
-        replaced = {int(v[0]) for v in old.values()}
+            replaced = {int(v[0]) for v in self._docs.by_ids(ids).values()}
         keep = np.array([i for i, r in enumerate(st.delta_rows.tolist()) if r not in replaced], dtype=np.int64)
         allv = np.concatenate([st.delta_vecs[keep], vecs]) if keep.size else vecs
         index = self._build(allv)
-        gen = st.generation + 1
-        index.save(self._graph_file(gen))
-        try:
-            with self._docs.write() as cur:
-                if old:  # upserts (a new store's bulk load has none)
-                    Docstore.delete_ids(cur, list(old))
-                base = len(keep)
-                if len(st.delta_rows):
-                    Docstore.assign_nodes(cur, st.delta_rows[keep])
-                rowids = Docstore.insert(cur, [(i, t, e, m, None, base + j, None)
-                                               for j, (i, t, e, m) in enumerate(rows)])
-                self._merged_meta(cur, gen, len(allv), "build", index.coding_error(_sample(allv)))
-                version = self._bump(cur)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(self._graph_file(gen))
-            raise
-        node_row = np.concatenate([st.delta_rows[keep], np.array(rowids, dtype=np.int64)])
-        self._set_state(_State(index, node_row, np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32),
-                               gen, version))
-        self._docs.release_free_pages()
+        base = len(keep)
+
+        def edit(cur: Any) -> list[int]:
+            if replaced:  # upserts (a new store's bulk load has none)
+                Docstore.delete_ids(cur, ids)
+            if base:
+                Docstore.assign_nodes(cur, st.delta_rows[keep])
+            return Docstore.insert(cur, [(i, t, e, m, None, base + j, None) for j, (i, t, e, m) in enumerate(rows)])
+
+        self._gen.commit(edit, lambda rowids, gen, version: st.graph_only(
+            index, np.concatenate([st.delta_rows[keep], np.array(rowids, dtype=np.int64)]), gen, version, self.dim),
+            graph=index, kind="build", meta=_codec_meta(index.coding_error(_sample(allv)), len(allv)))
 
     def flush(self) -> None:
         """Merge the delta segment into the graph now, compact the graph if
@@ -496,15 +459,17 @@ class LeannStore:
         in token counts not yet computed."""
         self._check_writable()
         with self._write_lock:
-            st = self._state
+            st = self._gen.state
             if st.index is None:
                 if len(st.delta_rows) >= 2:  # one row: nothing to build a graph on; keep it exact
                     self._first_graph(st, [], np.zeros((0, self.dim), np.float32))
             elif len(st.delta_rows):
                 self._merge(st)
-            if self._state.index is not None and self._state.graph_live < len(self._state.node_row):
-                self._compact(self._state)
+            st = self._gen.state
+            if st.index is not None and st.graph_live < len(st.node_row):
+                self._compact(st)
             self._docs.fill_token_counts(count_tokens)
+            self._deferred = None
 
     def compact(self) -> None:
         """Drop deleted rows from the graph now, rebuilding the lists that
@@ -513,18 +478,34 @@ class LeannStore:
         graph is deleted."""
         self._check_writable()
         with self._write_lock:
-            st = self._state
+            st = self._gen.state
             if st.index is not None and st.graph_live < len(st.node_row):
                 self._compact(st)
 
     def _maintain(self) -> None:
-        """Merge and compact when the thresholds say so (after a write)."""
-        st = self._state
+        """Merge and compact when the thresholds say so, after a write that
+        has committed.  Its failure (a full disk, say) does not undo or fail
+        that write: the work is retried after the next write, and a
+        :class:`~leann_store.errors.MaintenanceWarning` says why it waits."""
+        try:
+            self._maintain_now()
+        except Exception as exc:  # the write that called us is durable already
+            first = self._deferred is None
+            self._deferred = f"{type(exc).__name__}: {exc}"
+            if first:
+                warnings.warn(f"store {self.path!r}: merging or compacting after a write failed and will be "
+                              f"retried after the next write ({self._deferred})",
+                              errors.MaintenanceWarning, stacklevel=4)
+        else:
+            self._deferred = None
+
+    def _maintain_now(self) -> None:
+        st = self._gen.state
         cfg = self._config
         d = len(st.delta_rows)
         if st.index is not None and d >= cfg.merge_rows and d >= cfg.merge_fraction * st.graph_live:
             self._merge(st)
-        st = self._state
+        st = self._gen.state
         dead = len(st.node_row) - st.graph_live
         if st.index is not None and dead and dead >= cfg.compact_fraction * len(st.node_row):
             if st.graph_live:
@@ -532,32 +513,22 @@ class LeannStore:
             else:
                 self._clear_graph(st, keep_delta=True)
 
-    def _merge(self, st: _State) -> None:
+    def _merge(self, st: State) -> None:
         """Put the delta segment into the graph: its rows are inserted in C
         (nodes ``len(graph)`` on; no node is renumbered) and their vectors
         dropped, with no ``embed`` call."""
         assert st.index is not None
         index = st.index.with_added(st.delta_vecs)
+        ref = float(self._docs.get_meta("codec_error") or "nan")
         error = index.coding_error(_sample(st.delta_vecs))
-        gen = st.generation + 1
-        index.save(self._graph_file(gen))
-        try:
-            with self._docs.write() as cur:
-                Docstore.append_nodes(cur, st.delta_rows, len(st.node_row))
-                ref = float(self._docs.get_meta("codec_error") or "nan")
-                drift = error / ref if ref > 0 else float("nan")
-                self._merged_meta(cur, gen, len(index), "insert", None, drift=drift)
-                version = self._bump(cur)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(self._graph_file(gen))
-            raise
+        drift = error / ref if ref > 0 else float("nan")
+        self._gen.commit(lambda cur: Docstore.append_nodes(cur, st.delta_rows, len(st.node_row)),
+                         lambda _, gen, version: st.graph_only(
+                             index, np.concatenate([st.node_row, st.delta_rows]), gen, version, self.dim),
+                         graph=index, kind="insert",
+                         meta={"codec_drift": repr(drift)} if np.isfinite(drift) else None)
         if int(self._docs.get_meta("codec_trained_rows") or 0) >= DRIFT_MIN_ROWS:
             self._warn_drift(drift)  # (a codec trained on few rows codes any new row worse)
-        node_row = np.concatenate([st.node_row, st.delta_rows])
-        self._set_state(_State(index, node_row, np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32),
-                               gen, version))
-        self._docs.release_free_pages()
 
     def refresh_codec(self) -> None:
         """Retrain the codec and rebuild the graph over every row, re-embedded
@@ -567,7 +538,7 @@ class LeannStore:
         It costs one ``embed`` of every document."""
         self._check_writable()
         with self._write_lock:
-            st = self._state
+            st = self._gen.state
             live = np.flatnonzero(st.node_row >= 0)
             rowids = st.node_row[live]
             total = len(rowids) + len(st.delta_rows)
@@ -581,47 +552,25 @@ class LeannStore:
             with self._bar(len(texts), "re-embedding every row") as bar:
                 gvecs = self._embedder.embed(self._embed, texts, toks, progress=bar)
             order = np.concatenate([rowids, st.delta_rows])
-            self._replace_graph(st, order, np.concatenate([gvecs, st.delta_vecs]) if len(st.delta_rows) else gvecs)
+            vecs = np.concatenate([gvecs, st.delta_vecs]) if len(st.delta_rows) else gvecs
+            index = self._build(vecs)
+            self._gen.commit(lambda cur: Docstore.assign_nodes(cur, order),
+                             lambda _, gen, version: st.graph_only(index, order, gen, version, self.dim),
+                             graph=index, kind="refresh",
+                             meta=_codec_meta(index.coding_error(_sample(vecs)), len(order)))
 
-    def _replace_graph(self, st: _State, order: np.ndarray, vecs: np.ndarray) -> None:
-        """A new graph (and codec) over ``vecs`` whose node i is row
-        ``order[i]``; every vector dropped, one commit."""
-        index = self._build(vecs)
-        gen = st.generation + 1
-        index.save(self._graph_file(gen))
-        try:
-            with self._docs.write() as cur:
-                Docstore.assign_nodes(cur, order)
-                self._merged_meta(cur, gen, len(order), "refresh", index.coding_error(_sample(vecs)))
-                version = self._bump(cur)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(self._graph_file(gen))
-            raise
-        self._set_state(_State(index, order, np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32),
-                               gen, version))
-        self._docs.release_free_pages()
-
-    def _compact(self, st: _State) -> None:
+    def _compact(self, st: State) -> None:
         """The graph without its deleted nodes, from its codes alone."""
         assert st.index is not None
         index, mapping = st.index.compacted()
         live = mapping >= 0
         node_row = np.full(len(index), -1, dtype=np.int64)
         node_row[mapping[live]] = st.node_row[live]
-        gen = st.generation + 1
-        index.save(self._graph_file(gen))
-        try:
-            with self._docs.write() as cur:
-                Docstore.renumber_nodes(cur, node_row, np.arange(len(node_row)))
-                self._merged_meta(cur, gen, len(index), "compact", None)
-                version = self._bump(cur)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(self._graph_file(gen))
-            raise
-        self._set_state(_State(index, node_row, st.delta_rows, st.delta_vecs, gen, version, st.delta_sq))
-        self._docs.release_free_pages()
+        self._gen.commit(lambda cur: Docstore.renumber_nodes(cur, node_row, np.arange(len(node_row))),
+                         lambda _, gen, version: st.with_delta(st.delta_rows, st.delta_vecs, st.delta_sq,
+                                                               index=index, node_row=node_row,
+                                                               generation=gen, version=version),
+                         graph=index, kind="compact")
 
     def _warn_drift(self, drift: float) -> None:
         if drift > CODEC_DRIFT_WARN and not getattr(self, "_drift_warned", False):
@@ -632,21 +581,7 @@ class LeannStore:
                 "(it re-embeds every document)", errors.CodecDriftWarning, stacklevel=4)
 
     def _build(self, vecs: np.ndarray) -> LeannIndex:
-        show = self.progress if self.progress is not None else None
-        return LeannIndex.build(vecs, self._config.index, progress=show)
-
-    def _merged_meta(self, cur: Any, gen: int, rows: int, kind: str, codec_error: float | None,
-                     drift: float | None = None) -> None:
-        items: dict[str, Any] = {
-            "generation": str(gen),
-            "last_merge": json.dumps({"at": _now(), "rows": rows, "generation": gen, "kind": kind})}
-        if codec_error is not None:  # the graph's codec was (re)trained: its reference error
-            items["codec_error"] = repr(codec_error)
-            items["codec_drift"] = "1.0"
-            items["codec_trained_rows"] = str(rows)
-        if drift is not None and np.isfinite(drift):
-            items["codec_drift"] = repr(drift)
-        Docstore.set_meta(cur, items)
+        return LeannIndex.build(vecs, self._config.index, progress=self.progress)
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id (missing ids are ignored); returns how many were."""
@@ -657,14 +592,7 @@ class LeannStore:
                 raise errors.InvalidInputError(f"ids must be strings, got {x!r}")
         if not id_list:
             return 0
-        with self._write_lock:
-            st = self._state
-            with self._docs.write() as cur:
-                nodes, rows = Docstore.delete_ids(cur, id_list)
-                version = self._bump(cur) if nodes or rows else st.version
-            self._apply_delete(st, nodes, rows, version)
-            self._maintain()
-            return len(nodes) + len(rows)
+        return self._delete(lambda cur: Docstore.delete_ids(cur, id_list))
 
     def delete_where(self, filter: FilterLike) -> int:
         """Delete every document a filter matches; returns how many were."""
@@ -672,74 +600,51 @@ class LeannStore:
         flt = compile_filter(filter)
         if flt is None:
             raise errors.FilterError("delete_where needs a filter (use clear() to delete everything)")
+        return self._delete(lambda cur: Docstore.delete_ids(cur, self._docs.ids_matching(flt)))
+
+    def _delete(self, edit: Callable[[Any], tuple[list[int], list[int]]]) -> int:
+        """One delete transaction (nothing committed when nothing matched)."""
         with self._write_lock:
-            st = self._state
-            with self._docs.write() as cur:
-                found = self._docs.select(flt, "id")
-                nodes, rows = Docstore.delete_ids(cur, [r[0] for r in found])
-                version = self._bump(cur) if found else st.version
-            self._apply_delete(st, nodes, rows, version)
+            st = self._gen.state
+
+            deleted = []
+
+            def run(cur: Any) -> tuple[list[int], list[int]]:
+                nodes, rows = edit(cur)
+                if not nodes and not rows:
+                    raise _NothingToCommit
+                deleted.append(len(nodes) + len(rows))
+                return nodes, rows
+
+            try:
+                self._gen.commit(run, lambda r, gen, version: _after_delete(st, r[0], r[1], version),
+                                 release=True)
+            except _NothingToCommit:
+                return 0
             self._maintain()
-            return len(nodes) + len(rows)
+            return deleted[0]
 
     def clear(self) -> None:
         """Delete every document (the settings and model stay)."""
         self._check_writable()
         with self._write_lock:
-            self._clear_graph(self._state)
+            self._clear_graph(self._gen.state)
 
-    def _clear_graph(self, st: _State, keep_delta: bool = False) -> None:
+    def _clear_graph(self, st: State, keep_delta: bool = False) -> None:
         """No graph any more: every document deleted, or (``keep_delta``)
         only the graph's, which are all deleted already."""
-        with self._docs.write() as cur:
+        def edit(cur: Any) -> None:
             if not keep_delta:
-                cur.execute("DELETE FROM docs")
-                cur.execute("DELETE FROM vecs")
-            Docstore.set_meta(cur, {"generation": "0"})
-            version = self._bump(cur)
+                Docstore.clear(cur)
+
         if keep_delta:
-            self._set_state(_State(None, np.zeros(0, np.int64), st.delta_rows, st.delta_vecs, 0, version, st.delta_sq))
+            self._gen.commit(edit, lambda _, gen, version: st.with_delta(
+                st.delta_rows, st.delta_vecs, st.delta_sq, index=None, node_row=_NO_NODES,
+                generation=gen, version=version), graph=None)
         else:
-            self._set_state(_State(None, np.zeros(0, np.int64), np.zeros(0, np.int64),
-                                   np.zeros((0, self.dim), np.float32), 0, version))
-        self._remove_stale_graphs()
-
-    def _apply_delete(self, st: _State, nodes: list[int], rows: list[int], version: int,
-                      add: tuple[np.ndarray, np.ndarray] | None = None) -> None:
-        """Mirror a committed delete (and add) in memory."""
-        node_row = st.node_row
-        if nodes:
-            node_row = node_row.copy()
-            node_row[nodes] = -1
-            assert st.index is not None
-            st.index.delete(np.array(nodes, dtype=np.int64))
-        delta_rows, delta_vecs = st.delta_rows, st.delta_vecs
-        if rows:
-            keep = ~np.isin(delta_rows, np.array(rows, dtype=np.int64))
-            delta_rows, delta_vecs = delta_rows[keep], delta_vecs[keep]
-        if add is not None:
-            delta_rows = np.concatenate([delta_rows, add[0]])
-            delta_vecs = np.concatenate([delta_vecs, add[1]])
-        delta_sq = st.delta_sq
-        if rows:
-            delta_sq = delta_sq[keep]
-        if add is not None:
-            delta_sq = np.concatenate([delta_sq, np.einsum("ij,ij->i", add[1], add[1])])
-        self._set_state(_State(st.index, node_row, delta_rows, delta_vecs, st.generation, version, delta_sq))
-
-    def _set_state(self, st: _State) -> None:
-        with self._state_lock:
-            old = self._state.generation if hasattr(self, "_state") else st.generation
-            self._state = st
-            self._filter_cache.clear()
-        if old != st.generation:
-            with contextlib.suppress(OSError):
-                os.remove(self._graph_file(old))
-
-    def _bump(self, cur: Any) -> int:
-        version = int(cur.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]) + 1
-        Docstore.set_meta(cur, {"version": str(version)})
-        return version
+            self._gen.commit(edit, lambda _, gen, version: st.graph_only(None, _NO_NODES, gen, version, self.dim),
+                             graph=None, release=True)
+        self._gen.remove_stale()
 
     def _check_writable(self) -> None:
         if self._closed:
@@ -759,7 +664,7 @@ class LeannStore:
         """Documents a filter matches (all for None), oldest first."""
         self._check_open()
         flt = compile_filter(filter)
-        got = self._docs.select(flt, Docstore._COLS, limit)
+        got = self._docs.records(flt, limit)
         return [_record(r) for r in got]
 
     def search(self, query_embedding: Any, k: int = 4, filter: FilterLike = None, *,
@@ -784,7 +689,7 @@ class LeannStore:
         fn = embed if embed is not None else self._embed
         hits = Hits()
         stats: dict[str, Any] = {"recomputed": 0, "embed_calls": 0, "cache_hits": 0, "graph": 0, "delta": 0}
-        with self._read() as st:
+        with self._gen.read() as st:
             tf = time.perf_counter()
             allowed = self._allowed(compile_filter(filter), st)
             stats["filter_ms"] = (time.perf_counter() - tf) * 1e3
@@ -805,40 +710,39 @@ class LeannStore:
         hits.stats = stats
         return hits
 
-    def _allowed(self, flt: Filter | None, st: _State) -> tuple[np.ndarray, np.ndarray] | None:
-        """(graph node mask, delta row mask) a filter allows, cached per
-        write version for dict filters; None: no filter."""
+    def _allowed(self, flt: Filter | None, st: State) -> _Allowed | None:
+        """What a filter allows in each segment, cached per write version for
+        dict filters (the graph's part packed once, as the walk reads it);
+        None: no filter."""
         if flt is None:
             return None
         if flt.key is not None:
             hit = self._filter_cache.get(flt.key)
-            if hit is not None and hit[0] == st.version:
-                return hit[1], hit[2]
-        rows = self._docs.select(flt, "rowid, node")
+            if hit is not None and hit.version == st.version:
+                return hit
+        rows = self._docs.matching_rows(flt)
         nodes = np.array([n for _, n in rows if n is not None], dtype=np.int64)
         delta = np.array([r for r, n in rows if n is None], dtype=np.int64)
         gmask = np.zeros(len(st.node_row), dtype=bool)
-        nodes = nodes[nodes < len(st.node_row)]
-        gmask[nodes] = True
-        dmask = np.isin(st.delta_rows, delta)
+        gmask[nodes[nodes < len(st.node_row)]] = True
+        gmask &= st.node_row >= 0
+        bits = st.index.allowed_bits(gmask) if st.index is not None else None
+        got = _Allowed(st.version, bits, int(gmask.sum()), np.isin(st.delta_rows, delta))
         if flt.key is not None:
-            with self._state_lock:
+            with self._cache_lock:
                 if len(self._filter_cache) >= _FILTER_CACHE:
                     self._filter_cache.pop(next(iter(self._filter_cache)))
-                self._filter_cache[flt.key] = (st.version, gmask, dmask)
-        return gmask, dmask
+                self._filter_cache[flt.key] = got
+        return got
 
-    def _search_graph(self, st: _State, q: np.ndarray, k: int, allowed: tuple[np.ndarray, np.ndarray] | None,
+    def _search_graph(self, st: State, q: np.ndarray, k: int, allowed: _Allowed | None,
                       fn: TextEmbedFn, stats: dict[str, Any], opts: SearchOptions) -> list[tuple[float, int]]:
         assert st.index is not None
-        live = st.node_row >= 0
-        if allowed is not None:
-            live = live & allowed[0]
-        n_ok = int(live.sum())
+        n_ok = st.graph_live if allowed is None else allowed.graph
         if n_ok == 0:
             return []
         res = st.index.search(q, k=min(k, n_ok), embed=self._node_fetcher(st, fn),
-                              allowed=allowed[0] if allowed is not None else None, options=opts)
+                              allowed=allowed.bits if allowed is not None else None, options=opts)
         for key in ("recomputed", "embed_calls", "cache_hits"):
             stats[key] += int(res.stats[key])
         out = [(float(d), int(st.node_row[i])) for i, d in zip(res.ids.tolist(), res.distances.tolist())
@@ -846,18 +750,14 @@ class LeannStore:
         stats["graph"] = len(out)
         return out
 
-    def _node_fetcher(self, st: _State, fn: TextEmbedFn) -> Callable[[np.ndarray], np.ndarray]:
-        def fetch(nodes: np.ndarray) -> np.ndarray:
-            rowids = st.node_row[nodes]
-            texts, toks = self._docs.embed_inputs(rowids.tolist())
-            return self._embedder.embed(fn, texts, toks)
-        return fetch
+    def _node_fetcher(self, st: State, fn: TextEmbedFn) -> CheckedFetch:
+        """Graph nodes -> their rows' stored embed strings -> ``fn``."""
+        return self._embedder.fetcher(fn, lambda nodes: self._docs.embed_inputs(st.node_row[nodes].tolist()))
 
-    def _search_delta(self, st: _State, q: np.ndarray, k: int,
-                      allowed: tuple[np.ndarray, np.ndarray] | None) -> list[tuple[float, int]]:
+    def _search_delta(self, st: State, q: np.ndarray, k: int, allowed: _Allowed | None) -> list[tuple[float, int]]:
         rows, vecs, sq = st.delta_rows, st.delta_vecs, st.delta_sq
         if allowed is not None:
-            rows, vecs, sq = rows[allowed[1]], vecs[allowed[1]], sq[allowed[1]]
+            rows, vecs, sq = rows[allowed.delta], vecs[allowed.delta], sq[allowed.delta]
         if len(rows) == 0:
             return []
         d = exact_distances(self.metric, q, vecs, sq)
@@ -871,7 +771,7 @@ class LeannStore:
         self._check_open()
         id_list = list(ids)
         out = np.empty((len(id_list), self.dim), dtype=np.float32)
-        with self._read() as st:
+        with self._gen.read() as st:
             found = self._docs.by_ids(id_list)
             missing = [i for i in id_list if i not in found]
             if missing:
@@ -891,22 +791,35 @@ class LeannStore:
 
     # ---- upkeep -----------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Documents, tombstones, bytes and settings, as a dict."""
+        """Documents, tombstones, bytes and settings, as a dict.
+
+        ``search`` is ``"exact"`` while the store holds fewer than
+        ``config.graph_rows`` documents: it then keeps their vectors and
+        scans them (``bytes_per_passage`` counts those vectors); from
+        ``graph_rows`` on it is ``"graph"``, the vector-free index.
+        ``docstore_space`` splits the docstore file: ``text``,
+        ``metadata``, ``vectors`` (the delta's), ``keyword_index``,
+        ``free`` (pages the file holds for reuse) and ``other`` (SQLite's
+        own structures, ids and row keys).
+        """
         self._check_open()
-        with self._read() as st:
+        with self._gen.read() as st:
             meta = self._docs.all_meta()
-        index_bytes = os.path.getsize(self._graph_file(st.generation)) if st.index is not None else 0
-        docs = st.graph_live + len(st.delta_rows)
+            space = self._docs.space()
+        index_bytes = self._gen.graph_bytes() if st.index is not None else 0
+        docs = st.documents
         ic = self._config.index
         return {
             "documents": docs,
+            "search": "graph" if st.index is not None else "exact",
             "graph_rows": st.graph_live,
             "delta_rows": len(st.delta_rows),
             "deleted": len(st.node_row) - st.graph_live,
             "index_bytes": index_bytes,
-            "bytes_per_passage": index_bytes / len(st.node_row) if len(st.node_row) else 0.0,
+            "bytes_per_passage": (index_bytes + int(st.delta_vecs.nbytes)) / docs if docs else 0.0,
             "delta_bytes": int(st.delta_vecs.nbytes),
-            "docstore_bytes": self._docs.nbytes(),
+            "docstore_bytes": space["file"],
+            "docstore_space": space,
             "dim": self.dim,
             "metric": self.metric,
             "model": meta.get("model"),
@@ -914,6 +827,7 @@ class LeannStore:
             "graph": {"M": ic.M, "hub_degree": ic.resolved_hub_degree, "degree": ic.resolved_degree},
             "generation": st.generation,
             "last_merge": json.loads(meta["last_merge"]) if "last_merge" in meta else None,
+            "maintenance_deferred": self._deferred,
             "created": meta.get("created"),
         }
 
@@ -923,7 +837,7 @@ class LeannStore:
         the id maps both ways, every live node reachable, graph invariants."""
         self._check_open()
         problems = self._docs.integrity_problems()
-        with self._read() as st:
+        with self._gen.read() as st:
             nodes, rowids = self._docs.graph_rows()
             drows, _ = self._docs.delta_rows(self.dim)
             n_docs = self._docs.count()
@@ -934,7 +848,7 @@ class LeannStore:
                 problems.append("rows name graph nodes but the store has no graph")
         else:
             try:
-                disk = LeannIndex.load(self._graph_file(st.generation))
+                disk = LeannIndex.load(self._gen.graph_file(st.generation))
             except errors.LeannError as exc:
                 problems.append(f"index file: {exc}")
                 disk = None
@@ -957,20 +871,51 @@ class LeannStore:
         if problems:
             raise errors.CorruptIndexError(f"store {self.path!r}: " + "; ".join(problems))
 
-    def snapshot(self, dest: str | os.PathLike[str]) -> None:
-        """Write a consistent copy of the store to directory ``dest`` (created;
-        it must not hold a store): the docstore through SQLite's online
-        backup and the current graph file, taken under the write lock."""
+    @staticmethod
+    def is_store(path: str | os.PathLike[str]) -> bool:
+        """Whether directory ``path`` holds a store (its docstore file)."""
+        return Docstore.exists(os.fspath(path))
+
+    def snapshot(self, dest: str | os.PathLike[str], *, replace: bool = False) -> None:
+        """Write a consistent copy of the store to directory ``dest``: the
+        docstore through SQLite (``VACUUM INTO``) and the current graph file,
+        taken under the write lock.
+
+        ``dest`` may be absent or empty; with ``replace=True`` it may also
+        hold a store, which is replaced whole (the copy is written beside it
+        and renamed in: ``dest`` holds the old store or the new one, never
+        half of either).  Any other non-empty directory is refused.  The
+        store's own directory: nothing to copy (every write is durable when
+        it returns); the delta is merged (:meth:`flush`) if writable.
+        """
         self._check_open()
-        dest = os.path.abspath(os.fspath(dest))
-        if os.path.exists(os.path.join(dest, "docstore.sqlite")):
-            raise errors.InvalidInputError(f"{dest!r} already holds a store")
-        os.makedirs(dest, exist_ok=True)
-        with self._write_lock:
-            st = self._state
-            if st.index is not None:
-                shutil.copyfile(self._graph_file(st.generation), os.path.join(dest, f"graph-{st.generation}.leann"))
-            self._docs.backup(os.path.join(dest, "docstore.sqlite"))
+        target = Path(os.path.abspath(os.fspath(dest)))
+        if target.exists() and target.resolve() == Path(self.path).resolve():
+            if not self.read_only:
+                self.flush()
+            return
+        if target.exists() and any(target.iterdir()):
+            if not self.is_store(target):
+                raise errors.StoreExistsError(f"{str(target)!r} is a non-empty directory that holds no store; "
+                                              "choose an empty or new one")
+            if not replace:
+                raise errors.StoreExistsError(f"{str(target)!r} already holds a store (replace=True replaces it)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_name(f".{target.name}.saving-{uuid.uuid4().hex}")
+        retired = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
+        try:
+            staging.mkdir()
+            with self._write_lock:
+                st = self._gen.state
+                if st.index is not None:
+                    shutil.copyfile(self._gen.graph_file(st.generation), staging / f"graph-{st.generation}.leann")
+                self._docs.backup(str(staging / DOCSTORE_FILE))
+            if target.exists():
+                target.rename(retired)
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(retired, ignore_errors=True)
 
     def close(self) -> None:
         """Release the write lock and the database; a temporary store is removed."""
@@ -1072,6 +1017,44 @@ def _graph_problems(index: LeannIndex) -> list[str]:
     return out
 
 
+class _NothingToCommit(Exception):
+    """Raised inside a delete's transaction when nothing matched: rolled back, no new version."""
+
+
+_NO_NODES = np.zeros(0, np.int64)
+
+
+def _after_delete(st: State, nodes: list[int], rows: list[int], version: int,
+                  add: tuple[np.ndarray, np.ndarray] | None = None) -> State:
+    """The state after a committed delete (and add to the delta)."""
+    node_row = st.node_row
+    if nodes:
+        node_row = node_row.copy()
+        node_row[nodes] = -1
+        assert st.index is not None
+        st.index.delete(np.array(nodes, dtype=np.int64))
+    delta_rows, delta_vecs, delta_sq = st.delta_rows, st.delta_vecs, st.delta_sq
+    if rows:
+        keep = ~np.isin(delta_rows, np.array(rows, dtype=np.int64))
+        delta_rows, delta_vecs, delta_sq = delta_rows[keep], delta_vecs[keep], delta_sq[keep]
+    if add is not None:
+        delta_rows = np.concatenate([delta_rows, add[0]])
+        delta_vecs = np.concatenate([delta_vecs, add[1]])
+        delta_sq = np.concatenate([delta_sq, np.einsum("ij,ij->i", add[1], add[1])])
+    return State(st.index, node_row, delta_rows, delta_vecs, st.generation, version, delta_sq)
+
+
+def _codec_meta(codec_error: float, rows: int) -> dict[str, str]:
+    """What a newly trained codec records: its coding error on the rows it
+    was trained on (the reference of later drift) and their count."""
+    return {"codec_error": repr(codec_error), "codec_drift": "1.0", "codec_trained_rows": str(rows)}
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / denom if denom > 0 else 0.0
+
+
 def _sample(x: np.ndarray, rows: int = 4096) -> np.ndarray:
     """At most ``rows`` rows of x, evenly spread (deterministic)."""
     return x if len(x) <= rows else x[np.linspace(0, len(x) - 1, rows).astype(np.int64)]
@@ -1087,10 +1070,6 @@ def _qualified_name(fn: Any) -> str:
     if owner is not None:
         return f"{type(owner).__module__}.{type(owner).__qualname__}.{getattr(fn, '__name__', '')}"
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _remove_temporary(docs: Docstore, path: str) -> None:

@@ -10,14 +10,14 @@ from hypothesis import strategies as st
 from leann_store import CallbackError
 from leann_store.docstore import Docstore
 from leann_store.filters import compile_filter
-from leann_store.recompute import Embedder
+from leann_store.recompute import TextEmbedder
 from leann_store.tokens import count_tokens, encoding, token_windows
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(0, 3000), max_size=60), st.integers(1, 4000), st.integers(1, 20))
 def test_batches_cover_everything_within_budgets(tokens, budget, size):
-    e = Embedder(dim=2, batch_tokens=budget, batch_size=size)
+    e = TextEmbedder(dim=2, batch_tokens=budget, batch_size=size)
     batches = e.batches(tokens)
     flat = np.concatenate(batches) if batches else np.array([], dtype=np.int64)
     assert sorted(flat.tolist()) == list(range(len(tokens)))
@@ -35,7 +35,7 @@ def test_rows_come_back_in_the_order_asked():
         calls.append(list(texts))
         return np.array([[len(t), 0.5] for t in texts])
 
-    e = Embedder(dim=2, batch_tokens=6, batch_size=2)
+    e = TextEmbedder(dim=2, batch_tokens=6, batch_size=2)
     texts = ["a" * 4, "b" * 40, "c", "d" * 12]
     out = e.embed(embed, texts, tokens=[1, 10, 1, 3])
     assert out[:, 0].tolist() == [4, 40, 1, 12] and out.dtype == np.float32
@@ -50,7 +50,7 @@ def test_rows_come_back_in_the_order_asked():
 ])
 def test_bad_embed_output_is_a_callback_error(bad, word):
     with pytest.raises(CallbackError, match=word):
-        Embedder(dim=2).embed(bad, ["x", "y"])
+        TextEmbedder(dim=2).embed(bad, ["x", "y"])
 
 
 def test_embed_exceptions_propagate_unchanged():
@@ -61,7 +61,7 @@ def test_embed_exceptions_propagate_unchanged():
         raise Boom("model down")
 
     with pytest.raises(Boom):
-        Embedder(dim=2).embed(embed, ["x"])
+        TextEmbedder(dim=2).embed(embed, ["x"])
 
 
 def test_tokenizer_is_offline_and_windows_decode_back():

@@ -9,10 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import shutil
-import uuid
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,9 +60,6 @@ def _to_document(item: Any) -> Document:
 
 
 
-# Files that mark a directory as a store (see LeannStore's layout); used only to refuse
-# overwriting unrelated folders in save_local and to reject empty folders in load_local.
-_STORE_MARKER = "docstore.sqlite"
 
 
 class LeannVectorStore(VectorStore):
@@ -320,7 +314,9 @@ class LeannVectorStore(VectorStore):
             # the store embeds in the worker thread, in its token-budgeted batches
             return await asyncio.to_thread(self._store.add, *rows)
         vectors = np.asarray(await self._embedding.aembed_documents(rows[0]), dtype=np.float32)
-        return await asyncio.to_thread(self._store.add, *rows, embeddings=vectors)
+        # the store's own model made them: nothing to check
+        return await asyncio.to_thread(functools.partial(self._store.add, *rows, embeddings=vectors,
+                                                         check_model=False))
 
     async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
         texts, metadatas, doc_ids = self._document_rows(documents, kwargs.pop("ids", None))
@@ -428,27 +424,7 @@ class LeannVectorStore(VectorStore):
         half-written); any other non-empty folder is refused. Saving to the store's own
         path only flushes it.
         """
-        dest = Path(folder).absolute()
-        if dest.exists() and dest.resolve() == Path(self._store.path).resolve():
-            self._store.flush()
-            return
-        if dest.exists() and any(dest.iterdir()) and not (dest / _STORE_MARKER).exists():
-            raise FileExistsError(f"{dest} is a non-empty folder that holds no store; "
-                                  "choose an empty or new folder")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = dest.parent / f".{dest.name}.saving-{uuid.uuid4().hex}"
-        try:
-            self._store.snapshot(staging)
-            if dest.exists():
-                retired = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex}"
-                dest.rename(retired)
-                staging.rename(dest)
-                shutil.rmtree(retired, ignore_errors=True)
-            else:
-                staging.rename(dest)
-        finally:
-            if staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
+        self._store.snapshot(folder, replace=True)
 
     @classmethod
     def load_local(
@@ -464,8 +440,8 @@ class LeannVectorStore(VectorStore):
         FAISS's ``allow_dangerous_deserialization`` is accepted and ignored, so code
         written for FAISS runs unchanged: nothing here is unpickled."""
         kwargs.pop("allow_dangerous_deserialization", None)
-        if not (Path(folder) / _STORE_MARKER).exists():
-            raise FileNotFoundError(f"{folder} holds no leann store (no {_STORE_MARKER})")
+        if not LeannStore.is_store(folder):
+            raise FileNotFoundError(f"{folder} holds no leann store")
         return cls(embeddings, folder, **kwargs)
 
     # -- the one query path ------------------------------------------------------------

@@ -333,7 +333,7 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
             embed_s = time.perf_counter() - t_embed
             out.note(f"writing the index ({len(texts)} passages)...")
             # one call: the store builds its graph straight from these vectors
-            store.add(texts, metadatas=metas, ids=ids, embeddings=vecs)
+            store.add(texts, metadatas=metas, ids=ids, embeddings=vecs, check_model=False)  # its own model
         else:
             embed_s = 0.0
         # after the add, so an interrupted build leaves the index as it was:
@@ -561,7 +561,7 @@ def cmd_demo(args: argparse.Namespace, out: _Out) -> int:
         tb = time.perf_counter()
         store.add(texts, metadatas=[{"source": p.path, "title": p.qualname, "module": p.module}
                                     for p in passages],
-                  ids=[f"{p.qualname}#{i}" for i, p in enumerate(passages)], embeddings=vecs)
+                  ids=[f"{p.qualname}#{i}" for i, p in enumerate(passages)], embeddings=vecs, check_model=False)
         build_s = time.perf_counter() - tb
         stats = store.stats()
         ours = stats["index_bytes"] + stats["delta_bytes"]

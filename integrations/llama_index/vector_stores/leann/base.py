@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -34,7 +33,7 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
-from leann_store import Hit, LeannStore, StoreConfig
+from leann_store import Hit, LeannStore, ModelMismatchError, StoreConfig
 from leann_store.options import SearchOptions
 from leann_store.scores import similarity
 
@@ -47,8 +46,6 @@ MANIFEST_KEY = "leann_vector_store"
 MANIFEST_FORMAT = 1
 #: candidates searched per result in MMR mode, unless ``mmr_prefetch_k`` / ``mmr_prefetch_factor``
 DEFAULT_MMR_PREFETCH_FACTOR = 4.0
-#: cosine between a node's own embedding and ``embed_model``'s below which the first add refuses
-MODEL_CHECK_MIN_COSINE = 0.99
 
 _SUPPORTED_MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR)
 _NAMESPACE_SEP = "__"  # llama-index-core's: "{namespace}__vector_store.json"
@@ -119,7 +116,6 @@ class LeannVectorStore(BasePydanticVectorStore):
 
     _store: LeannStore = PrivateAttr()
     _embed_model: BaseEmbedding = PrivateAttr()
-    _model_checked: bool = PrivateAttr(default=False)
 
     def __init__(
         self,
@@ -188,8 +184,12 @@ class LeannVectorStore(BasePydanticVectorStore):
         embed_texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
         embeddings = self._node_embeddings(nodes, embed_texts)
         metadatas = [self._node_metadata(node) for node in nodes]
-        self._store.add(texts, metadatas=metadatas, ids=ids, embeddings=embeddings,
-                        embed_texts=embed_texts)
+        try:
+            self._store.add(texts, metadatas=metadatas, ids=ids, embeddings=embeddings,
+                            embed_texts=embed_texts)
+        except ModelMismatchError as exc:  # the store checks given embeddings against the model
+            raise ValueError(f"{exc} (here: pass LeannVectorStore(embed_model=...) the model that embedded "
+                             "the nodes, e.g. the index's embed_model)") from exc
         return ids
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
@@ -332,8 +332,7 @@ class LeannVectorStore(BasePydanticVectorStore):
         _require_local(fs)
         persist_path = os.fspath(persist_path)
         target = _store_dir_for(persist_path)
-        if Path(self._store.path).resolve() != target.resolve():
-            _replace_dir(target, self._store.snapshot)
+        self._store.snapshot(target, replace=True)
         _write_manifest(persist_path, target.name)
 
     @classmethod
@@ -366,30 +365,7 @@ class LeannVectorStore(BasePydanticVectorStore):
             computed = self._embed_documents([embed_texts[i] for i in missing])
             for i, vector in zip(missing, computed):
                 given[i] = vector
-        vectors = np.asarray(given, dtype=np.float32)
-        if not self._model_checked:
-            self._check_model(vectors[0], embed_texts[0])
-        return vectors
-
-    def _check_model(self, given: np.ndarray, embed_text: str) -> None:
-        """Refuse nodes embedded by another model than the one that will recompute them:
-        every search would then compare the query with unrelated vectors."""
-        ours = self._embed_documents([embed_text])[0]
-        if ours.shape != given.shape:
-            raise ValueError(
-                f"the nodes' embeddings have {given.shape[0]} dimensions but this store's "
-                f"embed_model gives {ours.shape[0]}: pass LeannVectorStore(embed_model=...) the "
-                "model that embedded the nodes (e.g. the index's embed_model)")
-        denom = float(np.linalg.norm(ours) * np.linalg.norm(given))
-        cosine = float(ours @ given) / denom if denom > 0 else 0.0
-        if cosine < MODEL_CHECK_MIN_COSINE:
-            raise ValueError(
-                f"the nodes' embeddings were not made by this store's embed_model "
-                f"({_model_name(self._embed_model)}; cosine {cosine:.3f} on the same text): pass "
-                "LeannVectorStore(embed_model=...) the model that embedded the nodes, since it "
-                "re-embeds passages at query time")
-        self._model_checked = True
-
+        return np.asarray(given, dtype=np.float32)
 
 # -- helpers (pure) ----------------------------------------------------------
 
@@ -438,21 +414,6 @@ def _store_dir_for(persist_path: str) -> Path:
     p = Path(persist_path)
     stem = p.name[: -len(".json")] if p.name.endswith(".json") else p.name
     return p.with_name(stem + ".leann")
-
-
-def _replace_dir(target: Path, write: Callable[[str], None]) -> None:
-    """Replace directory ``target`` by what ``write(tmp)`` makes: the new one or the old, never half."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex}")
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex}")
-    try:
-        write(str(tmp))
-        if target.exists():
-            target.rename(old)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_manifest(persist_path: str, store_dir_name: str) -> None:
