@@ -174,6 +174,43 @@ class Generations:
             time.sleep(0.0005)
         raise errors.NativeError("internal: the store's state did not settle")  # pragma: no cover
 
+    def problems(self) -> list[str]:
+        """What disagrees between the docstore's node columns, the state in
+        memory and the graph file on disk (empty: consistent)."""
+        out: list[str] = []
+        with self.read() as st:
+            nodes, rowids = self.docs.graph_rows()
+            drows, _ = self.docs.delta_rows(self.dim)
+            n_docs = self.docs.count()
+        if n_docs != len(nodes) + len(drows):
+            out.append(f"{n_docs} documents but {len(nodes)} graph rows and {len(drows)} delta rows")
+        if st.index is None:
+            if len(nodes):
+                out.append("rows name graph nodes but the store has no graph")
+        else:
+            try:
+                disk = LeannIndex.load(self.graph_file(st.generation))
+            except errors.LeannError as exc:
+                out.append(f"index file: {exc}")
+                disk = None
+            if disk is not None and len(disk) != len(st.index):
+                out.append(f"index file holds {len(disk)} nodes, memory {len(st.index)}")
+            expect = np.full(len(st.index), -1, dtype=np.int64)
+            if nodes.size and (nodes.min() < 0 or nodes.max() >= len(expect)):
+                out.append("docstore names nodes outside the graph")
+            else:
+                expect[nodes] = rowids
+            if not np.array_equal(expect, st.node_row):
+                out.append("node -> row map in memory differs from the docstore")
+            for node in range(len(st.index)):
+                if st.index.is_deleted(node) != (expect[node] < 0):
+                    out.append(f"node {node}: tombstone disagrees with the docstore")
+                    break
+            out += graph_problems(st.index)
+        if not np.array_equal(np.sort(drows), np.sort(st.delta_rows)):
+            out.append("delta rows in memory differ from the docstore")
+        return out
+
     # ---- the one transition ----------------------------------------------------
     def commit(self, edit: Callable[[sqlite3.Cursor], T], state: Callable[[T, int, int], State], *,
                graph: Any = KEEP, kind: str | None = None, meta: dict[str, Any] | None = None,
@@ -230,6 +267,38 @@ class Generations:
         if old != st.generation:
             with contextlib.suppress(OSError):
                 os.remove(self.graph_file(old))
+
+
+def graph_problems(index: LeannIndex) -> list[str]:
+    """Neighbour ids in range, no self links, degrees within caps, every
+    live node reachable from the entry point."""
+    n = len(index)
+    out: list[str] = []
+    seen = np.zeros(n, dtype=bool)
+    stack = [index.entry_point]
+    seen[index.entry_point] = True
+    for level in range(index.max_level, 0, -1):
+        for node in range(n):
+            if index.level(node) >= level:
+                nb = index.neighbors(node, level)
+                if len(nb) > index.max_degree(level):
+                    out.append(f"node {node} has {len(nb)} links at level {level}")
+    while stack:
+        node = stack.pop()
+        nb = index.neighbors(node, 0)
+        if nb.size and (nb.min() < 0 or nb.max() >= n or (nb == node).any()):
+            out.append(f"node {node} has an invalid link")
+            continue
+        if len(nb) > index.max_degree(0):
+            out.append(f"node {node} has {len(nb)} links at level 0")
+        fresh = nb[~seen[nb]]
+        seen[fresh] = True
+        stack.extend(fresh.tolist())
+        # upper levels lead down to level 0 through the same nodes
+    unreached = [i for i in np.flatnonzero(~seen).tolist() if not index.is_deleted(i)]
+    if unreached:
+        out.append(f"{len(unreached)} live nodes are unreachable (first: {unreached[:5]})")
+    return out
 
 
 def now() -> str:

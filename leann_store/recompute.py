@@ -38,11 +38,22 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import _checks as checks
+from . import errors
 from .index import CheckedFetch
 from .tokens import CHARS_PER_TOKEN
 
 #: ``embed(texts) -> (len(texts), dim)`` floats: the user's model
 TextEmbedFn = Callable[[list[str]], Any]
+
+#: the text whose vector fingerprints a store's model
+PROBE_TEXT = "leann-store model fingerprint: the quick brown fox jumps over the lazy dog."
+#: cosine between the stored and the current probe vectors above which the
+#: models are taken to be the same (batching noise stays far above it)
+PROBE_MIN_COSINE = 0.999
+#: cosine between embeddings handed to ``add`` and the store's own embedding
+#: of the same text below which they are taken to come from another model
+#: (looser than the probe's: callers' models may batch or round differently)
+GIVEN_MIN_COSINE = 0.99
 
 
 class TextEmbedder:
@@ -83,6 +94,36 @@ class TextEmbedder:
         """The id fetcher a search hands the index: ``inputs(ids)`` gives
         the texts to embed (and their token counts), embedded here."""
         return CheckedFetch(lambda ids: self.embed(fn, *inputs(ids)))
+
+
+def probe(fn: TextEmbedFn) -> np.ndarray:
+    """The model's vector for :data:`PROBE_TEXT`: its fingerprint."""
+    got = np.asarray(fn([PROBE_TEXT]))
+    if got.ndim != 2 or got.shape[0] != 1 or got.shape[1] < 1:
+        raise errors.CallbackError(f"embed([text]) must return a (1, dim) float array, got shape {got.shape}")
+    return checks.embeddings(got, 1, got.shape[1], "for the probe text")[0]
+
+
+def probe_mismatch(stored: np.ndarray, new: np.ndarray) -> str | None:
+    """Why two fingerprints are not the same model's (None: they are).
+
+    >>> v = np.array([1.0, 2.0], np.float32)
+    >>> probe_mismatch(v, v * 1.0001) is None, probe_mismatch(v, v[::-1])
+    (True, 'embeds differently (probe cosine 0.8000)')
+    """
+    if new.shape != stored.shape:
+        return f"gives {new.shape[0]}-d vectors, the store's model {stored.shape[0]}-d"
+    cos = cosine(stored, new)
+    ratio = float(np.linalg.norm(new) / max(float(np.linalg.norm(stored)), 1e-30))
+    if cos < PROBE_MIN_COSINE or abs(ratio - 1) > 0.01:
+        return f"embeds differently (probe cosine {cos:.4f})"
+    return None
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of two vectors (0 when either is zero)."""
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / denom if denom > 0 else 0.0
 
 
 def length_batches(lengths: Sequence[int], token_budget: int, max_batch: int) -> list[np.ndarray]:

@@ -84,25 +84,18 @@ from .generations import Generations, State, now
 from .filters import Filter, FilterLike, check_metadata, compile_filter
 from .index import AllowedBits, CheckedFetch, LeannIndex
 from .options import SearchOptions
-from .recompute import TextEmbedder, TextEmbedFn
+from .recompute import PROBE_TEXT  # noqa: F401  (the store's fingerprint text, importable from here)
+from .recompute import GIVEN_MIN_COSINE, TextEmbedder, TextEmbedFn, cosine, probe, probe_mismatch
 from .scores import similarity
 from .tokens import count_tokens
 
 FORMAT = "leann-store/store"
-PROBE_TEXT = "leann-store model fingerprint: the quick brown fox jumps over the lazy dog."
-#: cosine between the stored and the current probe vectors above which the
-#: models are taken to be the same (batching noise stays far above it)
-PROBE_MIN_COSINE = 0.999
 _FILTER_CACHE = 32  # compiled filters' allowed sets kept per store
 #: coding error of newly merged rows over the graph's at its build above
 #: which the store warns that the codec no longer fits (CodecDriftWarning)
 CODEC_DRIFT_WARN = 1.25
 #: rows a codec must have been trained on for that warning
 DRIFT_MIN_ROWS = 2048
-#: cosine between embeddings handed to ``add`` and the store's own embedding
-#: of the same text below which they are taken to come from another model
-#: (looser than the probe's: callers' models may batch or round differently)
-GIVEN_MIN_COSINE = 0.99
 
 
 @dataclass(frozen=True)
@@ -274,11 +267,11 @@ class LeannStore:
         if "config" not in meta:  # a new store
             if self.read_only:
                 raise FileNotFoundError(f"no store at {self.path!r} (the directory holds no store yet)")
-            probe = self._probe()
+            vec = probe(self._embed)
             self._config = config or StoreConfig()
             with self._docs.write() as cur:
                 Docstore.set_meta(cur, {"format": FORMAT, "config": self._config.to_json(), "model": name,
-                                        "probe": json.dumps([float(x) for x in probe]), "dim": str(len(probe)),
+                                        "probe": json.dumps([float(x) for x in vec]), "dim": str(len(vec)),
                                         "generation": "0", "version": "0", "created": now()})
             return
         if meta.get("format") != FORMAT:
@@ -291,26 +284,11 @@ class LeannStore:
                 "to use the stored ones")
         self._config = stored
         if check_model:
-            old = np.array(json.loads(meta["probe"]), dtype=np.float32)
-            new = self._probe()
-            if new.shape != old.shape:
+            why = probe_mismatch(np.array(json.loads(meta["probe"]), dtype=np.float32), probe(self._embed))
+            if why:
                 raise errors.ModelMismatchError(
-                    f"store {self.path!r} was built with model {meta['model']!r} ({old.shape[0]}-d); "
-                    f"the embed function given ({name!r}) gives {new.shape[0]}-d vectors")
-            cos = float(old @ new / max(np.linalg.norm(old) * np.linalg.norm(new), 1e-30))
-            ratio = float(np.linalg.norm(new) / max(np.linalg.norm(old), 1e-30))
-            if cos < PROBE_MIN_COSINE or abs(ratio - 1) > 0.01:
-                raise errors.ModelMismatchError(
-                    f"store {self.path!r} was built with model {meta['model']!r}; the embed function "
-                    f"given ({name!r}) embeds differently (probe cosine {cos:.4f}); open with the same "
-                    "model, or check_model=False if you are sure")
-
-    def _probe(self) -> np.ndarray:
-        """The model's vector for the probe text (its fingerprint)."""
-        got = np.asarray(self._embed([PROBE_TEXT]))
-        if got.ndim != 2 or got.shape[0] != 1 or got.shape[1] < 1:
-            raise errors.CallbackError(f"embed([text]) must return a (1, dim) float array, got shape {got.shape}")
-        return checks.embeddings(got, 1, got.shape[1], "for the probe text")[0]
+                    f"store {self.path!r} was built with model {meta['model']!r}; the embed function given "
+                    f"({name!r}) {why}; open with the same model, or check_model=False if you are sure")
 
     # ---- properties ------------------------------------------------------------
     @property
@@ -407,7 +385,7 @@ class LeannStore:
         if self._given_checked or not self._check_model:
             return
         ours = self._embedder.embed(self._embed, [embed_text])[0]
-        cos = _cosine(ours, given)
+        cos = cosine(ours, given)
         if cos < GIVEN_MIN_COSINE:
             raise errors.ModelMismatchError(
                 f"the embeddings given to add() were not made by this store's embed function "
@@ -836,38 +814,7 @@ class LeannStore:
         every problem found: SQLite integrity, the index file's checksums,
         the id maps both ways, every live node reachable, graph invariants."""
         self._check_open()
-        problems = self._docs.integrity_problems()
-        with self._gen.read() as st:
-            nodes, rowids = self._docs.graph_rows()
-            drows, _ = self._docs.delta_rows(self.dim)
-            n_docs = self._docs.count()
-        if n_docs != len(nodes) + len(drows):
-            problems.append(f"{n_docs} documents but {len(nodes)} graph rows and {len(drows)} delta rows")
-        if st.index is None:
-            if len(nodes):
-                problems.append("rows name graph nodes but the store has no graph")
-        else:
-            try:
-                disk = LeannIndex.load(self._gen.graph_file(st.generation))
-            except errors.LeannError as exc:
-                problems.append(f"index file: {exc}")
-                disk = None
-            if disk is not None and len(disk) != len(st.index):
-                problems.append(f"index file holds {len(disk)} nodes, memory {len(st.index)}")
-            expect = np.full(len(st.index), -1, dtype=np.int64)
-            if nodes.size and (nodes.min() < 0 or nodes.max() >= len(expect)):
-                problems.append("docstore names nodes outside the graph")
-            else:
-                expect[nodes] = rowids
-            if not np.array_equal(expect, st.node_row):
-                problems.append("node -> row map in memory differs from the docstore")
-            for node in range(len(st.index)):
-                if st.index.is_deleted(node) != (expect[node] < 0):
-                    problems.append(f"node {node}: tombstone disagrees with the docstore")
-                    break
-            problems += _graph_problems(st.index)
-        if not np.array_equal(np.sort(drows), np.sort(st.delta_rows)):
-            problems.append("delta rows in memory differ from the docstore")
+        problems = self._docs.integrity_problems() + self._gen.problems()
         if problems:
             raise errors.CorruptIndexError(f"store {self.path!r}: " + "; ".join(problems))
 
@@ -985,38 +932,6 @@ def _codec_stats(index: LeannIndex | None, meta: Mapping[str, str]) -> dict[str,
             "drift": float(meta["codec_drift"]) if "codec_drift" in meta else None}
 
 
-def _graph_problems(index: LeannIndex) -> list[str]:
-    """Neighbour ids in range, no self links, degrees within caps, every
-    live node reachable from the entry point."""
-    n = len(index)
-    out: list[str] = []
-    seen = np.zeros(n, dtype=bool)
-    stack = [index.entry_point]
-    seen[index.entry_point] = True
-    for level in range(index.max_level, 0, -1):
-        for node in range(n):
-            if index.level(node) >= level:
-                nb = index.neighbors(node, level)
-                if len(nb) > index.max_degree(level):
-                    out.append(f"node {node} has {len(nb)} links at level {level}")
-    while stack:
-        node = stack.pop()
-        nb = index.neighbors(node, 0)
-        if nb.size and (nb.min() < 0 or nb.max() >= n or (nb == node).any()):
-            out.append(f"node {node} has an invalid link")
-            continue
-        if len(nb) > index.max_degree(0):
-            out.append(f"node {node} has {len(nb)} links at level 0")
-        fresh = nb[~seen[nb]]
-        seen[fresh] = True
-        stack.extend(fresh.tolist())
-        # upper levels lead down to level 0 through the same nodes
-    unreached = [i for i in np.flatnonzero(~seen).tolist() if not index.is_deleted(i)]
-    if unreached:
-        out.append(f"{len(unreached)} live nodes are unreachable (first: {unreached[:5]})")
-    return out
-
-
 class _NothingToCommit(Exception):
     """Raised inside a delete's transaction when nothing matched: rolled back, no new version."""
 
@@ -1048,11 +963,6 @@ def _codec_meta(codec_error: float, rows: int) -> dict[str, str]:
     """What a newly trained codec records: its coding error on the rows it
     was trained on (the reference of later drift) and their count."""
     return {"codec_error": repr(codec_error), "codec_drift": "1.0", "codec_trained_rows": str(rows)}
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(a @ b) / denom if denom > 0 else 0.0
 
 
 def _sample(x: np.ndarray, rows: int = 4096) -> np.ndarray:
