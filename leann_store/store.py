@@ -71,7 +71,7 @@ import warnings
 import weakref
 from pathlib import Path
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -165,6 +165,7 @@ class LeannStore:
         self._filter_cache: dict[str, _Allowed] = {}
         self._given_checked = False
         self._check_model = check_model
+        self._defer = False  # inside deferred_graph(): no graph work until it ends
         #: why the last merge or compaction after a write failed (retried after the next write)
         self._deferred: str | None = None
         self._lock_file: Any = None
@@ -396,7 +397,8 @@ class LeannStore:
     def _add_locked(self, rows: list[tuple[str, str, str | None, str]], vecs: np.ndarray) -> None:
         st = self._gen.state
         # The first graph is built straight from vectors in hand: the delta's and these.
-        if st.index is None and len(st.delta_rows) + len(rows) >= self._config.graph_rows:
+        if (not self._defer and st.index is None
+                and len(st.delta_rows) + len(rows) >= self._config.graph_rows):
             self._first_graph(st, rows, vecs)
             return
 
@@ -430,6 +432,32 @@ class LeannStore:
         self._gen.commit(edit, lambda rowids, gen, version: st.graph_only(
             index, np.concatenate([st.delta_rows[keep], np.array(rowids, dtype=np.int64)]), gen, version, self.dim),
             graph=index, kind="build", meta=_codec_meta(index.coding_error(_sample(allv)), len(allv)))
+
+    @contextlib.contextmanager
+    def deferred_graph(self) -> Iterator[None]:
+        """Adds inside the block go to the exact delta segment only; the
+        graph is built (or the delta merged) once, when the block ends
+        without an error (:meth:`flush`).  For bulk loads in many batches
+        (``leann_store.distributed.build_store`` uses it): one build instead
+        of a first build and merges.  Each add is still durable when it
+        returns.
+
+        >>> import numpy as np
+        >>> with LeannStore.temporary(embed=lambda t: np.ones((len(t), 4))) as store:
+        ...     with store.deferred_graph():
+        ...         _ = store.add(["a", "b"], embeddings=np.eye(4)[:2], check_model=False)
+        ...         _ = store.add(["c", "d"], embeddings=np.eye(4)[2:], check_model=False)
+        ...     store.stats()["search"], len(store)
+        ('graph', 4)
+        """
+        self._check_writable()
+        with self._write_lock:  # other threads' writes wait for the block
+            self._defer = True
+            try:
+                yield
+            finally:
+                self._defer = False
+            self.flush()
 
     def flush(self) -> None:
         """Merge the delta segment into the graph now, compact the graph if
@@ -465,6 +493,8 @@ class LeannStore:
         has committed.  Its failure (a full disk, say) does not undo or fail
         that write: the work is retried after the next write, and a
         :class:`~leann_store.errors.MaintenanceWarning` says why it waits."""
+        if self._defer:
+            return
         try:
             self._maintain_now()
         except Exception as exc:  # the write that called us is durable already

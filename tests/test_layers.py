@@ -23,6 +23,8 @@ PKG = ROOT / "leann_store"
 #: modules of the index layer and below: they never reach up to the store
 INDEX_LAYER = {"index", "build", "codec", "config", "options", "_rows", "_checks", "errors", "native",
                "_build_native"}
+#: modules of the command side that live at the top of the package (public names)
+COMMAND_SIDE = {"distributed"}
 #: third-party packages that only the command side and the adapters may import
 FRAMEWORKS = {"torch", "sentence_transformers", "transformers", "onnxruntime", "onnx", "langchain_core",
               "langchain", "llama_index", "mcp", "ray", "langchain_leann", "hnswlib", "faiss"}
@@ -57,7 +59,13 @@ def _imports(path: Path) -> set[str]:
 
 
 def _core_modules() -> list[Path]:
-    return sorted(p for p in PKG.glob("*.py"))
+    return sorted(p for p in PKG.glob("*.py") if p.stem not in COMMAND_SIDE)
+
+
+def test_command_side_is_not_imported_by_the_core() -> None:
+    for path in _core_modules():
+        bad = sorted(m for m in _imports(path) if m in {f"leann_store.{c}" for c in COMMAND_SIDE})
+        assert not bad, f"{path.name} imports {bad}"
 
 
 def test_the_contract_sees_imports() -> None:
