@@ -107,18 +107,27 @@ def per_row(x: Any, n: int, name: str) -> list[Any]:
 
 
 def given_embeddings(x: Any, n: int, dim: int) -> np.ndarray:
-    """Caller-supplied embeddings as float32 (n, dim), finite."""
+    """Caller-supplied embeddings as float32 (n, dim), finite.  A float32
+    array (a memory-mapped one too) is used as it is, not copied; the
+    checks read it a block at a time."""
     try:
-        arr = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        arr = np.asarray(x, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise errors.InvalidInputError(f"embeddings must be an (n, dim) array of floats: {exc}") from exc
     if arr.ndim != 2 or arr.shape[0] != n:
         raise errors.InvalidInputError(f"embeddings have shape {arr.shape}; expected ({n}, {dim})")
     if arr.shape[1] != dim:
         raise errors.DimensionMismatchError(f"embeddings have dimension {arr.shape[1]}, the store has {dim}")
-    if not np.isfinite(arr).all():
-        raise errors.InvalidInputError("embeddings contain NaN or infinity")
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    check_finite(arr, "embeddings")
     return arr
+
+
+def zero_rows(x: np.ndarray) -> np.ndarray:
+    """Positions of all-zero rows, a block at a time (no (n, dim) temporary)."""
+    out = [s + np.flatnonzero(~np.any(x[s:s + _BLOCK] != 0, axis=1)) for s in range(0, x.shape[0], _BLOCK)]
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def embeddings(got: Any, n: int, dim: int, what: str) -> np.ndarray:

@@ -22,6 +22,8 @@ Imports ``errors`` and ``native`` only.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -50,8 +52,9 @@ class _MetricMap:
     def fit(cls, metric: str, x: np.ndarray) -> "_MetricMap":
         radius = 0.0
         if metric == "ip":
-            radius = max(float(np.sqrt(_sq_norms(x[s:s + _CHUNK]).max()))
-                         for s in range(0, x.shape[0], _CHUNK))
+            for s in range(0, x.shape[0], _CHUNK):
+                radius = max(radius, float(np.sqrt(_sq_norms(x[s:s + _CHUNK]).max())))
+                release_rows(x, s, s + _CHUNK)
         return cls(metric, x.shape[1], radius)
 
     def vectors(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -94,6 +97,29 @@ class _MetricMap:
             return np.where(np.isfinite(d), d + np.float32(1.0), d).astype(np.float32)
         return d
 
+
+
+def release_rows(x: np.ndarray, lo: int, hi: int) -> None:
+    """Let go of the pages of rows [lo, hi) of a memory-mapped ``x`` once a
+    build has read them (a no-op for arrays in memory): the file's pages
+    stay in the page cache, but not in this process's resident memory, so
+    building from a file larger than memory holds one chunk of it at a time."""
+    mm = getattr(x, "_mmap", None)
+    if mm is None or not x.flags.c_contiguous or hi <= lo or not hasattr(mm, "madvise"):
+        return
+    try:
+        base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+    except (TypeError, ValueError, BufferError):
+        return
+    row = x.strides[0]
+    start = x.ctypes.data - base + lo * row
+    end = x.ctypes.data - base + hi * row
+    page = mmap.PAGESIZE
+    start = (start + page - 1) // page * page  # whole pages inside the rows only
+    end = end // page * page
+    if end > start:
+        with contextlib.suppress(OSError, ValueError):
+            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
 def _threads(threads: int | None) -> int:

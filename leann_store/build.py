@@ -32,7 +32,7 @@ import numpy as np
 from numpy.random import default_rng
 
 from . import errors, native
-from ._rows import _CHUNK, _in_parallel, _MetricMap, _threads
+from ._rows import _CHUNK, _in_parallel, _MetricMap, _threads, release_rows
 from .codec import Codec, code_distance_bias, code_error_quantiles, fit_pca, search_codec, train_codec
 from .config import IndexConfig
 
@@ -214,6 +214,7 @@ class _Projector:
                 d = min(b, c + self.rows)
                 block = self.mmap.vectors(self.x[c:d], out=self.blocks[i][:d - c])
                 self.codec.project_into(block, out[c - lo:d - lo])
+                release_rows(self.x, c, d)
 
         _in_parallel(part, lo, hi, self.workers)
         return out
@@ -259,6 +260,7 @@ def _fill(view: np.ndarray | None, x: np.ndarray, mmap: _MetricMap, workers: int
         for s in range(a, b, step):
             e = min(b, s + step)
             mmap.vectors(x[s:e], out=view[s:e])
+            release_rows(x, s, e)
 
     _in_parallel(part, 0, view.shape[0], workers)
 

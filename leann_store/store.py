@@ -368,14 +368,15 @@ class LeannStore:
             with self._bar(n, "embedding") as bar:
                 vecs = self._embedder.embed(self._embed, emb_in, progress=bar)
         if self.metric == "cosine":
-            zero = np.flatnonzero(~np.any(vecs != 0, axis=1))
+            zero = checks.zero_rows(vecs)
             if zero.size:
                 raise errors.InvalidInputError(f"row {int(zero[0])} has a zero embedding, which has no cosine")
         if embeddings is not None and check_model:
             self._check_given_model(vecs[0], emb_in[0])
         keep = checks.last_occurrence(ids_out)  # positions kept, in order
         rows = [(ids_out[i], texts[i], etexts[i] if etexts[i] != texts[i] else None, metas[i]) for i in keep]
-        vecs = vecs[keep]
+        if len(keep) < n:  # (no copy of a large, perhaps memory-mapped, input without repeats)
+            vecs = vecs[keep]
         with self._write_lock:
             self._add_locked(rows, vecs)
         return ids_out
