@@ -299,7 +299,7 @@ static int load_file(const leann_file *f, leann_index *idx) {
         if ((st = load_level(f, g, l)) != LEANN_OK) return st;
     if (leann_packed_find(&g->packed[g->maxlevel], g->entry) < 0)
         return BAD("index file '%s': the entry point is not on the top level", name);
-    char extra[9];
+    char extra[16];  /* "LVL" and any int: no truncation, whatever maxlevel holds */
     snprintf(extra, sizeof extra, "LVL%02d", g->maxlevel + 1);
     if (leann_file_has(f, extra)) return BAD("index file '%s': section '%s' is beyond the top level", name, extra);
     if ((st = get(f, "UMETA", &d, &len, UINT64_MAX)) != LEANN_OK) return st;
