@@ -201,7 +201,8 @@ def filtered(store: LeannStore, emb: np.ndarray, qsets: dict, k: int) -> list[di
 
 
 def overhead(store: LeannStore, emb: np.ndarray, qsets: dict, k: int, runs: int) -> dict:
-    st = store._state  # the store's own graph: identical recomputes on both paths
+    # the store's own graph: identical recomputes on both paths
+    st = store._gen.state if hasattr(store, "_gen") else store._state
     index, node_row = st.index, st.node_row
     assert index is not None
     rows_of = node_row.astype(np.int64)
