@@ -17,8 +17,9 @@ one :data:`PREP_VERSION` and one Unicode database; :func:`prep_key` names
 both, is recorded in ``meta``, and a change rebuilds the index on open.
 
 Text preparation (:func:`prepare`) runs in Python (an SQL function the
-triggers call) before FTS5's ``unicode61`` tokenizer (case folding, accents
-removed) sees it.  Identifiers are kept whole and split into their parts:
+triggers call, so a connection that writes ``docs`` needs :func:`register`)
+before FTS5's tokenizer sees it: ``unicode61`` (case folding, accents
+removed) under the Porter stemmer (``files`` finds ``file``).  Identifiers are kept whole and split into their parts:
 ``getNeighborsByHeuristic2`` -> ``getneighborsbyheuristic2 get neighbors by
 heuristic 2``, ``configure_file`` -> ``configurefile configure file``,
 ``os.path.join`` -> ``ospathjoin os path join``; runs of CJK characters
@@ -49,7 +50,7 @@ from typing import Any, Callable
 PREP_VERSION = 1
 TABLE = "keywords"
 #: the FTS5 tokenizer behind :func:`prepare` (chosen by measurement, see the module docs)
-TOKENIZER = "unicode61 remove_diacritics 2"
+TOKENIZER = "porter unicode61 remove_diacritics 2"
 #: most distinct query terms kept (a pasted page must not become a 5,000-term OR)
 MAX_QUERY_TERMS = 64
 FUNCTION = "leann_kw_prepare"
@@ -246,14 +247,3 @@ def integrity_problems(conn: sqlite3.Connection, table: str = TABLE) -> list[str
     except sqlite3.DatabaseError as exc:
         return [f"keyword index: {exc}"]
     return []
-
-
-def nbytes(conn: sqlite3.Connection, table: str = TABLE) -> int:
-    """Bytes of the index's shadow tables (pages counted by ``dbstat`` when
-    SQLite has it, else the stored blobs' sizes)."""
-    try:
-        row = conn.execute("SELECT sum(pgsize) FROM dbstat WHERE name LIKE ?", (table + "_%",)).fetchone()
-        return int(row[0] or 0)
-    except sqlite3.OperationalError:
-        row = conn.execute(f"SELECT coalesce(sum(length(block)), 0) FROM {table}_data").fetchone()
-        return int(row[0])
