@@ -152,6 +152,23 @@ def cost(store: LeannStore, qs: list[dict], qemb: np.ndarray, runs: int) -> dict
             "queries_with_equal_scoring": equal / len(qs)}
 
 
+def relevance_and_overlap(store: LeannStore, qs: list[dict], qemb: np.ndarray, args: argparse.Namespace,
+                          result: dict) -> None:
+    """Parts 1 and 2 (see the module docs)."""
+    print(f"relevance, {len(qs)} labeled queries:")
+    runs = [("dense", {"mode": "dense"}), ("keyword", {"mode": "keyword"}), ("hybrid", {"mode": "hybrid"})]
+    runs += [("hybrid " + ",".join(f"{k}={v}" for k, v in o.items()), {"mode": "hybrid", **o})
+             for o in parse_variants(args.variants)]
+    result["labeled"] = relevance(store, qs, qemb, runs)
+    result["overlap"] = {}
+    for name, qf, ef in (("summary", "queries.jsonl", "qemb_f16.npy"),
+                         ("short", "queries_short.jsonl", "qemb_short_f16.npy")):
+        sq, se = queries(qf, ef, args.queries)
+        result["overlap"][name] = ov = overlap(store, sq, se)
+        print(f"overlap of hybrid's top 10 with dense's, {name} ({len(sq)} q): mean {ov['mean_overlap']:.3f}, "
+              f"identical sets {ov['identical']:.3f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50000)
@@ -159,6 +176,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--cost-queries", type=int, default=500)
     ap.add_argument("--variants", default="rrf_k=10;alpha=0.5;keyword_depth=10")
+    ap.add_argument("--only-cost", action="store_true", help="skip relevance and overlap (timings only)")
     ap.add_argument("--store", default=None, help="store directory to reuse (built there if absent, kept)")
     args = ap.parse_args()
 
@@ -179,21 +197,13 @@ def main() -> None:
           f"passage: graph {st['bytes_per_passage']:.0f}, keyword index {st['keyword_bytes'] / st['documents']:.0f}")
     try:
         qs, qemb = queries("queries_labeled.jsonl", "qemb_labeled_f16.npy", args.queries)
-        print(f"relevance, {len(qs)} labeled queries:")
-        runs = [("dense", {"mode": "dense"}), ("keyword", {"mode": "keyword"}), ("hybrid", {"mode": "hybrid"})]
-        runs += [("hybrid " + ",".join(f"{k}={v}" for k, v in o.items()), {"mode": "hybrid", **o})
-                 for o in parse_variants(args.variants)]
-        result["labeled"] = relevance(store, qs, qemb, runs)
-        result["overlap"] = {}
-        for name, qf, ef in (("summary", "queries.jsonl", "qemb_f16.npy"),
-                             ("short", "queries_short.jsonl", "qemb_short_f16.npy")):
-            sq, se = queries(qf, ef, args.queries)
-            result["overlap"][name] = ov = overlap(store, sq, se)
-            print(f"overlap of hybrid's top 10 with dense's, {name} ({len(sq)} q): mean {ov['mean_overlap']:.3f}, "
-                  f"identical sets {ov['identical']:.3f}", flush=True)
+        if not args.only_cost:
+            relevance_and_overlap(store, qs, qemb, args, result)
         cq = args.cost_queries
+        result["load_average"] = os.getloadavg()
         result["cost"] = c = cost(store, qs[:cq], qemb[:cq], args.runs)
-        print(f"cost ({cq} labeled queries x {args.runs} runs, medians; shared machine): dense "
+        print(f"cost ({cq} labeled queries x {args.runs} runs, medians; load average "
+              f"{result['load_average'][0]:.1f} on {os.cpu_count()} cores): dense "
               f"{c['dense_ms_median']:.2f} ms, hybrid adds {c['added_ms_median']:.2f} ms (keyword side "
               f"{c['keyword_side_ms_median']:.2f} ms); passages scored exactly per query: dense "
               f"{c['scored_per_query_dense']:.1f}, hybrid {c['scored_per_query_hybrid']:.1f}, equal on "

@@ -68,7 +68,8 @@ class SearchOptions:
             [0, 1] fuses each side's min-max normalised scores as
             ``alpha * dense + (1 - alpha) * keyword`` (1: dense only).
         rrf_k: reciprocal-rank fusion's constant (>= 1).
-        dense_depth: dense candidates a hybrid search fuses (None: k, so it
+        dense_depth: dense candidates a hybrid search fuses, at least k (so
+            k hits come back whenever k documents match; None: k, so it
             re-embeds exactly what a dense search of k does).
         keyword_depth: keyword candidates it fuses (None: ``max(k, 20)``).
     """
@@ -134,7 +135,7 @@ class SearchOptions:
 
     def depths(self, k: int) -> tuple[int, int]:
         """(dense, keyword) candidates a hybrid search of k fuses."""
-        return (self.dense_depth or k, self.keyword_depth or max(k, MIN_KEYWORD_DEPTH))
+        return (max(k, self.dense_depth or k), self.keyword_depth or max(k, MIN_KEYWORD_DEPTH))
 
     def resolved_confidence(self, from_config: float | None) -> float | None:
         """``confidence`` with the index's default filled in."""

@@ -119,6 +119,12 @@ def test_rrf_and_weighted():
     assert weighted([], [], 0.5) == [] and rrf([[], []]) == []
 
 
+def test_depths():
+    assert SearchOptions().depths(10) == (10, 20)
+    assert SearchOptions(dense_depth=2, keyword_depth=5).depths(4) == (4, 5)  # dense: k at least
+    assert SearchOptions(dense_depth=50).depths(4) == (50, 20) and SearchOptions().depths(30) == (30, 30)
+
+
 @pytest.mark.parametrize("bad", [{"mode": "sparse"}, {"alpha": 1.5}, {"alpha": -0.1}, {"rrf_k": 0},
                                  {"dense_depth": 0}, {"keyword_depth": True}])
 def test_bad_hybrid_options(bad):
