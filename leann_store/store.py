@@ -314,6 +314,13 @@ class LeannStore:
         return self._dim
 
     @property
+    def has_keywords(self) -> bool:
+        """Whether the store has its keyword index (keyword and hybrid search):
+        always, but for a read-only open of a store an earlier version wrote
+        and no writable open has upgraded yet."""
+        return self._docs.has_keywords
+
+    @property
     def model(self) -> str:
         """The embedding model's name recorded when the store was created."""
         return self._docs.get_meta("model") or ""
