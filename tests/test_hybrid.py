@@ -313,3 +313,32 @@ def test_newer_schema_is_refused(tmp_path):
     from leann_store import CorruptIndexError
     with pytest.raises(CorruptIndexError, match="schema '3'"):
         LeannStore.open(tmp_path / "s", embed=HashEmbed())
+
+
+# a store the previous version (schema 1, commit 2f79b08) wrote: 40 HashEmbed rows with
+# graph_rows=16, 29 in the graph, 10 in the delta, d5 deleted (a tombstone)
+V1_STORE = os.path.join(os.path.dirname(__file__), "data", "store-v1")
+
+
+def test_a_store_written_by_the_previous_version_is_upgraded(tmp_path):
+    import shutil
+    path = tmp_path / "old"
+    shutil.copytree(V1_STORE, path)
+    ro = LeannStore.open(path, embed=HashEmbed(), read_only=True)
+    assert len(ro) == 39 and not ro.has_keywords
+    ro.close()
+    with LeannStore.open(path, embed=HashEmbed()) as s:
+        assert s.has_keywords and s._docs.get_meta("schema") == "2"
+        st = s.stats()
+        assert (st["graph_rows"], st["delta_rows"], st["deleted"]) == (29, 10, 1)
+        assert keyword_ids(s, "configure_file") == ["d3"]             # a graph row
+        assert keyword_ids(s, "heuristic") == ["d20"]
+        assert keyword_ids(s, "cafe") == ["d35"]                      # a delta row
+        assert "d5" not in keyword_ids(s, "doc5 " + " ".join(WORDS), k=50)
+        hits = s.search(text_vector("alpha"), 5, text="configure_file", mode="hybrid")
+        assert len(hits) == 5 and "d3" in {h.id for h in hits}
+        s.check()
+        s.add(["configure_file again"], ids=["d3"])                    # writes keep it in step
+        s.flush()
+        assert keyword_ids(s, "again") == ["d3"] and keyword_ids(s, "copy") == []
+        s.check()
