@@ -239,9 +239,13 @@ class Docstore:
 
     @staticmethod
     def clear(cur: sqlite3.Cursor) -> None:
-        """Delete every row (the settings stay)."""
+        """Delete every row (the settings stay).  The keyword index is
+        emptied whole rather than row by row through its trigger (which
+        prepares each old text again)."""
+        keywords.drop(cur)
         cur.execute("DELETE FROM docs")
         cur.execute("DELETE FROM vecs")
+        Docstore._build_keywords(cur, None)
 
     @staticmethod
     def insert(cur: sqlite3.Cursor, rows: Sequence[tuple[Any, ...]]) -> list[int]:

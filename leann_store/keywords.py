@@ -66,6 +66,7 @@ _IS_CJK = re.compile(f"[{_CJK}]")
 # parts of an identifier: ACRONYM before a Capitalised word, Capitalised or
 # lower words (any non-ASCII letter counts as lower case), ACRONYMs, digits
 _PART = re.compile(r"[A-Z]+(?=[A-Z][^\W\d_A-Z])|[A-Z]?[^\W\d_A-Z]+|[A-Z]+|\d+")
+_PLAIN = re.compile(r"[a-z]+|[0-9]+")
 
 
 def prep_key() -> str:
@@ -76,6 +77,9 @@ def prep_key() -> str:
 
 def _word_terms(word: str, out: list[str]) -> None:
     """Terms of one \\w+ word (no CJK in it): whole, then its parts."""
+    if _PLAIN.fullmatch(word):  # most words: one part, the word itself
+        out.append(word)
+        return
     parts = _PART.findall(word)
     whole = "".join(parts).lower() if parts else word.replace("_", "").lower()
     if whole:
@@ -104,13 +108,20 @@ def terms(text: str, *, query: bool = False) -> list[str]:
     """
     text = unicodedata.normalize("NFKC", text)
     out: list[str] = []
+    cjk = _IS_CJK.search(text) is not None
     for run in _RUN.findall(text):
-        words = _WORD.findall(run)
-        if len(words) > 1:  # a qualified name: also the whole, joined
+        if "." in run or ":" in run or ">" in run:
+            words = _WORD.findall(run)
+            # a qualified name: also the whole, joined
             joined = "".join(w.replace("_", "") for w in words).lower()
-            if not _IS_CJK.search(joined):
+            if joined and (not cjk or not _IS_CJK.search(joined)):
                 out.append(joined)
+        else:
+            words = [run]
         for word in words:
+            if not cjk:
+                _word_terms(word, out)
+                continue
             for piece in _CJK_SPLIT.split(word):
                 if not piece:
                     continue
