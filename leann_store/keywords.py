@@ -19,14 +19,15 @@ both, is recorded in ``meta``, and a change rebuilds the index on open.
 Text preparation (:func:`prepare`) runs in Python (an SQL function the
 triggers call, so a connection that writes ``docs`` needs :func:`register`)
 before FTS5's tokenizer sees it: ``unicode61`` (case folding, accents
-removed) under the Porter stemmer (``files`` finds ``file``).  Identifiers are kept whole and split into their parts:
-``getNeighborsByHeuristic2`` -> ``getneighborsbyheuristic2 get neighbors by
-heuristic 2``, ``configure_file`` -> ``configurefile configure file``,
-``os.path.join`` -> ``ospathjoin os path join``; runs of CJK characters
-become overlapping bigrams (and their single characters), since they carry
-no spaces between words.  The choice was measured
-(``benchmarks/keyword_tokenizers.py``; the figures are in its output and the
-module's notes, not here).
+removed) under the Porter stemmer (``files`` finds ``file``).  Identifiers
+are kept whole and split into their parts: ``getNeighborsByHeuristic2`` ->
+``getneighborsbyheuristic2 get neighbors by heuristic 2``,
+``configure_file`` -> ``configurefile configure file``, ``os.path.join`` ->
+``ospathjoin os path join``; runs of CJK characters become overlapping
+bigrams (and their single characters), since they carry no spaces between
+words.  The choice was measured against FTS5's own tokenizers (raw text with
+``unicode61``, Porter, ``trigram``) on labelled keyword queries:
+``benchmarks/keyword_tokenizers.py``.
 
 A query goes through the same preparation, and every term is quoted before
 it joins the ``OR`` expression: user text never reaches FTS5 syntax or SQL.
@@ -46,7 +47,7 @@ import sqlite3
 import unicodedata
 from typing import Any, Callable
 
-#: bump when :func:`prepare` changes what it emits (the index is rebuilt)
+#: bump when :func:`prepare` changes the tokens it emits (stores rebuild their index on open)
 PREP_VERSION = 1
 TABLE = "keywords"
 #: the FTS5 tokenizer behind :func:`prepare` (chosen by measurement, see the module docs)
