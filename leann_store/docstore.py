@@ -10,7 +10,12 @@ a merge puts it in the graph and drops the vector; kept apart from ``docs``,
 the vectors leave whole free pages behind (``auto_vacuum=INCREMENTAL`` hands
 them back) rather than half-empty document pages.  Table ``meta`` holds the
 store's settings, the model fingerprint, the graph generation and a write
-counter.
+counter.  The FTS5 table ``keywords`` is the keyword index over each row's
+embedded text, kept equal to ``docs`` by triggers inside every write's own
+transaction (see :mod:`leann_store.keywords`).  Schema 1 (before the keyword
+index) is upgraded on the first writable open: one transaction indexes every
+row (a progress bar when large); a read-only open of such a store searches
+densely only.
 
 Every write is one transaction; with ``journal_mode=WAL`` and
 ``synchronous=FULL`` a committed transaction survives power loss and kill -9.
@@ -25,15 +30,17 @@ import json
 import os
 import sqlite3
 import threading
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from . import errors
+from . import errors, keywords
 from .filters import Filter, register_sql_functions
 
 FILENAME = "docstore.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: schemas a read-only open accepts (1: no keyword index yet)
+_READABLE = ("1", "2")
 #: host parameters per statement (SQLite's default limit is 32766)
 _CHUNK = 900
 #: bytes the write-ahead log is truncated to after a checkpoint
@@ -57,7 +64,10 @@ CREATE TABLE IF NOT EXISTS vecs (rowid INTEGER PRIMARY KEY, vec BLOB NOT NULL);
 class Docstore:
     """SQLite access for one store directory (see the module docs)."""
 
-    def __init__(self, directory: str, read_only: bool = False) -> None:
+    def __init__(self, directory: str, read_only: bool = False,
+                 progress: Callable[[int, str], Any] | None = None) -> None:
+        """``progress(total, what)``: a context manager giving a bar (or
+        None) for long work, here the keyword index of an upgraded store."""
         self.path = os.path.join(directory, FILENAME)
         self.read_only = read_only
         self._local = threading.local()
@@ -70,12 +80,33 @@ class Docstore:
             if self.get_meta("schema") is None:
                 with self.write() as cur:
                     cur.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                    self._build_keywords(cur, None)
         elif not os.path.exists(self.path):
             raise FileNotFoundError(f"no docstore at {self.path!r}")
         schema = self.get_meta("schema")
-        if schema != str(SCHEMA_VERSION):
+        if schema not in (_READABLE if read_only else ("1", str(SCHEMA_VERSION))):
             raise errors.CorruptIndexError(
                 f"{self.path!r}: docstore schema {schema!r} is not supported (expected {SCHEMA_VERSION})")
+        if not read_only and (schema != str(SCHEMA_VERSION) or self.get_meta("keywords") != keywords.prep_key()
+                              or not keywords.exists(self._conn())):
+            self._upgrade(progress)
+        #: whether the keyword index exists (a read-only open of a schema-1 store has none)
+        self.has_keywords = keywords.exists(self._conn())
+
+    def _upgrade(self, progress: Callable[[int, str], Any] | None) -> None:
+        """(Re)build the keyword index over every row and mark the schema
+        current, in one transaction: a store written before the index
+        existed, or one whose text preparation changed."""
+        total = self.count()
+        bar_cm = progress(total, "keyword index") if progress is not None else contextlib.nullcontext(None)
+        with bar_cm as bar, self.write() as cur:
+            self._build_keywords(cur, bar.update if bar is not None else None)
+            cur.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    @staticmethod
+    def _build_keywords(cur: sqlite3.Cursor, progress: Callable[[int], Any] | None) -> None:
+        keywords.build(cur, progress)
+        Docstore.set_meta(cur, {"keywords": keywords.prep_key()})
 
     @staticmethod
     def exists(directory: str) -> bool:
@@ -109,6 +140,7 @@ class Docstore:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
             register_sql_functions(conn)
+            keywords.register(conn)  # the keyword index's triggers call it on every write
             self._local.conn = conn
             with self._conns_lock:
                 self._conns.append(conn)
@@ -207,9 +239,13 @@ class Docstore:
 
     @staticmethod
     def clear(cur: sqlite3.Cursor) -> None:
-        """Delete every row (the settings stay)."""
+        """Delete every row (the settings stay).  The keyword index is
+        emptied whole rather than row by row through its trigger (which
+        prepares each old text again)."""
+        keywords.drop(cur)
         cur.execute("DELETE FROM docs")
         cur.execute("DELETE FROM vecs")
+        Docstore._build_keywords(cur, None)
 
     @staticmethod
     def insert(cur: sqlite3.Cursor, rows: Sequence[tuple[Any, ...]]) -> list[int]:
@@ -338,6 +374,23 @@ class Docstore:
         except sqlite3.OperationalError as exc:  # pragma: no cover - a compiler bug, not user input
             raise errors.FilterError(f"filter could not run: {exc}") from exc
 
+    def keyword_search(self, text: str, depth: int, flt: Filter | None,
+                       accept: Callable[[int], bool] | None = None) -> list[tuple[float, int]]:
+        """The ``depth`` best rows for ``text`` by BM25 as (score, rowid),
+        best first (score higher is better), among the rows a compiled
+        filter matches (its SQL in the same statement; a callable filter
+        through ``accept(rowid)``, which the caller derives from it)."""
+        if not self.has_keywords:
+            raise errors.InvalidInputError(
+                f"{self.path!r} was written by an earlier version and has no keyword index yet; open it once "
+                "without read_only=True to build it")
+        sql = flt.sql if flt is not None else None
+        params = dict(flt.params) if flt is not None and flt.sql is not None else None
+        try:
+            return keywords.search(self._conn(), text, depth, where=sql, params=params, accept=accept)
+        except sqlite3.OperationalError as exc:  # pragma: no cover - a query builder bug, not user input
+            raise errors.FilterError(f"keyword search could not run: {exc}") from exc
+
     def fill_token_counts(self, count: Any) -> int:
         """Compute missing token counts with ``count(texts) -> list[int]``."""
         todo = self._conn().execute(
@@ -407,6 +460,12 @@ class Docstore:
         bad = conn.execute("SELECT count(*) FROM vecs WHERE rowid NOT IN (SELECT rowid FROM docs)").fetchone()[0]
         if bad:
             out.append(f"{bad} delta vectors belong to no document")
+        if self.has_keywords and not self.read_only:  # (FTS5 runs its check as a write statement)
+            out += keywords.integrity_problems(conn)
+            bad = conn.execute(f"SELECT (SELECT count(*) FROM {keywords.TABLE}) - (SELECT count(*) FROM docs)"
+                               ).fetchone()[0]
+            if bad:
+                out.append(f"the keyword index holds {bad:+d} rows against the documents")
         return out
 
     def release_free_pages(self) -> None:

@@ -278,6 +278,10 @@ class LeannIndex:
                                          ("max_recompute", max_recompute), ("confidence", confidence))
                  if v is not _UNSET}
         opts = SearchOptions.of(options, **given)
+        if opts.mode != "dense":
+            raise errors.InvalidInputError(
+                f"LeannIndex searches by embedding only (mode 'dense'); mode {opts.mode!r} needs the keyword "
+                "index of a LeannStore")
         k = checks.integer(k, "k", 1)
         if k > len(self):
             raise errors.InvalidInputError(f"k = {k} exceeds the {len(self)} vectors in the index")

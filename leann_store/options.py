@@ -14,7 +14,7 @@ misspelt option is an error naming the known ones wherever it is passed.
 32
 >>> SearchOptions.of(None, eff=32)
 Traceback (most recent call last):
-leann_store.errors.InvalidInputError: unknown search option 'eff'; the options are: ef, rerank_ratio, batch_size, max_recompute, confidence
+leann_store.errors.InvalidInputError: unknown search option 'eff'; the options are: ef, rerank_ratio, batch_size, max_recompute, confidence, mode, alpha, rrf_k, dense_depth, keyword_depth
 """
 
 from __future__ import annotations
@@ -37,6 +37,12 @@ DEFAULT_CODE_EF = 1024
 DEFAULT_RERANK_RATIO = 0.15
 #: most passages handed to ``embed`` in one call
 DEFAULT_BATCH_SIZE = 32
+#: what a store search ranks by: the embedding, keywords (BM25), or both fused
+MODES = ("dense", "keyword", "hybrid")
+#: reciprocal-rank fusion's constant (Cormack et al.)
+DEFAULT_RRF_K = 60
+#: least keyword candidates a hybrid search fuses (more when k is larger)
+MIN_KEYWORD_DEPTH = 20
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,18 @@ class SearchOptions:
         confidence: the adaptive stop, in (0, 1): higher re-embeds more
             before it stops.  None re-embeds the whole ``rerank_ratio`` share;
             the default reads the index's ``IndexConfig.search_confidence``.
+        mode: what :meth:`LeannStore.search` ranks by: ``"dense"`` (the
+            embedding), ``"keyword"`` (BM25 over the keyword index, no
+            embedding needed) or ``"hybrid"`` (both lists fused).  The index
+            itself only searches densely.
+        alpha: None fuses by reciprocal rank (the default); a number in
+            [0, 1] fuses each side's min-max normalised scores as
+            ``alpha * dense + (1 - alpha) * keyword`` (1: dense only).
+        rrf_k: reciprocal-rank fusion's constant (>= 1).
+        dense_depth: dense candidates a hybrid search fuses, at least k (so
+            k hits come back whenever k documents match; None: k, so it
+            re-embeds exactly what a dense search of k does).
+        keyword_depth: keyword candidates it fuses (None: ``max(k, 20)``).
     """
 
     ef: int | None = None
@@ -61,6 +79,11 @@ class SearchOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     max_recompute: int | None = None
     confidence: float | None = FROM_CONFIG
+    mode: str = "dense"
+    alpha: float | None = None
+    rrf_k: int = DEFAULT_RRF_K
+    dense_depth: int | None = None
+    keyword_depth: int | None = None
 
     def __post_init__(self) -> None:
         if self.ef is not None:
@@ -72,6 +95,14 @@ class SearchOptions:
             object.__setattr__(self, "max_recompute", checks.integer(self.max_recompute, "max_recompute", 1, 2**62))
         if self.confidence is not FROM_CONFIG and self.confidence is not None:
             object.__setattr__(self, "confidence", check_confidence(self.confidence, "confidence"))
+        if self.mode not in MODES:
+            raise errors.InvalidInputError(f"mode must be one of {', '.join(map(repr, MODES))}, got {self.mode!r}")
+        if self.alpha is not None:
+            object.__setattr__(self, "alpha", checks.number(self.alpha, "alpha", 0, 1))
+        object.__setattr__(self, "rrf_k", checks.integer(self.rrf_k, "rrf_k", 1, 2**31))
+        for name in ("dense_depth", "keyword_depth"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, checks.integer(getattr(self, name), name, 1, 2**31))
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -101,6 +132,10 @@ class SearchOptions:
         """The entries of ``kwargs`` that name options (for adapters, whose
         methods also receive their framework's own keywords)."""
         return {k: v for k, v in kwargs.items() if k in cls.names()}
+
+    def depths(self, k: int) -> tuple[int, int]:
+        """(dense, keyword) candidates a hybrid search of k fuses."""
+        return (max(k, self.dense_depth or k), self.keyword_depth or max(k, MIN_KEYWORD_DEPTH))
 
     def resolved_confidence(self, from_config: float | None) -> float | None:
         """``confidence`` with the index's default filled in."""

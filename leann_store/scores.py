@@ -18,6 +18,14 @@ better:
 0.25
 >>> similarity("ip", -2.0), round(relevance("ip", -2.0), 4)
 (2.0, 0.8808)
+
+Keyword and hybrid hits carry their own score (``Hit.score``: BM25, or the
+fused score); :func:`hit_relevance` maps any hit onto [0, 1] by its mode.
+
+>>> hit_relevance("cosine", "hybrid", float("nan"), 2 / 61, rrf_k=60)
+1.0
+>>> hit_relevance("cosine", "keyword", float("nan"), 3.0)
+0.75
 """
 
 from __future__ import annotations
@@ -50,3 +58,19 @@ def relevance(metric: str, distance: float) -> float:
         z = math.exp(s)
         return z / (1.0 + z)
     return s
+
+
+def hit_relevance(metric: str, mode: str, distance: float, score: float, *, rrf_k: int = 60,
+                  weighted: bool = False) -> float:
+    """A hit's relevance in [0, 1] by the mode that found it: dense, the
+    distance's :func:`relevance`; keyword, BM25 as ``s / (1 + s)``; hybrid,
+    the fused score over its largest possible value (reciprocal rank: first
+    on both lists, ``2 / (rrf_k + 1)``; ``weighted``: already in [0, 1])."""
+    if mode == "dense":
+        return relevance(metric, distance)
+    s = float(score)
+    if mode == "keyword":
+        return max(0.0, s) / (1.0 + max(0.0, s))
+    if mode == "hybrid":
+        return min(1.0, max(0.0, s if weighted else s * (rrf_k + 1) / 2.0))
+    raise errors.InvalidInputError(f"unknown search mode {mode!r}")

@@ -76,7 +76,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from . import _checks as checks
-from . import errors
+from . import errors, fusion
 from .config import StoreConfig, config_diff
 from .docstore import FILENAME as DOCSTORE_FILE
 from .docstore import Docstore
@@ -111,14 +111,18 @@ class Record:
 
 @dataclass(frozen=True)
 class Hit:
-    """A search result: ``distance`` as the metric defines it (ascending)
-    and ``score``, higher is better (:func:`leann_store.scores.similarity`)."""
+    """A search result: ``distance`` as the metric defines it (ascending;
+    NaN where the dense side did not score the hit), ``score``, higher is
+    better (dense: :func:`leann_store.scores.similarity`; keyword: BM25;
+    hybrid: the fused score), and ``found_by``, the side(s) that found it
+    (``"dense"``, ``"keyword"``)."""
 
     id: str
     text: str
     metadata: dict[str, Any]
     distance: float
     score: float = float("nan")
+    found_by: tuple[str, ...] = ("dense",)
 
 
 @dataclass(frozen=True)
@@ -133,11 +137,15 @@ class _Allowed:
 
 
 class Hits(list):  # type: ignore[type-arg]
-    """The hits of one search, best first, with ``stats``: ``recomputed``
-    (passages re-embedded), ``embed_calls``, ``cache_hits``, ``graph`` and
-    ``delta`` (candidates from each segment), ``filter_ms``, ``ms``."""
+    """The hits of one search, best first, with ``stats``: ``mode``,
+    ``recomputed`` (passages re-embedded), ``embed_calls``, ``cache_hits``,
+    ``graph``, ``delta`` and ``keyword`` (candidates from each segment and
+    side), ``filter_ms``, ``keyword_ms`` (keyword modes), ``ms``."""
 
     stats: dict[str, Any]
+
+
+_SIDES = ("dense", "keyword")
 
 
 class LeannStore:
@@ -179,7 +187,7 @@ class LeannStore:
             os.makedirs(self.path, exist_ok=True)
             self._take_lock()
         try:
-            self._docs = Docstore(self.path, read_only=read_only)
+            self._docs = Docstore(self.path, read_only=read_only, progress=self._bar)
             self._init_meta(config, model, check_model)
             self._dim = int(self._docs.get_meta("dim") or 0)
             self._embedder = TextEmbedder(self.dim, self.config.batch_tokens, self.config.batch_size)
@@ -304,6 +312,13 @@ class LeannStore:
     def dim(self) -> int:
         """Dimension of the model's vectors (from the probe at creation)."""
         return self._dim
+
+    @property
+    def has_keywords(self) -> bool:
+        """Whether the store has its keyword index (keyword and hybrid search):
+        always, but for a read-only open of a store an earlier version wrote
+        and no writable open has upgraded yet."""
+        return self._docs.has_keywords
 
     @property
     def model(self) -> str:
@@ -676,48 +691,111 @@ class LeannStore:
         got = self._docs.records(flt, limit)
         return [_record(r) for r in got]
 
-    def search(self, query_embedding: Any, k: int = 4, filter: FilterLike = None, *,
-               embed: TextEmbedFn | None = None, options: SearchOptions | None = None,
+    def search(self, query_embedding: Any, k: int = 4, filter: FilterLike = None, *, text: str | None = None,
+               mode: str | None = None, embed: TextEmbedFn | None = None, options: SearchOptions | None = None,
                **search_options: Any) -> Hits:
-        """The k documents nearest a query embedding, best first, with exact
-        distances (cosine: ``1 - cos``, l2: squared Euclidean, ip: ``-<q, x>``)
-        and scores (higher is better, see :mod:`leann_store.scores`).
+        """The k best documents for a query, best first.
 
-        ``filter`` (a dict or a callable, see :mod:`leann_store.filters`) acts
-        inside the search, so k hits come back whenever k documents match.
+        ``mode`` (or ``options.mode``) says what ranks them:
+
+        * ``"dense"`` (default): nearest to ``query_embedding``, with exact
+          distances (cosine: ``1 - cos``, l2: squared Euclidean, ip:
+          ``-<q, x>``) and scores (higher is better, see
+          :mod:`leann_store.scores`);
+        * ``"keyword"``: BM25 over the keyword index for ``text``
+          (``query_embedding`` may be None); ``score`` is the BM25 score,
+          ``distance`` NaN; k hits whenever k matching documents hold a
+          query term;
+        * ``"hybrid"``: both lists fused (reciprocal rank, or weighted by
+          ``alpha``: see :class:`~leann_store.options.SearchOptions`);
+          ``score`` is the fused score, ``distance`` the exact distance
+          where the dense side found the hit (NaN otherwise).  The dense
+          side re-embeds what a dense search of k does.
+
+        Each hit's ``found_by`` names the side(s) that found it.  ``filter``
+        (a dict or a callable, see :mod:`leann_store.filters`) acts inside
+        both sides, so k hits come back whenever k documents match.
         ``embed`` overrides the store's function for this call.  ``options``
-        (a :class:`~leann_store.options.SearchOptions`) and keyword arguments
-        of the same names (``ef``, ``rerank_ratio``, ``batch_size``,
-        ``max_recompute``, ``confidence``) say how the graph is searched.
+        and keyword arguments of the same names (``ef``, ``rerank_ratio``,
+        ``batch_size``, ``max_recompute``, ``confidence``, ``alpha``,
+        ``rrf_k``, ``dense_depth``, ``keyword_depth``) say how it runs.
+
+        >>> import numpy as np
+        >>> def embed(texts):
+        ...     return np.array([[t.count("a") + 1.0, t.count("b") + 1.0] for t in texts])
+        >>> with LeannStore.temporary(embed=embed) as store:
+        ...     _ = store.add(["configure_file copies a file", "a b", "bbb"], ids=["cf", "ab", "b"])
+        ...     hits = store.search(embed(["configure file"])[0], k=2, text="configure file", mode="hybrid")
+        ...     [(h.id, h.found_by) for h in hits]
+        ...     [h.id for h in store.search(None, k=1, text="configureFile", mode="keyword")]
+        [('cf', ('dense', 'keyword')), ('ab', ('dense',))]
+        ['cf']
         """
         self._check_open()
         t0 = time.perf_counter()
         k = checks.integer(k, "k", 1)
-        opts = SearchOptions.of(options, **search_options)
-        q = checks.query_vector(query_embedding, self.dim)
+        opts = SearchOptions.of(options, **search_options) if mode is None else \
+            SearchOptions.of(options, mode=mode, **search_options)
+        dense = opts.mode != "keyword"
+        if opts.mode != "dense" and (not isinstance(text, str) or not text.strip()):
+            raise errors.InvalidInputError(f"mode {opts.mode!r} needs the query's text (text='...'), got {text!r}")
+        q = checks.query_vector(query_embedding, self.dim) if dense else None
         fn = embed if embed is not None else self._embed
-        hits = Hits()
-        stats: dict[str, Any] = {"recomputed": 0, "embed_calls": 0, "cache_hits": 0, "graph": 0, "delta": 0}
+        stats: dict[str, Any] = {"mode": opts.mode, "recomputed": 0, "embed_calls": 0, "cache_hits": 0,
+                                 "graph": 0, "delta": 0, "keyword": 0}
+        flt = compile_filter(filter)
+        dense_k, kw_k = opts.depths(k) if opts.mode == "hybrid" else (k, k)
         with self._gen.read() as st:
             tf = time.perf_counter()
-            allowed = self._allowed(compile_filter(filter), st)
+            allowed = self._allowed(flt, st) if dense else None
             stats["filter_ms"] = (time.perf_counter() - tf) * 1e3
-            cand: list[tuple[float, int]] = []
-            if st.index is not None:
-                cand += self._search_graph(st, q, k, allowed, fn, stats, opts)
-            delta = self._search_delta(st, q, k, allowed)
-            stats["delta"] = len(delta)
-            cand += delta
-            cand.sort()
-            best = cand[:k]
-            docs = self._docs.by_rowids([r for _, r in best])
-        for d, r in best:
+            near: list[tuple[float, int]] = []
+            if q is not None:
+                if st.index is not None:
+                    near += self._search_graph(st, q, dense_k, allowed, fn, stats, opts.replace(mode="dense")
+                                               if opts.mode != "dense" else opts)
+                delta = self._search_delta(st, q, dense_k, allowed)
+                stats["delta"] = len(delta)
+                near += delta
+                near.sort()
+                near = near[:dense_k]
+            words: list[tuple[float, int]] = []
+            if opts.mode != "dense":
+                tk = time.perf_counter()
+                words = self._docs.keyword_search(text or "", kw_k, flt, self._accept(flt))
+                stats["keyword"] = len(words)
+                stats["keyword_ms"] = (time.perf_counter() - tk) * 1e3
+            ranked = self._rank(opts, near, words)[:k]
+            docs = self._docs.by_rowids([r for r, _, _, _ in ranked])
+        hits = Hits()
+        for r, dist, score, sides in ranked:
             if r in docs:
-                _, i, text, _, meta = docs[r]
-                hits.append(Hit(i, text, json.loads(meta), d, similarity(self.metric, d)))
+                _, i, body, _, meta = docs[r]
+                hits.append(Hit(i, body, json.loads(meta), dist, score, sides))
         stats["ms"] = (time.perf_counter() - t0) * 1e3
         hits.stats = stats
         return hits
+
+    def _rank(self, opts: SearchOptions, near: list[tuple[float, int]],
+              words: list[tuple[float, int]]) -> list[tuple[int, float, float, tuple[str, ...]]]:
+        """(rowid, distance, score, found_by) best first, by the mode."""
+        nan = float("nan")
+        if opts.mode == "dense":
+            return [(r, d, similarity(self.metric, d), ("dense",)) for d, r in near]
+        if opts.mode == "keyword":
+            return [(r, nan, s, ("keyword",)) for s, r in words]
+        dist = {r: d for d, r in near}
+        scored = [(-d, r) for d, r in near]  # higher is better on both sides
+        fused = fusion.rrf([scored, words], k=opts.rrf_k) if opts.alpha is None else \
+            fusion.weighted(scored, words, opts.alpha)
+        return [(r, dist.get(r, nan), s, tuple(_SIDES[i] for i in sides)) for s, r, sides in fused]
+
+    def _accept(self, flt: Filter | None) -> Callable[[int], bool] | None:
+        """A callable filter as a rowid test for the keyword side (a dict
+        filter runs as SQL in the keyword statement itself)."""
+        if flt is None or flt.sql is not None:
+            return None
+        return {int(r) for r, _ in self._docs.matching_rows(flt)}.__contains__
 
     def _allowed(self, flt: Filter | None, st: State) -> _Allowed | None:
         """What a filter allows in each segment, cached per write version for
@@ -829,6 +907,7 @@ class LeannStore:
             "delta_bytes": int(st.delta_vecs.nbytes),
             "docstore_bytes": space["file"],
             "docstore_space": space,
+            "keyword_bytes": space["keyword_index"],
             "dim": self.dim,
             "metric": self.metric,
             "model": meta.get("model"),

@@ -313,8 +313,8 @@ def test_search_options_reach_the_store(tmp_path, embed):
         assert vs.query(q, some_other_stores_option=1).ids[0] == "n3"   # ignored
 
 
-@pytest.mark.parametrize("mode", [VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.HYBRID,
-                                  VectorStoreQueryMode.TEXT_SEARCH, VectorStoreQueryMode.SVM])
+@pytest.mark.parametrize("mode", [VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.SEMANTIC_HYBRID,
+                                  VectorStoreQueryMode.SVM, VectorStoreQueryMode.LOGISTIC_REGRESSION])
 def test_unsupported_modes_are_a_clear_error(store, embed, mode):
     store.add(filter_nodes(embed))
     with pytest.raises(NotImplementedError, match=mode.value):

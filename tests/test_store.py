@@ -15,6 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from leann_store import keywords
 from leann_store import (
     CallbackError,
     CorruptIndexError,
@@ -434,6 +435,9 @@ def test_check_finds_damage(tmp_path):
     s.add(texts_for(100))
     s.check()
     conn = sqlite3.connect(os.path.join(s.path, "docstore.sqlite"))
+    with pytest.raises(sqlite3.OperationalError, match="leann_kw_prepare"):
+        conn.execute("DELETE FROM docs WHERE node = 5")  # the keyword index's triggers need the function
+    keywords.register(conn)
     conn.execute("DELETE FROM docs WHERE node = 5")
     conn.commit()
     conn.close()

@@ -5,7 +5,8 @@ delete_wheres (merges into the graph and compactions happen often: ``merge_rows`
 and reports on a pipe after every call that returned.  After the kill the
 store must reopen, pass its consistency check and hold exactly what the
 reference holds after the last reported call, or after the one in flight
-(which may have committed just before the kill).  ``LEANN_CRASH_KILLS``
+(which may have committed just before the kill), with a keyword index that
+holds exactly those documents.  ``LEANN_CRASH_KILLS``
 sets the number of kills (default 100).
 """
 
@@ -118,6 +119,10 @@ def test_sigkill_at_random_instants(tmp_path):
             assert got == ref.docs, f"kill {kill}: store differs from the reference after {done} calls"
         q = text_vector("alpha beta")
         assert len(store.search(q, k=5)) == min(5, len(ref.docs))
+        # the keyword index committed and rolled back with the rows: every text holds a word
+        # of WORDS, so a query of all of them finds exactly the documents
+        every = store.search(None, k=len(ref.docs) + 5, text=" ".join(WORDS), mode="keyword")
+        assert sorted(h.id for h in every) == sorted(ref.docs) and every.stats["keyword"] == len(ref.docs)
         merges_seen.add(store.stats()["generation"])
         store.close()
     assert max(merges_seen) >= 5  # kills landed in a store that kept merging

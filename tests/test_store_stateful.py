@@ -1,5 +1,6 @@
 """Random interleavings of add / upsert / delete / delete_where / search /
-close-reopen / flush against a brute-force reference.
+keyword and hybrid search / close-reopen / flush against a brute-force
+reference (the keyword index is checked against it after every step).
 
 The stores stay small (tens of documents), so even once rows are in the graph
 the two-level search scores every reachable passage exactly: answers must
@@ -87,6 +88,25 @@ class StoreMachine(RuleBasedStateMachine):
             text, meta = self.ref.docs[h.id]
             assert h.text == text and h.metadata == meta
 
+    @rule(query=texts, k=st.integers(1, 12), flt=filters, hybrid=st.booleans())
+    def keyword_search(self, query, k, flt, hybrid):
+        """Keyword hits are the documents holding a query word (the filter's
+        among them), k of them whenever that many exist; hybrid adds the
+        dense side, and k hits whenever k documents match."""
+        words = set(query.split())
+        allowed = {i for _, i in self.ref.search(text_vector(query), len(self.ref.docs) + 1, flt)}
+        holding = {i for i in allowed if words & set(self.ref.docs[i][0].split())}
+        if hybrid:
+            got = self.store.search(text_vector(query), k=k, filter=flt, text=query, mode="hybrid")
+            assert len(got) == min(k, len(allowed)) and {h.id for h in got} <= allowed
+            assert all(h.id in holding for h in got if "keyword" in h.found_by)
+        else:
+            got = self.store.search(None, k=k, filter=flt, text=query, mode="keyword")
+            assert len(got) == min(k, len(holding)) and {h.id for h in got} <= holding
+        for h in got:
+            text, meta = self.ref.docs[h.id]
+            assert h.text == text and h.metadata == meta
+
     @rule()
     def reopen(self):
         self.store.close()
@@ -110,6 +130,9 @@ class StoreMachine(RuleBasedStateMachine):
         assert len(self.store) == len(self.ref.docs)
         got = {r.id: (r.text, r.metadata) for r in self.store.find()}
         assert got == self.ref.docs
+        every = self.store.search(None, k=len(self.ref.docs) + 1, text=" ".join(WORDS), mode="keyword")
+        assert sorted(h.id for h in every) == sorted(self.ref.docs)
+        assert every.stats["keyword"] == len(self.ref.docs)  # no row of a deleted document left
 
 
 StoreMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None,

@@ -20,7 +20,8 @@ from langchain_core.vectorstores.utils import maximal_marginal_relevance
 from typing_extensions import Self
 
 from leann_store import LeannStore, StoreConfig, UnknownIdError
-from leann_store.scores import relevance
+from leann_store.options import SearchOptions
+from leann_store.scores import hit_relevance, relevance
 
 #: A metadata filter: the core's Mongo-style dict, or a predicate on a document's metadata.
 Filter = dict[str, Any] | Callable[[dict[str, Any]], bool]
@@ -92,10 +93,21 @@ class LeannVectorStore(VectorStore):
         vs.similarity_search("graph", k=1, filter={"year": {"$gte": 2020}})
         vs.similarity_search("graph", k=1, filter=lambda md: md["year"] < 2020)
 
-    Retriever (``similarity``, ``similarity_score_threshold`` or ``mmr``)::
+    Keyword (BM25) and hybrid search, per call or store-wide (``search_mode=``): hybrid
+    fuses the dense and the keyword ranking, so an identifier or a rare word the model
+    blurs is still found; keyword search needs no model call::
+
+        vs.similarity_search("FAISS", k=1, mode="hybrid")
+        vs.similarity_search("FAISS", k=1, mode="keyword")
+        hybrid_vs = LeannVectorStore(embedding, search_mode="hybrid")
+        hybrid_vs.close()
+
+    Retriever (``similarity``, ``similarity_score_threshold`` or ``mmr``; ``mode`` in
+    ``search_kwargs``)::
 
         retriever = vs.as_retriever(search_type="mmr", search_kwargs={"k": 1, "fetch_k": 2})
         retriever.invoke("graph pruning")
+        vs.as_retriever(search_kwargs={"k": 1, "mode": "hybrid"}).invoke("FAISS")
 
     Async (never blocks the event loop; uses ``aembed_query``/``aembed_documents``)::
 
@@ -117,7 +129,10 @@ class LeannVectorStore(VectorStore):
         metric: ``"cosine"`` (default for a new store), ``"l2"`` or ``"ip"``; ``None``
             keeps the metric of an existing store.
         model: the model name recorded in the store; default :func:`model_identity`.
-        relevance_score_fn: replaces the per-metric distance -> [0, 1] mapping.
+        relevance_score_fn: replaces the per-metric distance -> [0, 1] mapping (dense mode).
+        search_mode: ``"dense"`` (default), ``"keyword"`` or ``"hybrid"``: the mode of the
+            methods that take the query's text when they are not given ``mode=``
+            (``*_by_vector`` methods search densely unless given ``mode=`` and ``text=``).
         read_only: open an existing store without write access (many processes may).
         check_model: False skips the model fingerprint check on reopening.
         **store_options: ``StoreConfig`` options (``M``, ``ef_construction``, ...).
@@ -133,8 +148,10 @@ class LeannVectorStore(VectorStore):
         relevance_score_fn: Callable[[float], float] | None = None,
         read_only: bool = False,
         check_model: bool = True,
+        search_mode: str = "dense",
         **store_options: Any,
     ) -> None:
+        self._search_mode = SearchOptions(mode=search_mode).mode
         self._embedding = embedding
         self._relevance_score_fn = relevance_score_fn
         options = dict(store_options)
@@ -160,6 +177,11 @@ class LeannVectorStore(VectorStore):
     def embeddings(self) -> Embeddings:
         """The embedding model used for adds, queries and recompute."""
         return self._embedding
+
+    @property
+    def search_mode(self) -> str:
+        """The mode of searches given the query's text and no ``mode=``."""
+        return self._search_mode
 
     @property
     def store(self) -> LeannStore:
@@ -248,9 +270,12 @@ class LeannVectorStore(VectorStore):
     def similarity_search_with_score(
         self, query: str, k: int = 4, filter: Filter | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        """Documents and their distances (lower is closer): 1 - cos, squared L2 or -<q, x>."""
-        vector = self._embedding.embed_query(query)
-        return self._search(vector, k, filter, None, kwargs)
+        """Documents and scores.  Dense mode: distances (lower is closer): 1 - cos,
+        squared L2 or -<q, x>; keyword and hybrid modes: the BM25 or fused score
+        (higher is better).  ``mode=`` overrides the store-wide ``search_mode``."""
+        options = self._text_options(query, kwargs)
+        vector = None if options["mode"] == "keyword" else self._embedding.embed_query(query)
+        return self._search(vector, k, filter, None, options)
 
     def similarity_search_by_vector(
         self, embedding: list[float], k: int = 4, filter: Filter | None = None, **kwargs: Any
@@ -272,9 +297,10 @@ class LeannVectorStore(VectorStore):
         filter: Filter | None = None,
         **kwargs: Any,
     ) -> list[Document]:
+        """MMR over the ``fetch_k`` best matches of the store-wide or given ``mode``."""
         vector = self._embedding.embed_query(query)
         return self.max_marginal_relevance_search_by_vector(
-            vector, k, fetch_k, lambda_mult, filter, **kwargs
+            vector, k, fetch_k, lambda_mult, filter, **self._text_options(query, kwargs)
         )
 
     def max_marginal_relevance_search_by_vector(
@@ -298,6 +324,31 @@ class LeannVectorStore(VectorStore):
         if self._relevance_score_fn is not None:
             return self._relevance_score_fn
         return functools.partial(relevance, self._store.metric)
+
+    def _similarity_search_with_relevance_scores(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        options = self._text_options(query, kwargs)
+        return self._relevance(self.similarity_search_with_score(query, k, **options), options)
+
+    async def _asimilarity_search_with_relevance_scores(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        options = self._text_options(query, kwargs)
+        return self._relevance(await self.asimilarity_search_with_score(query, k, **options), options)
+
+    def _relevance(
+        self, pairs: list[tuple[Document, float]], options: dict[str, Any]
+    ) -> list[tuple[Document, float]]:
+        """Scores as relevance in [0, 1]: dense distances through
+        ``_select_relevance_score_fn``; BM25 and fused scores by their mode."""
+        mode = options["mode"]
+        if mode == "dense":
+            fn = self._select_relevance_score_fn()
+            return [(doc, fn(score)) for doc, score in pairs]
+        opts = SearchOptions.of(None, **SearchOptions.pick(options))
+        return [(doc, hit_relevance(self._store.metric, mode, float("nan"), score, rrf_k=opts.rrf_k,
+                                    weighted=opts.alpha is not None)) for doc, score in pairs]
 
     # -- async -------------------------------------------------------------------------
 
@@ -337,8 +388,9 @@ class LeannVectorStore(VectorStore):
     async def asimilarity_search_with_score(
         self, query: str, k: int = 4, filter: Filter | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        vector = await self._embedding.aembed_query(query)
-        return await self._asearch(vector, k, filter, kwargs)
+        options = self._text_options(query, kwargs)
+        vector = None if options["mode"] == "keyword" else await self._embedding.aembed_query(query)
+        return await self._asearch(vector, k, filter, options)
 
     async def asimilarity_search_by_vector(
         self, embedding: list[float], k: int = 4, filter: Filter | None = None, **kwargs: Any
@@ -357,7 +409,7 @@ class LeannVectorStore(VectorStore):
     ) -> list[Document]:
         vector = await self._embedding.aembed_query(query)
         return await self.amax_marginal_relevance_search_by_vector(
-            vector, k, fetch_k, lambda_mult, filter, **kwargs
+            vector, k, fetch_k, lambda_mult, filter, **self._text_options(query, kwargs)
         )
 
     async def amax_marginal_relevance_search_by_vector(
@@ -447,16 +499,24 @@ class LeannVectorStore(VectorStore):
     # -- the one query path ------------------------------------------------------------
 
     def _search(
-        self, vector: Sequence[float], k: int, filter: Filter | None,
+        self, vector: Sequence[float] | None, k: int, filter: Filter | None,
         embed: EmbedFn | None, options: dict[str, Any],
     ) -> list[tuple[Document, float]]:
-        hits = self._store.search(
-            np.asarray(vector, dtype=np.float32), k=k, filter=filter, embed=embed, **options
-        )
-        return [(_to_document(hit), float(hit.distance)) for hit in hits]
+        """(Document, score) pairs: the distance in dense mode, else the hit's score."""
+        options = {"mode": "dense", **options}
+        query = None if vector is None else np.asarray(vector, dtype=np.float32)
+        hits = self._store.search(query, k=k, filter=filter, embed=embed, **options)
+        dense = options["mode"] == "dense"
+        return [(_to_document(hit), float(hit.distance if dense else hit.score)) for hit in hits]
+
+    def _text_options(self, query: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """A text query's keyword arguments with its mode (given, else the store-wide
+        one) and its text, for the keyword side."""
+        mode = kwargs.get("mode", self._search_mode)
+        return {**kwargs, "mode": mode, "text": query} if mode != "dense" else {**kwargs, "mode": mode}
 
     async def _asearch(
-        self, vector: Sequence[float], k: int, filter: Filter | None, options: dict[str, Any]
+        self, vector: Sequence[float] | None, k: int, filter: Filter | None, options: dict[str, Any]
     ) -> list[tuple[Document, float]]:
         embed = self._async_recompute()
         return await asyncio.to_thread(self._search, vector, k, filter, embed, options)
@@ -467,7 +527,7 @@ class LeannVectorStore(VectorStore):
     ) -> list[tuple[Document, float]]:
         query = np.asarray(vector, dtype=np.float32)
         hits: list[Any] = self._store.search(query, k=max(k, fetch_k), filter=filter,
-                                             embed=embed, **options)
+                                             embed=embed, **{"mode": "dense", **options})
         if not hits:
             return []
         try:

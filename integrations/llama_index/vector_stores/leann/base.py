@@ -47,7 +47,10 @@ MANIFEST_FORMAT = 1
 #: candidates searched per result in MMR mode, unless ``mmr_prefetch_k`` / ``mmr_prefetch_factor``
 DEFAULT_MMR_PREFETCH_FACTOR = 4.0
 
-_SUPPORTED_MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR)
+_SUPPORTED_MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR, VectorStoreQueryMode.HYBRID,
+                    VectorStoreQueryMode.TEXT_SEARCH)
+#: LlamaIndex's query modes -> the store's search modes
+_STORE_MODE = {VectorStoreQueryMode.HYBRID: "hybrid", VectorStoreQueryMode.TEXT_SEARCH: "keyword"}
 _NAMESPACE_SEP = "__"  # llama-index-core's: "{namespace}__vector_store.json"
 
 
@@ -74,6 +77,15 @@ class LeannVectorStore(BasePydanticVectorStore):
         nodes = index.as_retriever(similarity_top_k=5, filters=filters).retrieve("query")
         nodes = index.as_retriever(vector_store_query_mode="mmr",
                                    vector_store_kwargs={"mmr_threshold": 0.5}).retrieve("query")
+
+    Hybrid (dense + BM25 keywords, fused by reciprocal rank, or weighted by
+    ``alpha``: 1 = dense only) and keyword-only search over the store's
+    keyword index::
+
+        nodes = index.as_retriever(vector_store_query_mode="hybrid", similarity_top_k=5,
+                                   sparse_top_k=20).retrieve("configure_file")
+        nodes = index.as_retriever(vector_store_query_mode="hybrid", alpha=0.5).retrieve("query")
+        nodes = index.as_retriever(vector_store_query_mode="text_search").retrieve("configure_file")
 
     Reopen: the store is durable at ``path`` (no ``persist`` call needed)::
 
@@ -230,31 +242,35 @@ class LeannVectorStore(BasePydanticVectorStore):
         return [_to_node(r.id, r.text, r.metadata) for r in records]
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        """Top ``similarity_top_k`` nodes; modes DEFAULT and MMR.
+        """Top ``similarity_top_k`` nodes; modes DEFAULT, MMR, HYBRID and TEXT_SEARCH.
 
+        HYBRID fuses the dense top ``similarity_top_k`` with the keyword
+        (BM25) top ``sparse_top_k`` (default ``max(k, 20)``) and returns
+        ``hybrid_top_k`` nodes (default ``similarity_top_k``); ``alpha``
+        None fuses by reciprocal rank, a number in [0, 1] weights the
+        normalised scores (1: dense only).  TEXT_SEARCH is BM25 alone on
+        ``query_str``.
         kwargs: the store's search options (``ef``, ``rerank_ratio``,
         ``max_recompute``, ``batch_size``, ``confidence``: the adaptive stop,
-        higher recomputes more); for MMR ``mmr_threshold`` (when
+        higher recomputes more; ``rrf_k``); for MMR ``mmr_threshold`` (when
         the query has none), ``mmr_prefetch_k`` or ``mmr_prefetch_factor``.
         Similarities are higher-is-better (``similarity``); in MMR mode they
-        are still each node's similarity to the query, in MMR order."""
+        are still each node's similarity to the query, in MMR order; in
+        HYBRID mode the fused score, in TEXT_SEARCH the BM25 score."""
         mode = VectorStoreQueryMode(query.mode)
         if mode not in _SUPPORTED_MODES:
             raise NotImplementedError(
                 f"LeannVectorStore does not support query mode {mode.value!r}; "
                 f"supported: {', '.join(m.value for m in _SUPPORTED_MODES)}"
             )
+        if mode in _STORE_MODE:
+            return self._query_text(query, _STORE_MODE[mode], kwargs)
         if query.query_embedding is None:
             raise ValueError("LeannVectorStore needs query.query_embedding (a dense vector query)")
         k = int(query.similarity_top_k)
         if k <= 0:
             return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
-        store_filter = all_of(
-            to_store_filter(query.filters),
-            _doc_ids_filter(query.doc_ids),
-            # an empty list is what VectorIndexRetriever passes for stores that keep text
-            _ids_filter(query.node_ids) if query.node_ids else None,
-        )
+        store_filter = _query_filter(query)
         search_options = SearchOptions.pick(kwargs)
         q = np.asarray(query.query_embedding, dtype=np.float32)
         hits: Sequence[Hit]
@@ -266,6 +282,29 @@ class LeannVectorStore(BasePydanticVectorStore):
         return VectorStoreQueryResult(
             nodes=[_to_node(h.id, h.text, h.metadata) for h in hits],
             similarities=[self.similarity(h.distance) for h in hits],
+            ids=[h.id for h in hits],
+        )
+
+    def _query_text(self, query: VectorStoreQuery, mode: str, kwargs: Dict[str, Any]) -> VectorStoreQueryResult:
+        """HYBRID and TEXT_SEARCH: the store's hybrid or keyword search."""
+        if not query.query_str or not query.query_str.strip():
+            raise ValueError(f"query mode {query.mode!r} needs query.query_str (the query's text)")
+        if mode == "hybrid" and query.query_embedding is None:
+            raise ValueError("hybrid mode needs query.query_embedding as well as query.query_str")
+        dense_k = int(query.similarity_top_k)
+        k = int(query.hybrid_top_k or dense_k) if mode == "hybrid" else dense_k
+        if k <= 0:
+            return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
+        options = SearchOptions.pick(kwargs)
+        if mode == "hybrid":
+            options.update(dense_depth=max(1, dense_k), alpha=query.alpha)
+            if query.sparse_top_k:
+                options["keyword_depth"] = int(query.sparse_top_k)
+        q = None if mode == "keyword" else np.asarray(query.query_embedding, dtype=np.float32)
+        hits = self._store.search(q, k=k, filter=_query_filter(query), text=query.query_str, mode=mode, **options)
+        return VectorStoreQueryResult(
+            nodes=[_to_node(h.id, h.text, h.metadata) for h in hits],
+            similarities=[float(h.score) for h in hits],
             ids=[h.id for h in hits],
         )
 
@@ -378,6 +417,16 @@ def _to_node(node_id: str, text: str, metadata: Dict[str, Any]) -> BaseNode:
     if "_node_content" in metadata:
         return metadata_dict_to_node(metadata, text=text)
     return TextNode(id_=node_id, text=text, metadata=dict(metadata))
+
+
+def _query_filter(query: VectorStoreQuery) -> Optional[StoreFilter]:
+    """The store filter of a query: its metadata filters, doc ids and node ids."""
+    return all_of(
+        to_store_filter(query.filters),
+        _doc_ids_filter(query.doc_ids),
+        # an empty list is what VectorIndexRetriever passes for stores that keep text
+        _ids_filter(query.node_ids) if query.node_ids else None,
+    )
 
 
 def _ids_filter(node_ids: Optional[Sequence[str]]) -> Optional[StoreFilter]:
