@@ -305,10 +305,11 @@ def read_document(path: str | os.PathLike[str], *, data: bytes | None = None) ->
     digest = file_digest(data)
     if kind == "pdf":
         text, title = _pdf_text(path)
-        return Document(path, "text", text, title or path.stem, digest)
+        # NUL, which metadata cannot hold (check_metadata), carries no text
+        return Document(path, "text", text.replace("\0", ""), title.replace("\0", "") or path.stem, digest)
     if b"\0" in data[:_SNIFF]:
         return None
-    text = _decode(data).replace("\r\n", "\n").replace("\r", "\n")
+    text = _decode(data).replace("\r\n", "\n").replace("\r", "\n").replace("\0", "")
     title = ""
     if kind == "html":
         text, title = html_to_text(text)
