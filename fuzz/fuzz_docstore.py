@@ -175,6 +175,9 @@ def one_input(data: bytes) -> None:
             _use(store, fdp, writable)
         except LeannError:
             pass
+        except FileNotFoundError as exc:  # the documented answer for a folder without a store's settings
+            if "no store" not in str(exc):
+                _finding(exc)
         except Exception as exc:  # noqa: BLE001 - every other exception is the finding
             _finding(exc)
         finally:

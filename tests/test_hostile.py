@@ -206,3 +206,113 @@ def test_created_files_follow_the_umask(tmp_path, mask):
         # 0666 less the umask, or SQLite's 0644 less the umask for its files
         want = {0o666 & ~mask, 0o644 & ~mask} if name.startswith("docstore") else {0o666 & ~mask}
         assert mode in want, (name, oct(mode), oct(mask))
+
+
+# ---- hostile docstores ---------------------------------------------------------------------
+def _store_dir(tmp_path: Path) -> Path:
+    from leann_store import StoreConfig
+
+    path = tmp_path / "s"
+    s = LeannStore.open(path, HashEmbed(), StoreConfig(graph_rows=8))
+    s.add([f"doc {i} alpha" for i in range(12)], ids=[f"d{i}" for i in range(12)], metadatas=[{"i": i} for i in range(12)])
+    s.add(["delta row"], ids=["late"])
+    s.close()
+    return path
+
+
+def _sql(path: Path, *statements: str) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(path / "docstore.sqlite", isolation_level=None)
+    conn.create_function("leann_lower", 1, lambda v: v.lower() if isinstance(v, str) else v, deterministic=True)
+    try:
+        for st in statements:
+            conn.execute(st)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("statement", [
+    "CREATE TRIGGER evil AFTER INSERT ON docs BEGIN DELETE FROM docs; END",
+    "CREATE VIEW evil AS SELECT load_extension('/tmp/x.so')",
+])
+def test_docstore_with_its_own_triggers_or_views_is_refused(tmp_path, statement):
+    from leann_store.errors import CorruptDocstoreError
+
+    path = _store_dir(tmp_path)
+    _sql(path, statement)
+    for ro in (True, False):
+        with pytest.raises(CorruptDocstoreError, match="evil"):
+            LeannStore.open(path, HashEmbed(), read_only=ro)
+
+
+def test_docstore_schema_cannot_call_the_package_functions(tmp_path):
+    """trusted_schema is off, set before the schema is read: an index on
+    leann_lower(text) that someone added is refused when the store opens."""
+    from leann_store.errors import CorruptDocstoreError
+
+    path = _store_dir(tmp_path)
+    _sql(path, "CREATE INDEX sneaky ON docs(leann_lower(text))")
+    for ro in (True, False):
+        with pytest.raises(CorruptDocstoreError, match="unsafe use of leann_lower"):
+            LeannStore.open(path, HashEmbed(), read_only=ro)
+
+
+@pytest.mark.parametrize("statements,ro", [
+    (["UPDATE meta SET value = 'abc' WHERE key = 'version'"], True),
+    (["UPDATE meta SET value = '-3' WHERE key = 'generation'"], False),
+    (["UPDATE meta SET value = '{' WHERE key = 'config'"], True),
+    (["UPDATE meta SET value = '[1, \"x\"]' WHERE key = 'probe'"], False),
+    (["DROP TABLE vecs"], True),
+    (["ALTER TABLE docs DROP COLUMN tokens"], True),
+    (["UPDATE docs SET node = 'x' WHERE node = 1"], True),
+    (["UPDATE vecs SET vec = x'00'"], False),
+])
+def test_docstore_with_bad_settings_or_shapes_is_a_clear_error(tmp_path, statements, ro):
+    from leann_store.errors import CorruptDocstoreError, CorruptIndexError
+
+    path = _store_dir(tmp_path)
+    _sql(path, *statements)
+    with pytest.raises(CorruptDocstoreError) as info:
+        LeannStore.open(path, HashEmbed(), read_only=ro)
+    assert isinstance(info.value, CorruptIndexError) and "docstore" in str(info.value) or "store" in str(info.value)
+
+
+def test_docstore_rows_of_the_wrong_type_are_a_clear_error(tmp_path):
+    from leann_store.errors import CorruptDocstoreError
+
+    path = _store_dir(tmp_path)
+    _sql(path, "UPDATE docs SET metadata = 'not json' WHERE id = 'd1'", "UPDATE docs SET text = x'80ff' WHERE id = 'd2'")
+    s = LeannStore.open(path, HashEmbed(), read_only=True)
+    try:
+        assert s.get(["d3"])[0].metadata == {"i": 3}
+        with pytest.raises(CorruptDocstoreError):
+            s.get(["d1"])
+        with pytest.raises(CorruptDocstoreError):
+            s.get(["d2"])
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "pages"])
+def test_damaged_or_foreign_docstore_file_is_a_clear_error(tmp_path, damage):
+    from leann_store.errors import DocstoreError
+
+    path = _store_dir(tmp_path)
+    db = path / "docstore.sqlite"
+    for extra in ("docstore.sqlite-wal", "docstore.sqlite-shm"):
+        (path / extra).unlink(missing_ok=True)
+    if damage == "garbage":
+        db.write_bytes(os.urandom(8192))
+    else:
+        blob = bytearray(db.read_bytes())
+        for off in range(4096, len(blob), 4096):  # every page after the first
+            blob[off:off + 64] = b"\xa5" * 64
+        db.write_bytes(bytes(blob))
+    with pytest.raises(DocstoreError):
+        s = LeannStore.open(path, HashEmbed(), read_only=True)
+        try:
+            s.get([f"d{i}" for i in range(12)])
+            s.check()
+        finally:
+            s.close()
