@@ -87,6 +87,8 @@ class _Cursor(sqlite3.Cursor):
             raise self._fail(exc) from exc
         except UnicodeDecodeError as exc:  # text that is not UTF-8
             raise errors.CorruptDocstoreError(f"docstore {self.connection.leann_path!r}: {exc}") from exc
+        except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
+            raise _not_unicode(exc) from exc
 
     def executemany(self, *args: Any) -> "_Cursor":  # type: ignore[override]
         try:
@@ -97,6 +99,8 @@ class _Cursor(sqlite3.Cursor):
             raise self._fail(exc) from exc
         except UnicodeDecodeError as exc:  # text that is not UTF-8
             raise errors.CorruptDocstoreError(f"docstore {self.connection.leann_path!r}: {exc}") from exc
+        except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
+            raise _not_unicode(exc) from exc
 
     def fetchone(self) -> Any:
         try:
@@ -105,6 +109,8 @@ class _Cursor(sqlite3.Cursor):
             raise self._fail(exc) from exc
         except UnicodeDecodeError as exc:  # text that is not UTF-8
             raise errors.CorruptDocstoreError(f"docstore {self.connection.leann_path!r}: {exc}") from exc
+        except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
+            raise _not_unicode(exc) from exc
 
     def fetchall(self) -> list[Any]:
         try:
@@ -113,6 +119,8 @@ class _Cursor(sqlite3.Cursor):
             raise self._fail(exc) from exc
         except UnicodeDecodeError as exc:  # text that is not UTF-8
             raise errors.CorruptDocstoreError(f"docstore {self.connection.leann_path!r}: {exc}") from exc
+        except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
+            raise _not_unicode(exc) from exc
 
     def __next__(self) -> Any:
         try:
@@ -121,6 +129,8 @@ class _Cursor(sqlite3.Cursor):
             raise self._fail(exc) from exc
         except UnicodeDecodeError as exc:  # text that is not UTF-8
             raise errors.CorruptDocstoreError(f"docstore {self.connection.leann_path!r}: {exc}") from exc
+        except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
+            raise _not_unicode(exc) from exc
 
 
 class _Connection(sqlite3.Connection):
@@ -589,6 +599,13 @@ class Docstore:
     def backup(self, dest_path: str) -> None:
         """A consistent, compacted copy of the database (``VACUUM INTO``)."""
         self._conn().execute("VACUUM INTO ?", (dest_path,))
+
+
+def _not_unicode(exc: UnicodeEncodeError) -> errors.InvalidInputError:
+    bad = exc.object[exc.start:exc.end] if isinstance(exc.object, str) else "?"
+    return errors.InvalidInputError(
+        f"a string holds {bad!r}, which is not valid Unicode (a lone surrogate, as os.fsdecode makes of "
+        "bytes that are not UTF-8): it cannot be stored or looked up")
 
 
 def row_metadata(text: Any) -> dict[str, Any]:

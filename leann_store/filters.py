@@ -116,6 +116,8 @@ def compile_filter(spec: FilterLike) -> Filter | None:
         key = json.dumps(spec, sort_keys=True, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise FilterError(f"filter values must be JSON values: {exc}") from exc
+    except RecursionError as exc:
+        raise FilterError("the filter nests too deeply") from exc
     return _compile_cached(key)
 
 
@@ -459,7 +461,10 @@ def check_metadata(metadata: Any, where: str = "metadata") -> str:
                 (t is str and "\0" not in v) or t is bool or v is None
                 or (t is int and _INT64_MIN <= v <= _INT64_MAX) or (t is float and math.isfinite(v))):
             continue
-        _check_value(metadata, "", where)  # names the first bad key
+        try:
+            _check_value(metadata, "", where)  # names the first bad key
+        except RecursionError as exc:
+            raise InvalidInputError(f"{where} nests too deeply") from exc
         break
     return json.dumps(metadata, ensure_ascii=False, allow_nan=False)
 

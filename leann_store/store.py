@@ -366,6 +366,7 @@ class LeannStore:
         for i, e in enumerate(etexts):
             if e is not None and not isinstance(e, str):
                 raise errors.InvalidInputError(f"embed_texts[{i}] must be a string or None")
+        checks.str_list([e for e in etexts if e is not None], "embed_texts")  # valid Unicode, as texts
         emb_in = [e if e is not None else t for t, e in zip(texts, etexts)]
         if n == 0:
             return []
