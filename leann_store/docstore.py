@@ -75,8 +75,11 @@ class _Cursor(sqlite3.Cursor):
     """A cursor whose SQLite errors are leann_store errors (which are
     still ``sqlite3.DatabaseError`` instances)."""
 
+    def _path(self) -> str:
+        return str(getattr(self.connection, "leann_path", "?"))
+
     def _fail(self, exc: sqlite3.Error) -> errors.LeannError:
-        return _leann_error(exc, getattr(self.connection, "leann_path", "?"))
+        return _leann_error(exc, self._path())
 
     def execute(self, *args: Any) -> "_Cursor":  # type: ignore[override]
         try:
@@ -86,7 +89,7 @@ class _Cursor(sqlite3.Cursor):
                 raise
             raise self._fail(exc) from exc
         except UnicodeDecodeError as exc:  # text that is not UTF-8
-            raise errors.CorruptDocstoreError(f"docstore {self.connection.leann_path!r}: {exc}") from exc
+            raise errors.CorruptDocstoreError(f"docstore {self._path()!r}: {exc}") from exc
         except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
             raise _not_unicode(exc) from exc
 
@@ -98,7 +101,7 @@ class _Cursor(sqlite3.Cursor):
                 raise
             raise self._fail(exc) from exc
         except UnicodeDecodeError as exc:  # text that is not UTF-8
-            raise errors.CorruptDocstoreError(f"docstore {self.connection.leann_path!r}: {exc}") from exc
+            raise errors.CorruptDocstoreError(f"docstore {self._path()!r}: {exc}") from exc
         except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
             raise _not_unicode(exc) from exc
 
@@ -108,7 +111,7 @@ class _Cursor(sqlite3.Cursor):
         except sqlite3.DatabaseError as exc:
             raise self._fail(exc) from exc
         except UnicodeDecodeError as exc:  # text that is not UTF-8
-            raise errors.CorruptDocstoreError(f"docstore {self.connection.leann_path!r}: {exc}") from exc
+            raise errors.CorruptDocstoreError(f"docstore {self._path()!r}: {exc}") from exc
         except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
             raise _not_unicode(exc) from exc
 
@@ -118,7 +121,7 @@ class _Cursor(sqlite3.Cursor):
         except sqlite3.DatabaseError as exc:
             raise self._fail(exc) from exc
         except UnicodeDecodeError as exc:  # text that is not UTF-8
-            raise errors.CorruptDocstoreError(f"docstore {self.connection.leann_path!r}: {exc}") from exc
+            raise errors.CorruptDocstoreError(f"docstore {self._path()!r}: {exc}") from exc
         except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
             raise _not_unicode(exc) from exc
 
@@ -128,7 +131,7 @@ class _Cursor(sqlite3.Cursor):
         except sqlite3.DatabaseError as exc:
             raise self._fail(exc) from exc
         except UnicodeDecodeError as exc:  # text that is not UTF-8
-            raise errors.CorruptDocstoreError(f"docstore {self.connection.leann_path!r}: {exc}") from exc
+            raise errors.CorruptDocstoreError(f"docstore {self._path()!r}: {exc}") from exc
         except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
             raise _not_unicode(exc) from exc
 
