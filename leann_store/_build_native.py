@@ -46,9 +46,20 @@ def _compile_args() -> list[str]:
     args = list(BASE_ARGS)
     if os.environ.get("LEANN_SANITIZE"):
         args += ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
+    if os.environ.get("LEANN_FUZZ_COVERAGE"):
+        # GCC has no libFuzzer: it reports every basic block to
+        # __sanitizer_cov_trace_pc (fuzz/sancov.c maps it onto counters that
+        # atheris's libFuzzer reads) and every comparison to libFuzzer's own
+        # __sanitizer_cov_trace_cmp* hooks (fuzz/README.md)
+        args += ["-fsanitize-coverage=trace-pc,trace-cmp", "-O1", "-g"]
     if platform.machine().lower() in ("aarch64", "arm64"):
         args.append("-march=armv8-a")  # baseline: NEON is part of AArch64
     return args
+
+
+def _sources() -> list[str]:
+    extra = [str(Path("fuzz") / "sancov.c")] if os.environ.get("LEANN_FUZZ_COVERAGE") else []
+    return [str(Path("csrc") / s) for s in SOURCES] + extra
 
 
 ffibuilder = FFI()
@@ -56,10 +67,12 @@ ffibuilder.cdef(_cdef())
 ffibuilder.set_source(
     "leann_store._native",
     '#include "leann.h"',
-    sources=[str(Path("csrc") / s) for s in SOURCES],
+    sources=_sources(),
     include_dirs=["csrc"],
     extra_compile_args=_compile_args(),
-    extra_link_args=["-pthread"] + (["-fsanitize=address,undefined"] if os.environ.get("LEANN_SANITIZE") else []),
+    extra_link_args=["-pthread"] + (["-fsanitize=address,undefined"] if os.environ.get("LEANN_SANITIZE") else [])
+    + (["-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=posix_memalign"]
+       if os.environ.get("LEANN_FUZZ_COVERAGE") else []),
     libraries=["m"],
 )
 

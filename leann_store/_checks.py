@@ -91,6 +91,12 @@ def str_list(x: Any, name: str) -> list[str]:
     for i, t in enumerate(out):
         if not isinstance(t, str):
             raise errors.InvalidInputError(f"{name}[{i}] must be a string, got {type(t).__name__}")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as exc:  # before the model sees it: SQLite cannot store it
+            raise errors.InvalidInputError(
+                f"{name}[{i}] holds {t[exc.start:exc.end]!r}, which is not valid Unicode (a lone surrogate, "
+                "as os.fsdecode makes of bytes that are not UTF-8)") from exc
     return out
 
 

@@ -336,8 +336,21 @@ class StoreConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "StoreConfig":
-        d = json.loads(text)
-        return cls(index=IndexConfig(**d.pop("index")), **d)
+        """The config :meth:`to_json` wrote; anything else (damaged or
+        foreign JSON, unknown or invalid settings) is an InvalidInputError.
+
+        >>> StoreConfig.from_json(StoreConfig().to_json()) == StoreConfig()
+        True
+        """
+        try:
+            d = json.loads(text)
+            if not isinstance(d, dict) or not isinstance(d.get("index"), dict):
+                raise ValueError("not a store config")
+            return cls(index=IndexConfig(**d.pop("index")), **d)
+        except errors.InvalidInputError:
+            raise
+        except (TypeError, ValueError, KeyError) as exc:
+            raise errors.InvalidInputError(f"not a store config: {exc}") from exc
 
 
 def config_diff(a: StoreConfig, b: StoreConfig) -> str:

@@ -61,6 +61,121 @@ CREATE TABLE IF NOT EXISTS vecs (rowid INTEGER PRIMARY KEY, vec BLOB NOT NULL);
 """
 
 
+#: columns each table must have (a docstore someone else wrote may not)
+_COLUMNS = {"meta": {"key", "value"}, "docs": {"id", "text", "embed_text", "metadata", "tokens", "node"},
+            "vecs": {"vec"}}
+#: SQLite's words for a damaged or foreign database
+_CORRUPT_WORDS = ("malformed", "not a database", "no such table", "no such column", "has no column",
+                  "columns but", "file is encrypted", "unsupported file format", "database corrupt")
+
+
+def _leann_error(exc: sqlite3.Error, path: str) -> errors.LeannError:
+    """The package's error for a SQLite one: CorruptDocstoreError for a
+    damaged or foreign file, DocstoreError for the rest (disk full, I/O,
+    locked); the original is chained by the caller."""
+    text = str(exc)
+    cls = errors.CorruptDocstoreError if any(w in text for w in _CORRUPT_WORDS) else errors.DocstoreError
+    return cls(f"docstore {path!r}: {text}")
+
+
+class _Cursor(sqlite3.Cursor):
+    """A cursor whose SQLite errors are leann_store errors (which are
+    still ``sqlite3.DatabaseError`` instances)."""
+
+    def _path(self) -> str:
+        return str(getattr(self.connection, "leann_path", "?"))
+
+    def _fail(self, exc: sqlite3.Error) -> errors.LeannError:
+        return _leann_error(exc, self._path())
+
+    def execute(self, *args: Any) -> "_Cursor":  # type: ignore[override]
+        try:
+            return super().execute(*args)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, errors.LeannError):
+                raise
+            raise self._fail(exc) from exc
+        except UnicodeDecodeError as exc:  # text that is not UTF-8
+            raise errors.CorruptDocstoreError(f"docstore {self._path()!r}: {exc}") from exc
+        except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
+            raise _not_unicode(exc) from exc
+
+    def executemany(self, *args: Any) -> "_Cursor":  # type: ignore[override]
+        try:
+            return super().executemany(*args)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, errors.LeannError):
+                raise
+            raise self._fail(exc) from exc
+        except UnicodeDecodeError as exc:  # text that is not UTF-8
+            raise errors.CorruptDocstoreError(f"docstore {self._path()!r}: {exc}") from exc
+        except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
+            raise _not_unicode(exc) from exc
+
+    def fetchone(self) -> Any:
+        try:
+            return super().fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._fail(exc) from exc
+        except UnicodeDecodeError as exc:  # text that is not UTF-8
+            raise errors.CorruptDocstoreError(f"docstore {self._path()!r}: {exc}") from exc
+        except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
+            raise _not_unicode(exc) from exc
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return super().fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._fail(exc) from exc
+        except UnicodeDecodeError as exc:  # text that is not UTF-8
+            raise errors.CorruptDocstoreError(f"docstore {self._path()!r}: {exc}") from exc
+        except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
+            raise _not_unicode(exc) from exc
+
+    def __next__(self) -> Any:
+        try:
+            return super().__next__()
+        except sqlite3.DatabaseError as exc:
+            raise self._fail(exc) from exc
+        except UnicodeDecodeError as exc:  # text that is not UTF-8
+            raise errors.CorruptDocstoreError(f"docstore {self._path()!r}: {exc}") from exc
+        except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
+            raise _not_unicode(exc) from exc
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose cursors are :class:`_Cursor` objects."""
+
+    leann_path = "?"
+
+    def cursor(self, factory: Any = _Cursor) -> Any:  # type: ignore[override]
+        return super().cursor(factory)
+
+    def execute(self, sql: str, params: Any = ()) -> Any:  # type: ignore[override]
+        return self.cursor().execute(sql, params)
+
+    def executemany(self, sql: str, params: Any) -> Any:  # type: ignore[override]
+        return self.cursor().executemany(sql, params)
+
+    def executescript(self, script: str) -> Any:  # type: ignore[override]
+        try:
+            return super().executescript(script)
+        except sqlite3.DatabaseError as exc:
+            raise _leann_error(exc, self.leann_path) from exc
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        except sqlite3.DatabaseError as exc:
+            raise _leann_error(exc, self.leann_path) from exc
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        except sqlite3.DatabaseError as exc:
+            raise _leann_error(exc, self.leann_path) from exc
+
+
 class Docstore:
     """SQLite access for one store directory (see the module docs)."""
 
@@ -83,6 +198,7 @@ class Docstore:
                     self._build_keywords(cur, None)
         elif not os.path.exists(self.path):
             raise FileNotFoundError(f"no docstore at {self.path!r}")
+        self._check_schema()
         schema = self.get_meta("schema")
         if schema not in (_READABLE if read_only else ("1", str(SCHEMA_VERSION))):
             raise errors.CorruptIndexError(
@@ -108,6 +224,32 @@ class Docstore:
         keywords.build(cur, progress)
         Docstore.set_meta(cur, {"keywords": keywords.prep_key()})
 
+    def _check_schema(self) -> None:
+        """The tables and columns this module reads are there, and the file
+        holds no trigger or view of its own (a docstore someone sent could
+        otherwise change rows as we write them); the keyword index's own
+        objects (names starting with ``keywords``) are allowed."""
+        conn = self._conn()
+        objects = conn.execute("SELECT type, name FROM sqlite_master").fetchall()
+        for kind, name in objects:
+            if kind in ("trigger", "view") and not str(name).startswith("keywords"):
+                raise errors.CorruptDocstoreError(
+                    f"docstore {self.path!r} holds a {kind} {name!r} that leann-store did not make: refused")
+        tables = {str(name) for kind, name in objects if kind == "table"}
+        for table, want in _COLUMNS.items():
+            if table not in tables:
+                raise errors.CorruptDocstoreError(f"docstore {self.path!r} has no table {table!r}")
+            have = {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
+            if not want <= have:
+                raise errors.CorruptDocstoreError(
+                    f"docstore {self.path!r}: table {table!r} lacks columns {sorted(want - have)}")
+
+    def meta_int(self, key: str, cur: sqlite3.Cursor | None = None) -> int:
+        """An integer setting (0 when absent); a value that is no
+        non-negative integer is a CorruptDocstoreError."""
+        row = (cur or self._conn()).execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return _as_count(None if row is None else row[0], key, self.path)
+
     @staticmethod
     def exists(directory: str) -> bool:
         """Whether ``directory`` holds a docstore (and so a store)."""
@@ -127,20 +269,36 @@ class Docstore:
         if conn is None:
             if self.read_only:
                 uri = "file:" + self.path + "?mode=ro"
-                conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+                conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None,
+                                       factory=_Connection)
             else:
-                conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-                # before WAL: setting the journal mode writes the header, after
-                # which a new database keeps auto_vacuum=NONE
-                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-                conn.execute("PRAGMA journal_mode=WAL")
-                # the WAL file shrinks back to this after a checkpoint (a merge
-                # that drops 16k vectors would otherwise leave it at its peak)
-                conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            register_sql_functions(conn)
-            keywords.register(conn)  # the keyword index's triggers call it on every write
+                conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                       factory=_Connection)
+            conn.leann_path = self.path
+            try:
+                # a docstore is a file someone may have sent: its schema
+                # (triggers, views, defaults) may call no function that is not
+                # innocuous, our own included, and nothing loads an extension
+                # (both before anything reads the schema: SQLite checks a
+                # schema's use of a function when it parses the schema, and only
+                # of functions registered by then)
+                conn.execute("PRAGMA trusted_schema=OFF")
+                if hasattr(conn, "enable_load_extension"):
+                    conn.enable_load_extension(False)
+                register_sql_functions(conn)
+                if not self.read_only:
+                    # before WAL: setting the journal mode writes the header, after
+                    # which a new database keeps auto_vacuum=NONE
+                    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    # the WAL file shrinks back to this after a checkpoint (a merge
+                    # that drops 16k vectors would otherwise leave it at its peak)
+                    conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA busy_timeout=30000")
+            except BaseException:
+                conn.close()
+                raise
             self._local.conn = conn
             with self._conns_lock:
                 self._conns.append(conn)
@@ -196,17 +354,18 @@ class Docstore:
 
     def version(self) -> int:
         """The write counter (bumped by every committed write)."""
-        return int(self.get_meta("version") or 0)
+        return self.meta_int("version")
 
     def generation(self) -> int:
         """The graph generation the rows' nodes refer to (0: no graph)."""
-        return int(self.get_meta("generation") or 0)
+        return self.meta_int("generation")
 
     @staticmethod
     def bump_version(cur: sqlite3.Cursor) -> int:
         """Bump the write counter inside a write transaction; returns it."""
         row = cur.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
-        version = (int(row[0]) if row is not None else 0) + 1
+        version = _as_count(None if row is None else row[0], "version",
+                            getattr(cur.connection, "leann_path", "?")) + 1
         cur.execute("INSERT OR REPLACE INTO meta VALUES ('version', ?)", (str(version),))
         return version
 
@@ -226,12 +385,14 @@ class Docstore:
         rows: list[int] = []
         for part in _chunks(list(ids)):
             marks = ",".join("?" * len(part))
-            found = cur.execute(f"SELECT rowid, node FROM docs WHERE id IN ({marks})", part).fetchall()
-            for rowid, node in found:
+            found = cur.execute(f"SELECT rowid, node, coalesce(embed_text, text) FROM docs WHERE id IN ({marks})",
+                                part).fetchall()
+            for rowid, node, _ in found:
                 if node is None:
                     rows.append(int(rowid))
                 else:
                     nodes.append(int(node))
+            keywords.delete_rows(cur, ((int(r), t) for r, _, t in found))
             cur.execute(f"DELETE FROM docs WHERE id IN ({marks})", part)
         for part in _chunks(rows):
             cur.execute(f"DELETE FROM vecs WHERE rowid IN ({','.join('?' * len(part))})", part)
@@ -239,13 +400,11 @@ class Docstore:
 
     @staticmethod
     def clear(cur: sqlite3.Cursor) -> None:
-        """Delete every row (the settings stay).  The keyword index is
-        emptied whole rather than row by row through its trigger (which
-        prepares each old text again)."""
-        keywords.drop(cur)
+        """Delete every row (the settings stay); the keyword index is
+        emptied whole."""
+        keywords.clear(cur)
         cur.execute("DELETE FROM docs")
         cur.execute("DELETE FROM vecs")
-        Docstore._build_keywords(cur, None)
 
     @staticmethod
     def insert(cur: sqlite3.Cursor, rows: Sequence[tuple[Any, ...]]) -> list[int]:
@@ -258,6 +417,7 @@ class Docstore:
                         "VALUES (?, ?, ?, ?, ?, ?, ?)", ((rid, *r[:6]) for rid, r in zip(rowids, rows)))
         cur.executemany("INSERT INTO vecs VALUES (?, ?)",
                         ((rid, r[6]) for rid, r in zip(rowids, rows) if r[6] is not None))
+        keywords.add_rows(cur, ((rid, r[2] if r[2] is not None else r[1]) for rid, r in zip(rowids, rows)))
         return rowids
 
     @staticmethod
@@ -289,6 +449,8 @@ class Docstore:
     def graph_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """(nodes, rowids) of the rows in the graph."""
         got = self._conn().execute("SELECT node, rowid FROM docs WHERE node IS NOT NULL").fetchall()
+        if any(type(n) is not int for n, _ in got):
+            raise errors.CorruptDocstoreError(f"docstore {self.path!r}: a row's graph node is not an integer")
         a = np.array(got, dtype=np.int64).reshape(-1, 2)
         return a[:, 0].copy(), a[:, 1].copy()
 
@@ -298,9 +460,10 @@ class Docstore:
         rowids = np.array([r for r, _ in got], dtype=np.int64)
         vecs = np.empty((len(got), dim), dtype=np.float32)
         for i, (_, blob) in enumerate(got):
-            if len(blob) != 4 * dim:
-                raise errors.CorruptIndexError(f"{self.path!r}: delta row {got[i][0]} holds a vector of "
-                                               f"{len(blob)} bytes, expected {4 * dim}")
+            if not isinstance(blob, bytes) or len(blob) != 4 * dim:
+                size = f"{len(blob)} bytes" if isinstance(blob, bytes) else f"a {type(blob).__name__}"
+                raise errors.CorruptDocstoreError(f"{self.path!r}: delta row {got[i][0]} holds a vector of "
+                                                  f"{size}, expected {4 * dim} bytes")
             vecs[i] = np.frombuffer(blob, dtype=np.float32)
         return rowids, vecs
 
@@ -335,7 +498,7 @@ class Docstore:
             marks = ",".join("?" * len(part))
             for rowid, text, tokens in conn.execute(
                     f"SELECT rowid, coalesce(embed_text, text), tokens FROM docs WHERE rowid IN ({marks})", part):
-                got[int(rowid)] = (text, tokens)
+                got[int(rowid)] = (row_text(text), tokens if isinstance(tokens, int) and tokens >= 0 else None)
         missing = [r for r in rowids if int(r) not in got]
         if missing:
             raise errors.UnknownIdError(f"docstore rows {missing[:8]} are gone")
@@ -361,7 +524,7 @@ class Docstore:
         if flt is not None and flt.sql is None:  # a Python callable
             out = []
             for row in conn.execute(f"SELECT {columns}, metadata FROM docs ORDER BY rowid"):
-                if flt.matches(json.loads(row[-1])):
+                if flt.matches(row_metadata(row[-1])):
                     out.append(row[:-1])
                     if limit is not None and len(out) >= limit:
                         break
@@ -397,7 +560,7 @@ class Docstore:
             "SELECT rowid, coalesce(embed_text, text) FROM docs WHERE tokens IS NULL").fetchall()
         if not todo:
             return 0
-        counts = count([t for _, t in todo])
+        counts = count([row_text(t) for _, t in todo])
         with self.write() as cur:
             cur.executemany("UPDATE docs SET tokens = ? WHERE rowid = ?",
                             ((int(c), int(r)) for (r, _), c in zip(todo, counts)))
@@ -498,6 +661,46 @@ class Docstore:
     def backup(self, dest_path: str) -> None:
         """A consistent, compacted copy of the database (``VACUUM INTO``)."""
         self._conn().execute("VACUUM INTO ?", (dest_path,))
+
+
+def _not_unicode(exc: UnicodeEncodeError) -> errors.InvalidInputError:
+    bad = exc.object[exc.start:exc.end] if isinstance(exc.object, str) else "?"
+    return errors.InvalidInputError(
+        f"a string holds {bad!r}, which is not valid Unicode (a lone surrogate, as os.fsdecode makes of "
+        "bytes that are not UTF-8): it cannot be stored or looked up")
+
+
+def row_metadata(text: Any) -> dict[str, Any]:
+    """A row's metadata, decoded; what no leann-store wrote (not JSON, not
+    an object) is a CorruptDocstoreError."""
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise errors.CorruptDocstoreError(f"a docstore row's metadata is not a JSON object: {str(text)[:60]!r}")
+    return value
+
+
+def row_text(text: Any, what: str = "text") -> str:
+    """A row's text; a value of another type is a CorruptDocstoreError."""
+    if not isinstance(text, str):
+        raise errors.CorruptDocstoreError(f"a docstore row's {what} is a {type(text).__name__}, not text")
+    return text
+
+
+def _as_count(value: Any, key: str, path: str) -> int:
+    """A stored counter (text of a non-negative integer; None: 0)."""
+    if value is None or value == "":
+        return 0
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = -1
+    if n < 0 or n >= 2**62 or isinstance(value, (bytes, float)):
+        raise errors.CorruptDocstoreError(f"docstore {path!r}: setting {key!r} is {str(value)[:40]!r}, "
+                                          "not a count")
+    return n
 
 
 def _chunks(items: list[Any], size: int = _CHUNK) -> Iterator[list[Any]]:

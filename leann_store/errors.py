@@ -7,6 +7,8 @@ keep working.
 
 from __future__ import annotations
 
+import sqlite3
+
 
 class LeannError(Exception):
     """Base class of every leann-store error."""
@@ -38,6 +40,18 @@ class IndexFileNotFoundError(IndexFileError, FileNotFoundError):
 
 class IndexFilePermissionError(IndexFileError, PermissionError):
     """The index file (or its directory) may not be read or written."""
+
+
+class DocstoreError(LeannError, sqlite3.DatabaseError):
+    """The store's SQLite docstore failed: a full disk, an I/O error, a
+    database that is locked too long (also a ``sqlite3.DatabaseError``, the
+    original chained)."""
+
+
+class CorruptDocstoreError(DocstoreError, CorruptIndexError):
+    """The docstore is damaged or was not written by leann-store: a
+    malformed file, a missing table or column, values of the wrong type,
+    triggers or views of its own."""
 
 
 class CallbackError(LeannError):

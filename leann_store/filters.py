@@ -116,6 +116,8 @@ def compile_filter(spec: FilterLike) -> Filter | None:
         key = json.dumps(spec, sort_keys=True, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise FilterError(f"filter values must be JSON values: {exc}") from exc
+    except RecursionError as exc:
+        raise FilterError("the filter nests too deeply") from exc
     return _compile_cached(key)
 
 
@@ -314,19 +316,54 @@ def _eq(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _json_eq(a: str | None, b: str) -> bool:
-    return a is not None and _eq(json.loads(a), json.loads(b))
+def _json_eq(a: Any, b: str) -> bool:
+    """SQL helper: the JSON text ``a`` equals ``b``.  SQLite does not promise
+    to skip a call whose AND-guard (the JSON type) is false, so ``a`` may be a
+    number, NULL or a string that is no JSON: never equal, never an error."""
+    if not isinstance(a, str):
+        return False
+    try:
+        value = json.loads(a)
+    except ValueError:
+        return False
+    return _eq(value, json.loads(b))
 
 
 @lru_cache(maxsize=256)
-def _like_regex(pattern: str) -> re.Pattern[str]:
-    out = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-    return re.compile(out, re.DOTALL)
+def _like_parts(pattern: str) -> tuple[tuple[re.Pattern[str], int], ...]:
+    """The pattern cut at each ``%``: per piece, a regex of fixed length
+    (``_`` any one character) and that length."""
+    return tuple((re.compile("".join("." if c == "_" else re.escape(c) for c in piece), re.DOTALL), len(piece))
+                 for piece in pattern.split("%"))
 
 
 def like(value: Any, pattern: str) -> bool:
-    """SQL LIKE, case-sensitive: ``%`` any run of characters, ``_`` one."""
-    return isinstance(value, str) and _like_regex(pattern).fullmatch(value) is not None
+    """SQL LIKE, case-sensitive: ``%`` any run of characters, ``_`` one.
+
+    Each piece between ``%`` signs matches where it first can (which is
+    right for fixed-length pieces), so the time grows with the value's length
+    times the pattern's, never exponentially (a translation to one regex,
+    ``.*a.*a.*b``, backtracks for seconds on a 100-character value).
+
+    >>> like("leann-store", "le%st_re"), like("abc", "%b"), like(3, "%")
+    (True, False, False)
+    """
+    if not isinstance(value, str):
+        return False
+    parts = _like_parts(pattern)
+    if len(parts) == 1:
+        return parts[0][0].fullmatch(value) is not None
+    (first, nfirst), (last, nlast) = parts[0], parts[-1]
+    end = len(value) - nlast
+    if end < nfirst or first.match(value, 0, nfirst) is None or last.fullmatch(value, end) is None:
+        return False
+    pos = nfirst
+    for piece, _ in parts[1:-1]:
+        found = piece.search(value, pos, end)
+        if found is None:
+            return False
+        pos = found.end()
+    return True
 
 
 def _lower(value: Any) -> Any:
@@ -409,7 +446,8 @@ def register_sql_functions(conn: Any) -> None:
 def check_metadata(metadata: Any, where: str = "metadata") -> str:
     """Metadata as JSON text, or an InvalidInputError naming the key whose
     value JSON cannot hold exactly (bytes, datetime, set, NaN, integers
-    beyond 64 bits, non-string keys).  Flat dicts of plain values, the
+    beyond 64 bits, non-string keys, strings holding U+0000, which SQLite's
+    JSON functions cut short).  Flat dicts of plain values, the
     common case, are checked without a recursive walk."""
     if metadata is None:
         return "{}"
@@ -419,10 +457,14 @@ def check_metadata(metadata: Any, where: str = "metadata") -> str:
         metadata = dict(metadata)
     for k, v in metadata.items():
         t = type(v)
-        if type(k) is str and (t is str or t is bool or v is None or (t is int and _INT64_MIN <= v <= _INT64_MAX)
-                               or (t is float and math.isfinite(v))):
+        if type(k) is str and "\0" not in k and (
+                (t is str and "\0" not in v) or t is bool or v is None
+                or (t is int and _INT64_MIN <= v <= _INT64_MAX) or (t is float and math.isfinite(v))):
             continue
-        _check_value(metadata, "", where)  # names the first bad key
+        try:
+            _check_value(metadata, "", where)  # names the first bad key
+        except RecursionError as exc:
+            raise InvalidInputError(f"{where} nests too deeply") from exc
         break
     return json.dumps(metadata, ensure_ascii=False, allow_nan=False)
 
@@ -431,6 +473,10 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _check_value(v: Any, path: str, where: str) -> None:
+    if isinstance(v, str) and "\0" in v:
+        # SQLite's JSON functions end a string at U+0000: filters would see
+        # a shorter value than the document holds
+        raise InvalidInputError(f"{where} key {path!r}: strings cannot hold the character U+0000 (NUL)")
     if v is None or isinstance(v, (bool, str)):
         return
     if isinstance(v, int):
@@ -449,6 +495,8 @@ def _check_value(v: Any, path: str, where: str) -> None:
         for k, x in v.items():
             if not isinstance(k, str):
                 raise InvalidInputError(f"{where} key {path!r}: key {k!r} is not a string")
+            if "\0" in k:
+                raise InvalidInputError(f"{where} key {k!r}: keys cannot hold the character U+0000 (NUL)")
             _check_value(x, f"{path}.{k}" if path else k, where)
         return
     raise InvalidInputError(

@@ -1,24 +1,25 @@
 """The keyword index: an SQLite FTS5 table over the text each passage was
-embedded from, kept in step with ``docs`` by triggers, searched with BM25.
+embedded from, written beside the ``docs`` rows, searched with BM25.
 
-Why triggers.  Every statement that inserts, updates or deletes a ``docs`` row
-(add, upsert, delete, ``delete_where``, ``clear``) fires them inside its own
-transaction, so the keyword index commits and rolls back with the rows: it is
-exactly as durable as the documents, and a write path added later cannot
-forget it.  Graph renumbering (merges, compaction) only touches ``docs.node``;
-the index is keyed by ``docs.rowid``, which never changes, and the update
-trigger fires only when the text does.
+Kept in step by the docstore.  The three ``Docstore`` methods that add and
+remove rows (``insert``, ``delete_ids``, ``clear``; upserts and
+``delete_where`` go through them) write the index in the same statement
+sequence, inside the same transaction, so it commits and rolls back with the
+rows: exactly as durable as the documents.  Not by triggers: a docstore opens
+with ``trusted_schema=OFF`` (a file someone sent must not run functions from
+its schema), under which a trigger can neither call a Python function nor
+write an FTS5 table.  Graph renumbering (merges, compaction) only touches
+``docs.node``; the index is keyed by ``docs.rowid``, which never changes.
 
 Why contentless (``content=''``).  The text already lives in ``docs``; a
 contentless table stores only the inverted index.  Removing a row from it
-takes the exact tokens it was indexed with, which the delete trigger gets by
+takes the exact tokens it was indexed with, which the docstore gets by
 preparing the old row's text again with :func:`prepare` -- deterministic for
 one :data:`PREP_VERSION` and one Unicode database; :func:`prep_key` names
 both, is recorded in ``meta``, and a change rebuilds the index on open.
 
-Text preparation (:func:`prepare`) runs in Python (an SQL function the
-triggers call, so a connection that writes ``docs`` needs :func:`register`)
-before FTS5's tokenizer sees it: ``unicode61`` (case folding, accents
+Text preparation (:func:`prepare`) runs in Python before FTS5's tokenizer
+sees it: ``unicode61`` (case folding, accents
 removed) under the Porter stemmer (``files`` finds ``file``).  Identifiers
 are kept whole and split into their parts: ``getNeighborsByHeuristic2`` ->
 ``getneighborsbyheuristic2 get neighbors by heuristic 2``,
@@ -45,7 +46,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import unicodedata
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 #: bump when :func:`prepare` changes the tokens it emits (stores rebuild their index on open)
 PREP_VERSION = 1
@@ -54,7 +55,6 @@ TABLE = "keywords"
 TOKENIZER = "porter unicode61 remove_diacritics 2"
 #: most distinct query terms kept (a pasted page must not become a 5,000-term OR)
 MAX_QUERY_TERMS = 64
-FUNCTION = "leann_kw_prepare"
 
 # ---- text preparation ---------------------------------------------------------
 # A run: a word, or words joined by '.', '::' or '->' (a qualified identifier).
@@ -154,34 +154,38 @@ def match_expression(text: str) -> str | None:
 
 # ---- schema ---------------------------------------------------------------------
 def schema(table: str = TABLE, tokenizer: str = TOKENIZER) -> str:
-    """The FTS5 table and the triggers that keep it equal to ``docs``."""
-    body = f"{FUNCTION}(coalesce(NEW.embed_text, NEW.text))"
-    old = f"{FUNCTION}(coalesce(OLD.embed_text, OLD.text))"
-    return f"""
-CREATE VIRTUAL TABLE IF NOT EXISTS {table} USING fts5(body, content='', tokenize='{tokenizer}');
-CREATE TRIGGER IF NOT EXISTS {table}_ai AFTER INSERT ON docs BEGIN
-    INSERT INTO {table}(rowid, body) VALUES (NEW.rowid, {body});
-END;
-CREATE TRIGGER IF NOT EXISTS {table}_ad AFTER DELETE ON docs BEGIN
-    INSERT INTO {table}({table}, rowid, body) VALUES ('delete', OLD.rowid, {old});
-END;
-CREATE TRIGGER IF NOT EXISTS {table}_au AFTER UPDATE OF text, embed_text ON docs BEGIN
-    INSERT INTO {table}({table}, rowid, body) VALUES ('delete', OLD.rowid, {old});
-    INSERT INTO {table}(rowid, body) VALUES (NEW.rowid, {body});
-END;
-"""
+    """The FTS5 table (contentless: the texts live in ``docs``)."""
+    return f"CREATE VIRTUAL TABLE IF NOT EXISTS {table} USING fts5(body, content='', tokenize='{tokenizer}');"
 
 
 def drop(cur: sqlite3.Cursor, table: str = TABLE) -> None:
-    """Remove the index and its triggers (before a rebuild)."""
+    """Remove the index (before a rebuild), and the triggers an unreleased
+    development version kept it with."""
     for suffix in ("ai", "ad", "au"):
         cur.execute(f"DROP TRIGGER IF EXISTS {table}_{suffix}")
     cur.execute(f"DROP TABLE IF EXISTS {table}")
 
 
-def register(conn: sqlite3.Connection) -> None:
-    """The preparation function the triggers call, on one connection."""
-    conn.create_function(FUNCTION, 1, prepare, deterministic=True)
+def add_rows(cur: sqlite3.Cursor, rows: Iterable[tuple[int, str | None]], table: str = TABLE) -> None:
+    """Index (rowid, embedded text) pairs, in the caller's transaction.
+
+    The docstore writes the index itself, beside the rows, rather than
+    through triggers: a docstore opens with ``trusted_schema=OFF`` (a file
+    someone sent must not run functions from its schema), and under it a
+    trigger may not call a Python function or write an FTS5 table."""
+    cur.executemany(f"INSERT INTO {table}(rowid, body) VALUES (?, ?)", ((r, prepare(t)) for r, t in rows))
+
+
+def delete_rows(cur: sqlite3.Cursor, rows: Iterable[tuple[int, str | None]], table: str = TABLE) -> None:
+    """Take (rowid, embedded text) pairs out of the index: a contentless
+    FTS5 table deletes by the terms a row was indexed with."""
+    cur.executemany(f"INSERT INTO {table}({table}, rowid, body) VALUES ('delete', ?, ?)",
+                    ((r, prepare(t)) for r, t in rows))
+
+
+def clear(cur: sqlite3.Cursor, table: str = TABLE) -> None:
+    """Empty the index whole."""
+    cur.execute(f"INSERT INTO {table}({table}) VALUES ('delete-all')")
 
 
 def exists(conn: sqlite3.Connection, table: str = TABLE) -> bool:
@@ -194,8 +198,7 @@ def build(cur: sqlite3.Cursor, progress: Callable[[int], None] | None = None, ta
     """Create the index and fill it from every ``docs`` row (one transaction:
     the caller's); ``progress(n)`` after each chunk.  Returns rows indexed."""
     drop(cur, table)
-    for stmt in _statements(schema(table)):
-        cur.execute(stmt)
+    cur.execute(schema(table))
     last = 0
     done = 0
     while True:
@@ -208,17 +211,6 @@ def build(cur: sqlite3.Cursor, progress: Callable[[int], None] | None = None, ta
         done += len(rows)
         if progress is not None:
             progress(len(rows))
-
-
-def _statements(script: str) -> list[str]:
-    """Split a schema script into statements (trigger bodies hold ';')."""
-    out, buf = [], ""
-    for line in script.strip().splitlines():
-        buf += line + "\n"
-        if sqlite3.complete_statement(buf):
-            out.append(buf.strip())
-            buf = ""
-    return out
 
 
 # ---- retrieval ---------------------------------------------------------------------

@@ -79,7 +79,7 @@ from . import _checks as checks
 from . import errors, fusion
 from .config import StoreConfig, config_diff
 from .docstore import FILENAME as DOCSTORE_FILE
-from .docstore import Docstore
+from .docstore import Docstore, row_metadata, row_text
 from .generations import Generations, State, now
 from .filters import Filter, FilterLike, check_metadata, compile_filter
 from .index import AllowedBits, CheckedFetch, LeannIndex
@@ -189,7 +189,7 @@ class LeannStore:
         try:
             self._docs = Docstore(self.path, read_only=read_only, progress=self._bar)
             self._init_meta(config, model, check_model)
-            self._dim = int(self._docs.get_meta("dim") or 0)
+            self._dim = self._docs.meta_int("dim")
             self._embedder = TextEmbedder(self.dim, self.config.batch_tokens, self.config.batch_size)
             self._gen = Generations(self.path, self._docs, self._dim, read_only=read_only,
                                     on_swap=self._filter_cache.clear)
@@ -285,7 +285,13 @@ class LeannStore:
             return
         if meta.get("format") != FORMAT:
             raise errors.CorruptIndexError(f"{self.path!r} is not a leann-store store")
-        stored = StoreConfig.from_json(meta["config"])
+        try:
+            stored = StoreConfig.from_json(meta["config"])
+            stored_probe = np.array(json.loads(meta.get("probe", "null")), dtype=np.float32) if check_model else None
+            if stored_probe is not None and (stored_probe.ndim != 1 or not np.isfinite(stored_probe).all()):
+                raise ValueError("the model probe is not a vector")
+        except (errors.InvalidInputError, ValueError, TypeError) as exc:
+            raise errors.CorruptDocstoreError(f"store {self.path!r}: its settings are damaged: {exc}") from exc
         if config is not None and config != stored:
             diff = config_diff(stored, config)
             raise errors.InvalidInputError(
@@ -293,10 +299,11 @@ class LeannStore:
                 "to use the stored ones")
         self._config = stored
         if check_model:
-            why = probe_mismatch(np.array(json.loads(meta["probe"]), dtype=np.float32), probe(self._embed))
+            assert stored_probe is not None
+            why = probe_mismatch(stored_probe, probe(self._embed))
             if why:
                 raise errors.ModelMismatchError(
-                    f"store {self.path!r} was built with model {meta['model']!r}; the embed function given "
+                    f"store {self.path!r} was built with model {meta.get('model')!r}; the embed function given "
                     f"({name!r}) {why}; open with the same model, or check_model=False if you are sure")
 
     # ---- properties ------------------------------------------------------------
@@ -374,6 +381,7 @@ class LeannStore:
         for i, e in enumerate(etexts):
             if e is not None and not isinstance(e, str):
                 raise errors.InvalidInputError(f"embed_texts[{i}] must be a string or None")
+        checks.str_list([e for e in etexts if e is not None], "embed_texts")  # valid Unicode, as texts
         emb_in = [e if e is not None else t for t, e in zip(texts, etexts)]
         if n == 0:
             return []
@@ -771,7 +779,7 @@ class LeannStore:
         for r, dist, score, sides in ranked:
             if r in docs:
                 _, i, body, _, meta = docs[r]
-                hits.append(Hit(i, body, json.loads(meta), dist, score, sides))
+                hits.append(Hit(row_text(i, "id"), row_text(body), row_metadata(meta), dist, score, sides))
         stats["ms"] = (time.perf_counter() - t0) * 1e3
         hits.stats = stats
         return hits
@@ -1082,7 +1090,9 @@ def _sample(x: np.ndarray, rows: int = 4096) -> np.ndarray:
 
 def _record(row: tuple[Any, ...]) -> Record:
     _, i, text, etext, meta = row
-    return Record(i, text, json.loads(meta), etext if etext is not None else text)
+    text = row_text(text)
+    return Record(row_text(i, "id"), text, row_metadata(meta), row_text(etext, "embedded text") if etext is not None
+                  else text)
 
 
 def _qualified_name(fn: Any) -> str:

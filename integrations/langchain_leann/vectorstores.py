@@ -575,6 +575,8 @@ class LeannVectorStore(VectorStore):
         kwargs.pop("batch_size", None)
         if kwargs:
             raise TypeError(f"unexpected arguments: {sorted(kwargs)}")
+        if isinstance(texts, str):  # iterable too: it would add one document per character
+            raise ValueError("texts must be a list of strings, not one string")
         text_list = list(texts)
         n = len(text_list)
         if metadatas is not None and len(metadatas) != n:

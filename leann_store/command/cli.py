@@ -40,6 +40,7 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -142,7 +143,10 @@ def _read_build_record(index: Path) -> dict[str, Any]:
 
 def _write_build_record(index: Path, record: dict[str, Any]) -> None:
     """Atomically (temp file, fsync, rename): a crash leaves the old record."""
-    fd, tmp = tempfile.mkstemp(prefix=".leann-cli-", dir=index)
+    # not mkstemp, whose 0600 ignores the umask: the record is made like
+    # every other file of the index (0666 less the umask), exclusively
+    tmp = str(index / f".leann-cli-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(record, f, indent=1)
@@ -295,7 +299,7 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
     chunking = f"{size}/{overlap}"
     try:
         with out.bar(None, "scanning") as bar:
-            scan = sources.scan(args.sources, progress=bar.update)
+            scan = sources.scan(args.sources, progress=bar.update, follow_symlinks=args.follow_symlinks)
     except FileNotFoundError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
     for reason, n in sorted(scan.skipped.items()):
@@ -646,6 +650,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--overlap", type=int, default=None, metavar="N",
                    help=f"tokens shared by consecutive passages (default {sources.DEFAULT_OVERLAP})")
     b.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
+    b.add_argument("--follow-symlinks", action="store_true",
+                   help="follow symbolic links out of the folders named (default: skip them)")
     common(b)
     b.set_defaults(func=cmd_build)
 

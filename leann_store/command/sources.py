@@ -111,13 +111,19 @@ def _is_venv(folder: Path) -> bool:
 
 
 def scan(sources: Sequence[str | os.PathLike[str]], *, gitignore: bool = True,
-         max_bytes: int = DEFAULT_MAX_BYTES, progress: Callable[[int], Any] | None = None) -> ScanResult:
+         max_bytes: int = DEFAULT_MAX_BYTES, progress: Callable[[int], Any] | None = None,
+         follow_symlinks: bool = False) -> ScanResult:
     """Files under ``sources`` (folders and files) with a known suffix.
 
     A file named directly is taken whatever its suffix (read as text).
     ``.gitignore`` files at and below a named folder apply.  A missing source
     is a ``FileNotFoundError`` naming it.  ``progress(n)`` is called with the
-    files taken from each folder."""
+    files taken from each folder.
+
+    Symbolic links inside a folder are not followed out of it: a linked
+    folder is skipped, a linked file is taken only if it lies inside the
+    named folder.  ``follow_symlinks=True`` follows both wherever they lead
+    (each real folder is entered once, so a loop of links ends)."""
     result = ScanResult()
     seen: set[Path] = set()
     pdf_ok = pdf_supported()
@@ -142,18 +148,26 @@ def scan(sources: Sequence[str | os.PathLike[str]], *, gitignore: bool = True,
         # even where an enclosing work tree ignores it
         base_rules = _Ignore()
         rules_at = {root: base_rules.extended(root, [".gitignore"]) if gitignore else base_rules}
-        for dirpath, dirnames, filenames in os.walk(root):
+        real_root = root.resolve()
+        entered = {real_root}
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_symlinks):
             folder = Path(dirpath)
             rules = rules_at.pop(folder, base_rules)
             keep = []
             for d in sorted(dirnames):
                 sub = folder / d
-                if d.startswith(".") or d in SKIP_DIRS or sub.is_symlink() or _is_venv(sub):
+                linked = sub.is_symlink()
+                if linked and not follow_symlinks:
+                    result.skipped["symbolic link (--follow-symlinks to take it)"] += 1
+                elif d.startswith(".") or d in SKIP_DIRS or _is_venv(sub):
                     result.skipped["hidden, tool or environment folder"] += 1
+                elif linked and sub.resolve() in entered:
+                    result.skipped["symbolic link to a folder already scanned"] += 1
                 elif gitignore and rules.ignored(sub, True):
                     result.skipped["ignored by .gitignore"] += 1
                 else:
                     keep.append(d)
+                    entered.add(sub.resolve())
                     rules_at[sub] = rules.extended(sub, [".gitignore"]) if gitignore else rules
             dirnames[:] = keep
             before = len(result.files)
@@ -164,6 +178,8 @@ def scan(sources: Sequence[str | os.PathLike[str]], *, gitignore: bool = True,
                     continue
                 if gitignore and rules.ignored(path, False):
                     result.skipped["ignored by .gitignore"] += 1
+                elif not follow_symlinks and path.is_symlink() and not path.resolve().is_relative_to(real_root):
+                    result.skipped["symbolic link out of the folder (--follow-symlinks to take it)"] += 1
                 elif kind == "pdf" and not pdf_ok:
                     result.skipped["PDF (pip install 'leann-store[pdf]')"] += 1
                 elif not path.is_file():
@@ -305,10 +321,11 @@ def read_document(path: str | os.PathLike[str], *, data: bytes | None = None) ->
     digest = file_digest(data)
     if kind == "pdf":
         text, title = _pdf_text(path)
-        return Document(path, "text", text, title or path.stem, digest)
+        # NUL, which metadata cannot hold (check_metadata), carries no text
+        return Document(path, "text", text.replace("\0", ""), title.replace("\0", "") or path.stem, digest)
     if b"\0" in data[:_SNIFF]:
         return None
-    text = _decode(data).replace("\r\n", "\n").replace("\r", "\n")
+    text = _decode(data).replace("\r\n", "\n").replace("\r", "\n").replace("\0", "")
     title = ""
     if kind == "html":
         text, title = html_to_text(text)
