@@ -91,7 +91,8 @@ static int scratch_init(scratch *s, leann_builder *b) {
         if (!s->adt || !s->ptab || !s->vtab || !s->selblocks) return LEANN_ERR_NOMEM;
     }
     leann_qctx *qc = &s->qc;
-    qc->flash = b->flash;
+    qc->src = b->flash ? LEANN_SRC_BLOCKS : LEANN_SRC_VECTORS;
+    qc->codes = b->codes;
     qc->table = s->ptab;
     qc->scan = b->scan;
     qc->mask_le = b->mask_le;
@@ -444,7 +445,7 @@ static void begin(leann_builder *b, slot *sl, uint32_t q) {
     uint32_t ep = b->g.entry;
     sl->hold = level > maxl;
     if (!sl->hold) pthread_mutex_unlock(&b->global);
-    float epd = leann_qdist(qc, ep, b->codes);
+    float epd = leann_qdist(qc, ep);
     for (int l = maxl; l > level; l--) leann_greedy(&b->g, qc, l, &ep, &epd);
     sl->q = q;
     sl->l = level < maxl ? level : maxl;
@@ -542,9 +543,6 @@ int leann_builder_run(leann_builder *b, size_t upto) {
 }
 
 /* defined in search.c */
-int leann_index_from_builder(leann_graph *g, uint8_t *codes, int code_bytes, float *vectors,
-                             const leann_build_params *p, leann_index **out);
-
 int leann_builder_finish(leann_builder *b, leann_index **out) {
     *out = NULL;
     if (!b) return leann_fail(LEANN_ERR_INVALID, "builder is NULL");
@@ -563,10 +561,9 @@ int leann_builder_finish(leann_builder *b, leann_index **out) {
         free(b->vectors);
         b->vectors = NULL;
     }
-    int st = leann_index_from_builder(&b->g, b->codes, b->cb, b->vectors, &b->p, out);
+    int st = leann_index_new(&b->g, b->codes, b->cb, b->vectors, b->p.dim, b->p.search_metric, out);
     if (st != LEANN_OK) return st;
-    /* ownership moved to the index */
-    memset(&b->g, 0, sizeof b->g);
+    /* ownership moved to the index (the graph already zeroed) */
     b->codes = NULL;
     b->vectors = NULL;
     leann_builder_free(b);

@@ -333,13 +333,52 @@ void leann_qctx_release(leann_qctx *qc) {
     qc->blk_tmp = NULL;
 }
 
-float leann_qdist(const leann_qctx *qc, uint32_t id, const uint8_t *codes_all) {
-    if (qc->ftable) return leann_code_dist_ftable(qc->ftable, qc->codes + (size_t)id * qc->cb, qc->cb, qc->fk) + qc->foff;
-    if (qc->flash || qc->codes) {
-        uint32_t s = code_dist_permuted(qc->table, codes_all + (size_t)id * qc->cb, qc->cb);
-        return (float)s;
+float leann_qdist(const leann_qctx *qc, uint32_t id) {
+    switch (qc->src) {
+    case LEANN_SRC_CODES_FLOAT:
+        return leann_code_dist_ftable(qc->ftable, qc->codes + (size_t)id * qc->cb, qc->cb, qc->fk) + qc->foff;
+    case LEANN_SRC_BLOCKS:
+    case LEANN_SRC_CODES_INT:
+        return (float)code_dist_permuted(qc->table, qc->codes + (size_t)id * qc->cb, qc->cb);
+    case LEANN_SRC_VECTORS:
+    default:
+        return qc->dist(qc->q, qc->vectors + (size_t)id * qc->dim, qc->dim);
     }
-    return qc->dist(qc->q, qc->vectors + (size_t)id * qc->dim, qc->dim);
+}
+
+/* Per-node sources: the distances of ids[0..out) into ds. */
+static void score_nodes(leann_qctx *qc, const uint32_t *ids, int out, float *ds) {
+    switch (qc->src) {
+    case LEANN_SRC_CODES_FLOAT:
+        for (int i = 0; i < out; i++) LEANN_PREFETCH(qc->codes + (size_t)ids[i] * qc->cb);
+        for (int i = 0; i < out; i++)
+            ds[i] = leann_code_dist_ftable(qc->ftable, qc->codes + (size_t)ids[i] * qc->cb, qc->cb, qc->fk) + qc->foff;
+        break;
+    case LEANN_SRC_CODES_INT:
+        for (int i = 0; i < out; i++) LEANN_PREFETCH(qc->codes + (size_t)ids[i] * qc->cb);
+        if (qc->blk_tmp && qc->scan) {
+            /* the codes gathered into blocks of 16, scored by the lookup
+             * kernel: the totals the build's scans give (saturating for an
+             * 8-bit-accumulating codec, as SDT distances are) */
+            for (int i = 0; i < out; i++)
+                leann_block_put(qc->blk_tmp + (size_t)(i / 16) * 16 * qc->cb, qc->cb, i % 16,
+                                qc->codes + (size_t)ids[i] * qc->cb);
+            qc->scan(qc->blk_tmp, (size_t)(out + 15) / 16, qc->cb, qc->table, qc->d16_tmp);
+            for (int i = 0; i < out; i++) ds[i] = (float)qc->d16_tmp[i];
+        } else {
+            for (int i = 0; i < out; i++)
+                ds[i] = (float)code_dist_permuted(qc->table, qc->codes + (size_t)ids[i] * qc->cb, qc->cb);
+        }
+        break;
+    case LEANN_SRC_VECTORS:
+    case LEANN_SRC_BLOCKS: /* (leann_expand scores blocks itself) */
+    default:
+        for (int i = 0; i < out; i++) {
+            if (i + 1 < out) LEANN_PREFETCH(qc->vectors + (size_t)ids[i + 1] * qc->dim);
+            ds[i] = qc->dist(qc->q, qc->vectors + (size_t)ids[i] * qc->dim, qc->dim);
+        }
+        break;
+    }
 }
 
 /* Flash: the neighbour code blocks of v's list at level l. */
@@ -370,7 +409,7 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
     leann_lock *lock = qc->locks ? &qc->locks[v & (LEANN_NLOCKS - 1)] : NULL;
     if (lock) leann_lock_acquire(lock);
     const uint32_t *list = leann_graph_nbrs(g, v, l, qc->ids_tmp, &deg);
-    if (qc->flash) {
+    if (qc->src == LEANN_SRC_BLOCKS) {
         /* the ids are read after the scan: start their misses now, so that
          * they overlap the code blocks' */
         prefetch_lines(list, (size_t)deg * sizeof(uint32_t));
@@ -409,33 +448,9 @@ int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_
             if (vis && leann_visit(vis, id)) continue;
             ids[out++] = id;
         }
-        if (qc->codes) {
-            for (int i = 0; i < out; i++) LEANN_PREFETCH(qc->codes + (size_t)ids[i] * qc->cb);
-            if (qc->ftable) {
-                for (int i = 0; i < out; i++)
-                    ds[i] = leann_code_dist_ftable(qc->ftable, qc->codes + (size_t)ids[i] * qc->cb, qc->cb, qc->fk) +
-                            qc->foff;
-            } else if (qc->blk_tmp && qc->scan) {
-                /* the codes gathered into blocks of 16, scored by the lookup
-                 * kernel: the totals the build's scans give (saturating
-                 * for an 8-bit-accumulating codec, as SDT distances are) */
-                for (int i = 0; i < out; i++)
-                    leann_block_put(qc->blk_tmp + (size_t)(i / 16) * 16 * qc->cb, qc->cb, i % 16,
-                                    qc->codes + (size_t)ids[i] * qc->cb);
-                qc->scan(qc->blk_tmp, (size_t)(out + 15) / 16, qc->cb, qc->table, qc->d16_tmp);
-                for (int i = 0; i < out; i++) ds[i] = (float)qc->d16_tmp[i];
-            } else {
-                for (int i = 0; i < out; i++)
-                    ds[i] = (float)code_dist_permuted(qc->table, qc->codes + (size_t)ids[i] * qc->cb, qc->cb);
-            }
-        } else {
-            for (int i = 0; i < out; i++) {
-                if (i + 1 < out) LEANN_PREFETCH(qc->vectors + (size_t)ids[i + 1] * qc->dim);
-                ds[i] = qc->dist(qc->q, qc->vectors + (size_t)ids[i] * qc->dim, qc->dim);
-            }
-        }
+        score_nodes(qc, ids, out, ds);
     }
-    qc->evals += (uint64_t)(qc->flash ? deg : out); /* flash scores the whole list */
+    qc->evals += (uint64_t)(qc->src == LEANN_SRC_BLOCKS ? deg : out); /* blocks: the whole list is scored */
     qc->hops++;
     return out;
 }
@@ -456,7 +471,7 @@ void leann_greedy(const leann_graph *g, leann_qctx *qc, int l, uint32_t *cur, fl
     }
 }
 
-/* Ask for the lines of v's list at level l (ids and, for flash, code blocks)
+/* Ask for the lines of v's list at level l (ids and, for BLOCKS, code blocks)
  * before they are needed: the next expansion's memory latency then overlaps
  * the current one's work. */
 static inline void prefetch_list(const leann_graph *g, const leann_qctx *qc, uint32_t v, int l) {
@@ -464,7 +479,7 @@ static inline void prefetch_list(const leann_graph *g, const leann_qctx *qc, uin
     int deg;
     const uint32_t *ids = leann_graph_list(g, v, l, &deg);
     prefetch_lines(ids, (size_t)deg * sizeof(uint32_t));
-    if (qc->flash) prefetch_lines(list_blocks(g, qc, v, l), blocks_in_use(qc, (size_t)deg));
+    if (qc->src == LEANN_SRC_BLOCKS) prefetch_lines(list_blocks(g, qc, v, l), blocks_in_use(qc, (size_t)deg));
 }
 
 /* What a walk's step asks for of the list it expands next, with no load
@@ -495,7 +510,7 @@ static inline void prefetch_next_list(const leann_graph *g, const leann_qctx *qc
         ids = (const char *)(g->idsU + slot * g->capU);
     }
     prefetch_lines(ids, deg * sizeof(uint32_t));
-    if (qc->flash) {
+    if (qc->src == LEANN_SRC_BLOCKS) {
         const char *p = (const char *)list_blocks(g, qc, v, l);
         size_t bytes = blocks_in_use(qc, deg);
         if (bytes > WALK_PREFETCH_LINES * 64) bytes = WALK_PREFETCH_LINES * 64;

@@ -394,12 +394,12 @@ int leann_index_load(const char *path, leann_index **out) {
     leann_file *f;
     int st = leann_file_read(path, &f);
     if (st != LEANN_OK) return st;
-    leann_index *idx = leann_calloc(1, sizeof *idx, "index");
-    if (!idx) {
+    leann_index *idx;
+    st = leann_index_new(NULL, NULL, 0, NULL, 0, 0, &idx);
+    if (st != LEANN_OK) {
         leann_file_close(f);
-        return LEANN_ERR_NOMEM;
+        return st;
     }
-    atomic_init(&idx->vpool, NULL);
     st = load_file(f, idx);
     leann_file_close(f);
     if (st != LEANN_OK) {

@@ -424,25 +424,42 @@ typedef struct {
     size_t bytes;
 } leann_deferred;
 
+/* Where a walk's distances come from: one source a walk, chosen by whoever
+ * sets up the leann_qctx; leann_qdist and leann_expand switch on it. */
+typedef enum {
+    LEANN_SRC_VECTORS = 0, /* exact distances to stored vectors (q, vectors,
+                              dim, dist): the exact search, exact builds and
+                              insertions into an index with stored vectors */
+    LEANN_SRC_BLOCKS,      /* the Flash build: a list's code distances from its
+                              neighbour code blocks (codes0/codesU) through
+                              the integer table and scan; one node's from
+                              its own code (codes) */
+    LEANN_SRC_CODES_INT,   /* every node's own code (codes) through the
+                              permuted integer table (table; blocks of 16
+                              gathered into blk_tmp and scanned when it is
+                              set): insertions into a finished graph */
+    LEANN_SRC_CODES_FLOAT, /* every node's own code (codes) through a float
+                              table (ftable, fk centroids a subspace) plus
+                              foff: the two-level search, and insertions
+                              with 8-bit codes */
+} leann_dist_src;
+
 /* How one query measures distances while walking a graph. */
 typedef struct {
-    int flash;                 /* 1: code distances from neighbour blocks */
-    const uint8_t *codes;      /* not flash, non-NULL: code distances from
-                                  every node's own code (n * cb): the walk of
-                                  an insertion into a finished graph */
-    const uint8_t *table;      /* flash or codes: permuted query table */
-    const float *ftable;       /* codes, non-NULL: float query table
-                                  (leann_code_dist_ftable) instead, plus foff:
-                                  the two-level search's scale */
-    float foff;
-    int fk;                    /* ftable: centroids a subspace (16 or 256) */
+    leann_dist_src src;
+    const uint8_t *codes;      /* BLOCKS and CODES_*: every node's own code (n * cb) */
+    const uint8_t *table;      /* BLOCKS, CODES_INT: permuted query table */
+    const float *ftable;       /* CODES_FLOAT: float query table
+                                  (leann_code_dist_ftable) ... */
+    float foff;                /* ... plus foff: the two-level search's scale */
+    int fk;                    /* CODES_FLOAT: centroids a subspace (16 or 256) */
     leann_scan_fn scan;
-    leann_mask_le_fn mask_le;  /* flash: the scan kernel's companion */
+    leann_mask_le_fn mask_le;  /* BLOCKS: the scan kernel's companion */
     int cb;                    /* code bytes */
-    const uint8_t *codes0;     /* flash: level-0 neighbour blocks, stride bb0 */
-    const uint8_t *codesU;     /* flash: upper neighbour blocks, stride bbU */
+    const uint8_t *codes0;     /* BLOCKS: level-0 neighbour blocks, stride bb0 */
+    const uint8_t *codesU;     /* BLOCKS: upper neighbour blocks, stride bbU */
     size_t bb0, bbU;
-    const float *q;            /* exact: the query */
+    const float *q;            /* VECTORS: the query */
     const float *vectors;
     int dim;
     leann_dist_fn dist;
@@ -463,10 +480,11 @@ typedef struct {
  * per-node codes), zeroed; leann_qctx_release frees it. */
 int leann_qctx_alloc(leann_qctx *qc, int cap, int cb);
 void leann_qctx_release(leann_qctx *qc);
-/* Distance of the query to one node (exact: vectors; flash: own code). */
-float leann_qdist(const leann_qctx *qc, uint32_t id, const uint8_t *codes_all);
+/* Distance of the query to one node, from qc's source (BLOCKS: the node's
+ * own code). */
+float leann_qdist(const leann_qctx *qc, uint32_t id);
 /* Unvisited neighbours of v at level l with their distances (vis may be NULL:
- * all neighbours).  Flash: neighbours whose code distance exceeds `bound`
+ * all neighbours).  BLOCKS: neighbours whose code distance exceeds `bound`
  * are skipped (INFINITY: none).  Returns how many were written to ids/ds. */
 int leann_expand(const leann_graph *g, leann_qctx *qc, uint32_t v, int l, leann_visited *vis, float bound,
                  uint32_t *ids, float *ds);
@@ -481,6 +499,11 @@ int leann_search_layer(const leann_graph *g, leann_qctx *qc, int l, leann_cand e
  * expand next, whose misses then overlap the other walks' steps.  lookahead:
  * how many later beam entries each step also prefetches (a guess at what
  * comes next; a lone walk has nothing else to overlap). */
+/* Bit i of a bitset of 64-bit words (tombstones, allowed sets). */
+static inline int leann_bit(const uint64_t *words, size_t i) { return (int)(words[i >> 6] >> (i & 63) & 1); }
+/* The tombstone test, the only one: whether node id is deleted (tomb NULL:
+ * no node is). */
+static inline int leann_is_dead(const uint64_t *tomb, size_t id) { return tomb && leann_bit(tomb, id); }
 /* Which nodes a walk may return: not tombstoned and, with an allowed
  * bitset, allowed.  Other nodes are walked through (expanded while closer
  * than the ef-th returnable node) but never enter the result. */
@@ -489,8 +512,8 @@ typedef struct {
     const uint64_t *tomb;    /* NULL: none deleted */
 } leann_returnable;
 static inline int leann_is_returnable(const leann_returnable *r, uint32_t id) {
-    if (r->tomb && (r->tomb[id >> 6] >> (id & 63) & 1)) return 0;
-    return !r->allowed || (r->allowed[id >> 6] >> (id & 63) & 1);
+    if (leann_is_dead(r->tomb, id)) return 0;
+    return !r->allowed || leann_bit(r->allowed, id);
 }
 typedef struct {
     leann_beam beam;         /* grows (realloc) only with a predicate */
@@ -543,6 +566,12 @@ struct leann_index {
     char *umeta;         /* caller's metadata blob, saved with the index */
     size_t umeta_len;
 };
+/* The one index constructor (build, load, live updates): a zeroed index
+ * that owns graph g (moved: *g is zeroed; NULL: an empty graph), codes
+ * (code_bytes each, or NULL) and vectors (dim each, or NULL).  On failure
+ * (LEANN_ERR_NOMEM) nothing was taken: the caller still owns them. */
+int leann_index_new(leann_graph *g, uint8_t *codes, int code_bytes, float *vectors, int dim, int metric,
+                    leann_index **out);
 void leann_lru_free(leann_lru *c);
 int leann_lru_get(leann_lru *c, uint32_t id, float *out); /* 1 on a hit */
 void leann_lru_put(leann_lru *c, uint32_t id, const float *row);

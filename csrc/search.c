@@ -1,21 +1,28 @@
-/* search.c - the built index and its exact-distance search over stored
- * vectors (HNSW: greedy through the upper levels, beam search at level 0). */
+/* search.c - the built index, its exact-distance search over stored
+ * vectors (HNSW: greedy through the upper levels, beam search at level 0),
+ * the two-level search (a walk on codes, then exact scores of the best
+ * candidates, from stored vectors or the caller's rows), tombstones and
+ * metadata. */
 #include "internal.h"
 
 #include <math.h>
 #include <stdlib.h>
 
-int leann_index_from_builder(leann_graph *g, uint8_t *codes, int code_bytes, float *vectors,
-                             const leann_build_params *p, leann_index **out) {
+int leann_index_new(leann_graph *g, uint8_t *codes, int code_bytes, float *vectors, int dim, int metric,
+                    leann_index **out) {
+    *out = NULL;
     leann_index *idx = leann_calloc(1, sizeof *idx, "index");
     if (!idx) return LEANN_ERR_NOMEM;
     atomic_init(&idx->vpool, NULL);
-    idx->g = *g;
+    if (g) {
+        idx->g = *g;
+        memset(g, 0, sizeof *g);
+    }
     idx->codes = codes;
     idx->code_bytes = codes ? code_bytes : 0;
     idx->vectors = vectors;
-    idx->dim = p->dim;
-    idx->metric = p->search_metric;
+    idx->dim = dim;
+    idx->metric = metric;
     *out = idx;
     return LEANN_OK;
 }
@@ -189,6 +196,7 @@ static int search_task(void *p, int tid, int nt) {
     leann_beam beam = {0};
     if (st == LEANN_OK) st = leann_beam_init(&beam, (size_t)ef + 1);
     if (leann_qctx_alloc(&qc, g->cap0 + 16, 0) != LEANN_OK) st = LEANN_ERR_NOMEM;
+    qc.src = LEANN_SRC_VECTORS;
     qc.vectors = idx->vectors;
     qc.dim = idx->dim;
     qc.dist = leann_get_dist(idx->metric, LEANN_KERNEL_AUTO);
@@ -198,7 +206,7 @@ static int search_task(void *p, int tid, int nt) {
         qc.q = job->queries + qi * (size_t)idx->dim;
         qc.evals = qc.hops = 0;
         uint32_t ep = g->entry;
-        float epd = leann_qdist(&qc, ep, NULL);
+        float epd = leann_qdist(&qc, ep);
         qc.evals++;
         for (int l = g->maxlevel; l > 0; l--) leann_greedy(g, &qc, l, &ep, &epd);
         int len = leann_search_layer(g, &qc, 0, (leann_cand){epd, ep}, ef, &vb->vis, beam);
@@ -312,7 +320,7 @@ static int scan_allowed(leann_search *s) {
             x &= x - 1;
             if (id >= n) break;
             s->qc.evals++;
-            leann_walk_offer(&s->w, leann_qdist(&s->qc, id, NULL), id);
+            leann_walk_offer(&s->w, leann_qdist(&s->qc, id), id);
             if (s->w.err) return s->w.err;
         }
     }
@@ -521,6 +529,7 @@ static int search_new(const leann_index *idx, const float *query, const leann_se
     s->w.beam = beam;
     memcpy(s->q, query, (size_t)idx->dim * sizeof(float));
     if (exact_walk) {
+        s->qc.src = LEANN_SRC_VECTORS;
         s->qc.q = s->q;
         s->qc.vectors = idx->vectors;
         s->qc.dim = idx->dim;
@@ -529,6 +538,7 @@ static int search_new(const leann_index *idx, const float *query, const leann_se
         float *proj = s->table + (size_t)c->msub * c->ksub, rq;
         leann_codec_project1(c, query, proj, &rq);
         leann_codec_adt_float(c, proj, s->table);
+        s->qc.src = LEANN_SRC_CODES_FLOAT;
         s->qc.codes = idx->codes;
         s->qc.cb = idx->code_bytes;
         s->qc.ftable = s->table;
@@ -547,7 +557,7 @@ static int search_new(const leann_index *idx, const float *query, const leann_se
     } else {
         /* upper levels: greedy, nothing recomputed */
         uint32_t cur = g->entry;
-        float curd = leann_qdist(&s->qc, cur, NULL);
+        float curd = leann_qdist(&s->qc, cur);
         s->qc.evals++;
         for (int l = g->maxlevel; l > 0; l--) leann_greedy(g, &s->qc, l, &cur, &curd);
         leann_walk_start(&s->w, g, &s->qc, 0, (leann_cand){curd, cur}, s->ef, 2, &s->vb->vis, s->w.beam,
@@ -770,9 +780,9 @@ int leann_index_delete(leann_index *idx, const int64_t *ids, size_t count) {
         if (!idx->tomb) return LEANN_ERR_NOMEM;
     }
     for (size_t i = 0; i < count; i++) {
-        uint64_t id = (uint64_t)ids[i], bit = 1ull << (id & 63);
-        if (!(idx->tomb[id >> 6] & bit)) {
-            idx->tomb[id >> 6] |= bit;
+        uint64_t id = (uint64_t)ids[i];
+        if (!leann_is_dead(idx->tomb, id)) {
+            idx->tomb[id >> 6] |= 1ull << (id & 63);
             idx->ntomb++;
         }
     }
@@ -783,7 +793,7 @@ size_t leann_index_deleted_count(const leann_index *idx) { return idx ? idx->nto
 
 int leann_index_is_deleted(const leann_index *idx, uint32_t id) {
     if (!idx || id >= idx->g.n) return 0;
-    return idx->tomb ? (int)(idx->tomb[id >> 6] >> (id & 63) & 1) : 0;
+    return leann_is_dead(idx->tomb, id);
 }
 
 int leann_index_set_meta(leann_index *idx, const char *data, size_t len) {

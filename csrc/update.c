@@ -1,5 +1,6 @@
 /* update.c - live updates of a finished (pruned, packed) index: insertion of
- * new nodes and compaction away of tombstoned ones, on codes alone.
+ * new nodes and compaction away of tombstoned ones, on the search codes (or
+ * on exact distances, for an index that stores vectors).
  *
  * Both produce a new index and leave the source untouched, so searches keep
  * running on it until the caller swaps.  The source's packed levels are
@@ -9,13 +10,15 @@
  * (n * (cap0 + 1) * 4 bytes at level 0, ~0.6 MB per 10k nodes at cap 12).
  *
  * Insertion is the Flash insertion of build.c, on the search codes: a walk
- * on code distances from the new node's quantised table (the query table of
- * its projection), the build's selection heuristic on symmetric code
- * distances (leann_select), and reverse links through leann_reverse_link,
+ * on code distances from the new node's query table (of its projection:
+ * quantised for 4-bit codes, float for 8-bit ones), the build's selection
+ * heuristic on symmetric code distances (leann_select), and reverse links through leann_reverse_link,
  * which re-selects a full list by the same heuristic.  Own lists are capped
  * at `degree`, every list at the level's cap: LEANN pruning's rule (a node
  * keeps its few best links; reverse links fill lists up to hub_degree).
- * Threads insert concurrently under the striped node locks of the builder.
+ * An index that stores vectors inserts and re-selects on exact distances
+ * instead, as its build did.  Threads insert concurrently under the striped
+ * node locks of the builder.
  */
 #include "internal.h"
 
@@ -28,11 +31,13 @@ typedef struct {
     const uint8_t *codes;       /* every node's code (n * cb) */
     int cb;
     float *fsdt;                /* 8-bit codes: float symmetric table (owned), else NULL */
-    const float *vectors;       /* every node's stored vector (n * dim), or NULL:
-                                   then distances are exact, as the build's were */
+    const float *vectors;       /* every node's stored vector (n * dim): distances
+                                   are then exact, as the build's were; NULL:
+                                   code distances */
     int dim;
     leann_dist_fn l2;
-    const uint64_t *tomb;       /* tombstones of the first ntomb_n ids, or NULL */
+    const uint64_t *tomb;       /* tombstones of the first tomb_n ids (the source's
+                                   nodes; inserted ones are live), or NULL */
     size_t tomb_n;
     const float *proj;          /* projections of nodes [first, g.n) */
     size_t first;
@@ -44,7 +49,7 @@ typedef struct {
 } upd;
 
 static inline int is_dead(const upd *u, uint32_t id) {
-    return u->tomb && id < u->tomb_n && (u->tomb[id >> 6] >> (id & 63) & 1);
+    return id < u->tomb_n && leann_is_dead(u->tomb, id);
 }
 
 /* Distance between two nodes for the heuristic: exact with stored vectors,
@@ -103,21 +108,14 @@ static int finish(const leann_index *src, leann_graph *g, uint8_t *codes, float 
     int st = leann_graph_repair_reachability(g);
     if (st == LEANN_OK) st = leann_graph_compact(g);
     if (st == LEANN_OK) st = leann_graph_pack(g);
-    leann_index *idx = st == LEANN_OK ? leann_calloc(1, sizeof *idx, "index") : NULL;
-    if (!idx) {
+    leann_index *idx = NULL;
+    if (st == LEANN_OK) st = leann_index_new(g, codes, src->code_bytes, vectors, src->dim, src->metric, &idx);
+    if (st != LEANN_OK) {
         leann_graph_free(g);
         free(codes);
         free(vectors);
-        return st == LEANN_OK ? LEANN_ERR_NOMEM : st;
+        return st;
     }
-    atomic_init(&idx->vpool, NULL);
-    idx->g = *g;
-    memset(g, 0, sizeof *g);
-    idx->codes = codes;
-    idx->code_bytes = src->code_bytes;
-    idx->vectors = vectors;
-    idx->dim = src->dim;
-    idx->metric = src->metric;
     memcpy(idx->calib, src->calib, sizeof idx->calib);
     idx->has_calib = src->has_calib;
     st = leann_codec_clone(src->codec, &idx->codec);
@@ -237,6 +235,7 @@ static int ins_scratch_init(ins_scratch *s, upd *u) {
         return LEANN_ERR_NOMEM;
     s->qc.locks = u->locks;
     if (u->vectors) { /* exact walks, as the build's */
+        s->qc.src = LEANN_SRC_VECTORS;
         s->qc.vectors = u->vectors;
         s->qc.dim = u->dim;
         s->qc.dist = u->l2;
@@ -245,12 +244,14 @@ static int ins_scratch_init(ins_scratch *s, upd *u) {
     s->qc.codes = u->codes;
     s->qc.cb = u->cb;
     if (u->fsdt) { /* 8-bit codes: walked through float tables */
+        s->qc.src = LEANN_SRC_CODES_FLOAT;
         s->qc.ftable = s->ftab;
         s->qc.fk = u->codec->ksub;
         return LEANN_OK;
     }
     s->qc.scan = leann_get_scan(LEANN_KERNEL_AUTO, u->codec->accumulate);
     if (!s->qc.scan) return leann_fail(LEANN_ERR_INTERNAL, "no scan kernel");
+    s->qc.src = LEANN_SRC_CODES_INT;
     s->qc.table = s->ptab;
     return LEANN_OK;
 }
@@ -293,7 +294,7 @@ static void insert_one(upd *u, ins_scratch *s, uint32_t q) {
     uint32_t ep = g->entry;
     int hold = level > maxl;
     if (!hold) pthread_mutex_unlock(&u->global);
-    float epd = leann_qdist(qc, ep, u->codes);  /* (exact walks: from the vectors) */
+    float epd = leann_qdist(qc, ep);
     for (int l = maxl; l > level; l--) leann_greedy(g, qc, l, &ep, &epd);
     leann_selector sel = {ins_occluded, NULL, ins_prefetch, u};
     for (int l = level < maxl ? level : maxl; l >= 0; l--) {
@@ -441,11 +442,9 @@ typedef struct {
     const leann_graph *old;     /* unpacked source (read only) */
     leann_graph *g;             /* same shape: the repaired lists */
     upd du;                     /* distances only (pair): codes or stored vectors */
-    const uint64_t *tomb;
+    const uint64_t *tomb;       /* NULL: none deleted */
     atomic_size_t next;
 } repair_job;
-
-static inline int dead_in(const uint64_t *tomb, uint32_t id) { return tomb[id >> 6] >> (id & 63) & 1; }
 
 #define REPAIR_MAX_CANDS 1024
 #define REPAIR_MAX_HOPS 16
@@ -459,7 +458,7 @@ static void repair_list(const repair_job *j, uint32_t v, int l, uint32_t *cand_i
     const uint32_t *ids = leann_graph_list(o, v, l, &deg);
     uint32_t *dst = leann_graph_list(j->g, v, l, &unused);
     int dead = 0;
-    for (int i = 0; i < deg; i++) dead |= dead_in(j->tomb, ids[i]);
+    for (int i = 0; i < deg; i++) dead |= leann_is_dead(j->tomb, ids[i]);
     if (!dead) {
         memcpy(dst, ids, (size_t)deg * sizeof(uint32_t));
         *leann_graph_degp(j->g, v, l) = (uint16_t)deg;
@@ -467,7 +466,7 @@ static void repair_list(const repair_job *j, uint32_t v, int l, uint32_t *cand_i
     }
     int nc = 0, nf = 0, nseen = 0;
     for (int i = 0; i < deg; i++) {
-        if (dead_in(j->tomb, ids[i])) frontier[nf++] = seen[nseen++] = ids[i];
+        if (leann_is_dead(j->tomb, ids[i])) frontier[nf++] = seen[nseen++] = ids[i];
         else cand_ids[nc++] = ids[i];
     }
     /* two dead hops always; further ones only while no live node is found
@@ -483,7 +482,7 @@ static void repair_list(const repair_job *j, uint32_t v, int l, uint32_t *cand_i
                 uint32_t w = dl[i];
                 if (w == v) continue;
                 int dup = 0;
-                if (dead_in(j->tomb, w)) {
+                if (leann_is_dead(j->tomb, w)) {
                     for (int k = 0; k < nseen && !dup; k++) dup = seen[k] == w;
                     if (!dup && nseen < REPAIR_MAX_CANDS) buf[nnext++] = seen[nseen++] = w;
                     continue;
@@ -497,7 +496,7 @@ static void repair_list(const repair_job *j, uint32_t v, int l, uint32_t *cand_i
     }
     if (nc == 0) { /* no live node within reach of the dead hops: the nearest live ones */
         for (size_t w = 0; w < o->n; w++) {
-            if (w == v || dead_in(j->tomb, (uint32_t)w) || o->levels[w] < l) continue;
+            if (w == v || leann_is_dead(j->tomb, (uint32_t)w) || o->levels[w] < l) continue;
             float d = pair(&j->du, v, (uint32_t)w);
             if (nc == cap && d >= cands[nc - 1].d) continue;
             int i = nc < cap ? nc++ : cap - 1;
@@ -530,7 +529,7 @@ static int repair_task(void *ctx, int tid, int nt) {
         if (v >= j->old->n) break;
         size_t end = v + 64 < j->old->n ? v + 64 : j->old->n;
         for (; v < end; v++) {
-            if (dead_in(j->tomb, (uint32_t)v)) continue;
+            if (leann_is_dead(j->tomb, (uint32_t)v)) continue;
             for (int l = 0; l <= j->old->levels[v]; l++)
                 repair_list(j, (uint32_t)v, l, cand_ids, cands, kept, frontier, buf, seen);
         }
@@ -551,13 +550,7 @@ int leann_index_compact(const leann_index *src, const leann_update_params *p, in
     if (!map) return leann_fail(LEANN_ERR_INVALID, "leann_index_compact: map is NULL");
     size_t n0 = src->g.n, live = n0 - src->ntomb;
     if (live == 0) return leann_fail(LEANN_ERR_INVALID, "every node is deleted: nothing to compact into");
-    uint64_t *none = NULL;
-    const uint64_t *tomb = src->tomb;
-    if (!tomb) {
-        none = leann_calloc(n0 / 64 + 1, sizeof(uint64_t), "tombstones");
-        if (!none) return LEANN_ERR_NOMEM;
-        tomb = none;
-    }
+    const uint64_t *tomb = src->tomb; /* NULL: none deleted (leann_is_dead) */
     leann_graph old, rep, g;
     memset(&rep, 0, sizeof rep);
     memset(&g, 0, sizeof g);
@@ -600,7 +593,7 @@ int leann_index_compact(const leann_index *src, const leann_update_params *p, in
     /* renumber: the live nodes in order */
     if (st == LEANN_OK) {
         size_t k = 0;
-        for (size_t v = 0; v < n0; v++) map[v] = dead_in(tomb, (uint32_t)v) ? -1 : (int64_t)k++;
+        for (size_t v = 0; v < n0; v++) map[v] = leann_is_dead(tomb, (uint32_t)v) ? -1 : (int64_t)k++;
         g.n = live;
         g.M = old.M;
         g.cap0 = old.cap0;
@@ -645,7 +638,6 @@ int leann_index_compact(const leann_index *src, const leann_update_params *p, in
     }
     leann_graph_free(&old);
     leann_graph_free(&rep);
-    free(none);
     if (st != LEANN_OK) {
         leann_graph_free(&g);
         free(codes);
