@@ -194,11 +194,14 @@ def run_tradeoff(args, emb) -> dict:
                 rc = res.stats["recomputed"]
                 row = {"setting": label, "recall@10": recall(res.ids, truth[name], 10),
                        "recomputed_mean": float(rc.mean()), "recomputed_p50": pct(rc, 50),
-                       "recomputed_p95": pct(rc, 95), "ms_per_query_lookup": 1000 * dt}
+                       "recomputed_p95": pct(rc, 95), "recomputed_max": int(rc.max()),
+                       "embed_calls_mean": float(res.stats["embed_calls"].mean()),
+                       "embed_calls_p95": pct(res.stats["embed_calls"], 95), "ms_per_query_lookup": 1000 * dt}
                 rows.append(row)
                 print(f"  {preset:8} {name:9} {label:12} R@10={row['recall@10']:.3f} recomputed "
                       f"mean {row['recomputed_mean']:.1f} p50 {row['recomputed_p50']:.0f} "
-                      f"p95 {row['recomputed_p95']:.0f}", flush=True)
+                      f"p95 {row['recomputed_p95']:.0f} max {row['recomputed_max']}  embed calls mean "
+                      f"{row['embed_calls_mean']:.2f} p95 {row['embed_calls_p95']:.0f}", flush=True)
             rep["sets"][name] = rows
             if args.latency_queries:
                 real = real_model_latency(args, index, name, truth[name])

@@ -31,16 +31,19 @@ BUILDERS = ("flash", "exact")
 #: (1 - confidence) quantile (see LeannIndex.search)
 DEFAULT_CONFIDENCE = 0.8
 #: search_subspaces=None without stored vectors, from this input dimension
-#: up: the "balanced" preset's 40-byte codes (below it, 16-byte codes: a
-#: small vector needs no more)
-DEFAULT_SEARCH_SUBSPACES = 80
+#: up: the "balanced" preset's 44-byte codes (below it, 16-byte codes: a
+#: small vector needs no more).  88 rather than 80 since the normalised
+#: estimate: 62.2 against 57.2 B/passage at 50k for recall@10 0.933 / 0.912
+#: against 0.924 / 0.901 at 20.3 / 20.5 against 20.8 / 21.3 recomputes
+#: (devcorpus, 300 queries a set; docs/internals.md)
+DEFAULT_SEARCH_SUBSPACES = 88
 BALANCED_MIN_DIM = 256
 _SEARCH_SUBSPACES = native.VALID_SUBSPACES
 _BUILD_SUBSPACES = tuple(m for m in native.VALID_SUBSPACES if m <= native.MAX_BUILD_SUBSPACES)
 #: named presets (IndexConfig.preset): the search codes' size (see preset)
 PRESETS: dict[str, dict[str, Any]] = {
-    "compact": {"search_subspaces": 32, "search_confidence": 0.95},  # 16-byte codes
-    "balanced": {"search_subspaces": None},  # 40-byte codes from 256 dimensions (the default)
+    "compact": {"search_subspaces": 32, "search_confidence": 0.995},  # 16-byte codes
+    "balanced": {"search_subspaces": None},  # 44-byte codes from 256 dimensions (the default)
     "fast": {"search_subspaces": 96},        # 48-byte codes
 }
 #: link caps after pruning (IndexConfig.hub_degree / degree).  Measured on
@@ -78,10 +81,10 @@ class IndexConfig:
         degree: link cap of every other node when pruning; None means
             ``min(DEFAULT_DEGREE, hub_degree)``.
         search_subspaces: PQ subspaces of the codes kept for search (8, 16,
-            32, 64, 80, 96, 112 or 128: half as many bytes per passage); they
+            32, 64, 80, 88, 96, 112 or 128: half as many bytes per passage); they
             rank candidates before exact recompute, so they set how many
             recomputes a recall costs.  None: ``DEFAULT_SEARCH_SUBSPACES``
-            (80, the "balanced" preset) when vectors are not stored and have
+            (88, the "balanced" preset) when vectors are not stored and have
             at least ``BALANCED_MIN_DIM`` (256) dimensions, else 32.  See
             :meth:`preset` for what each size costs and saves.
         search_bits: 4 (16 centroids a subspace, two codes a byte) or 8

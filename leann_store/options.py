@@ -14,7 +14,7 @@ misspelt option is an error naming the known ones wherever it is passed.
 32
 >>> SearchOptions.of(None, eff=32)
 Traceback (most recent call last):
-leann_store.errors.InvalidInputError: unknown search option 'eff'; the options are: ef, rerank_ratio, batch_size, max_recompute, confidence
+leann_store.errors.InvalidInputError: unknown search option 'eff'; the options are: ef, rerank_ratio, batch_size, max_recompute, confidence, time_budget_ms
 """
 
 from __future__ import annotations
@@ -54,6 +54,12 @@ class SearchOptions:
         confidence: the adaptive stop, in (0, 1): higher re-embeds more
             before it stops.  None re-embeds the whole ``rerank_ratio`` share;
             the default reads the index's ``IndexConfig.search_confidence``.
+        time_budget_ms: wall-clock budget of one query's search in
+            milliseconds (None: none).  Once spent, the search asks
+            ``embed`` for no more passages and returns the best k scored so
+            far, with ``stats["stopped"]`` 1; it never stops before k are
+            scored, so a budget shorter than the first round trip still
+            waits for it.
     """
 
     ef: int | None = None
@@ -61,6 +67,7 @@ class SearchOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     max_recompute: int | None = None
     confidence: float | None = FROM_CONFIG
+    time_budget_ms: float | None = None
 
     def __post_init__(self) -> None:
         if self.ef is not None:
@@ -72,6 +79,9 @@ class SearchOptions:
             object.__setattr__(self, "max_recompute", checks.integer(self.max_recompute, "max_recompute", 1, 2**62))
         if self.confidence is not FROM_CONFIG and self.confidence is not None:
             object.__setattr__(self, "confidence", check_confidence(self.confidence, "confidence"))
+        if self.time_budget_ms is not None:
+            object.__setattr__(self, "time_budget_ms", checks.number(self.time_budget_ms, "time_budget_ms", 0, None,
+                                                                     lo_open=True))
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
