@@ -212,15 +212,16 @@ class IndexConfig:
         ============  ===============  ==============  ==============
         preset        bytes / passage  summaries       short queries
         ============  ===============  ==============  ==============
-        ``compact``   31.9             0.909 @ 137     0.853 @ 139
-        ``balanced``  56.4             0.942 @ 38      0.919 @ 44
-        ``fast``      65.0             0.958 @ 32      0.936 @ 37
+        ``compact``   31.9             0.943 @ 130     0.908 @ 138
+        ``balanced``  62.2             0.935 @ 20      0.916 @ 21
+        ``fast``      65.0             0.941 @ 20      0.924 @ 20
         ============  ===============  ==============  ==============
 
-        ``compact`` searches at ``search_confidence=0.95``: 0.909 @ 137 on
-        the summaries, 0.853 @ 139 on the short queries (at 0.8: 0.842 @ 85
-        and 0.784 @ 94).  ``balanced`` is the
-        default ``IndexConfig()`` for vectors of 256 dimensions or more.
+        ``compact`` searches at ``search_confidence=0.995``: its 16-byte
+        codes leave much doubt, so its stop needs a high confidence (at
+        0.99: 0.936 @ 112 and 0.900 @ 121; at 0.8: 0.768 @ 32 and 0.710 @
+        34).  ``balanced`` is the default ``IndexConfig()`` for vectors of
+        256 dimensions or more (p95 24 / 26 passages).
 
         >>> IndexConfig.preset("compact").search_subspaces
         32
