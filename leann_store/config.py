@@ -27,9 +27,16 @@ from .options import check_confidence
 METRICS = ("l2", "cosine", "ip")
 BUILDERS = ("flash", "exact")
 #: the adaptive stop's confidence: scoring ends once no candidate left could
-#: enter the top k unless its code error lies below the index's calibrated
-#: (1 - confidence) quantile (see LeannIndex.search)
-DEFAULT_CONFIDENCE = 0.8
+#: enter the top k unless its estimate error lies beyond the (1 - confidence)
+#: quantile of what the query's own scores (cosine, ip) or the index's
+#: calibration (l2) say (see LeannIndex.search).  0.85 rather than 0.8 since
+#: the query-error stop: it keeps recall@10 at or above the earlier default's
+#: (0.945 / 0.925 against 0.942 / 0.919, 21.5 / 22.3 recomputes; at 0.8
+#: 0.935 / 0.916 and a 50% filter's recall fell 0.016 / 0.012 below it;
+#: docs/internals.md).  On an l2 index (the code-distance stop) 0.85 gives
+#: recall@10 0.958 / 0.941 at 39.8 / 46.5 recomputes against 0.946 / 0.928
+#: at 34.2 / 40.8 (devcorpus, 300 queries a set).
+DEFAULT_CONFIDENCE = 0.85
 #: search_subspaces=None without stored vectors, from this input dimension
 #: up: the "balanced" preset's 44-byte codes (below it, 16-byte codes: a
 #: small vector needs no more).  88 rather than 80 since the normalised
@@ -213,15 +220,15 @@ class IndexConfig:
         preset        bytes / passage  summaries       short queries
         ============  ===============  ==============  ==============
         ``compact``   31.9             0.943 @ 130     0.908 @ 138
-        ``balanced``  62.2             0.935 @ 20      0.916 @ 21
-        ``fast``      65.0             0.941 @ 20      0.924 @ 20
+        ``balanced``  62.2             0.945 @ 21      0.925 @ 22
+        ``fast``      65.0             0.949 @ 21      0.934 @ 21
         ============  ===============  ==============  ==============
 
         ``compact`` searches at ``search_confidence=0.995``: its 16-byte
         codes leave much doubt, so its stop needs a high confidence (at
         0.99: 0.936 @ 112 and 0.900 @ 121; at 0.8: 0.768 @ 32 and 0.710 @
         34).  ``balanced`` is the default ``IndexConfig()`` for vectors of
-        256 dimensions or more (p95 24 / 26 passages).
+        256 dimensions or more (p95 28 / 31 passages).
 
         >>> IndexConfig.preset("compact").search_subspaces
         32
