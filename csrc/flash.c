@@ -300,7 +300,7 @@ static inline void subspace_dists(const leann_codec *c, const float *y, int i, f
 int leann_codec_valid_subspaces(int msub) {
     switch (msub) {
     case 8: case 16: case 32: case 64: /* build and search codes */
-    case 80: case 96: case 112: case 128: /* search codes (groups of 8 for the kernels) */
+    case 80: case 88: case 96: case 112: case 128: /* search codes (groups of 8 for the kernels) */
         return 1;
     default:
         return 0;
@@ -311,7 +311,7 @@ int leann_codec_new(int dp, int msub, int bits, const float *centroids, float sc
                     leann_codec **out) {
     *out = NULL;
     if (!leann_codec_valid_subspaces(msub))
-        return leann_fail(LEANN_ERR_INVALID, "number of subspaces must be 8, 16, 32, 64, 96 or 128, got %d", msub);
+        return leann_fail(LEANN_ERR_INVALID, "number of subspaces must be 8, 16, 32, 64, 80, 88, 96, 112 or 128, got %d", msub);
     if (bits != 4 && bits != 8) return leann_fail(LEANN_ERR_INVALID, "code bits must be 4 or 8, got %d", bits);
     if (dp <= 0 || dp % msub != 0 || dp > LEANN_MAX_DIM)
         return leann_fail(LEANN_ERR_INVALID,

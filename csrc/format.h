@@ -27,7 +27,8 @@
 #include "internal.h"
 
 #ifndef LEANN_FORMAT_VERSION
-#define LEANN_FORMAT_VERSION 3 /* 2: calibration (CALIB), codes up to 64 bytes; 3: 8-bit search codes */
+#define LEANN_FORMAT_VERSION 4 /* 2: calibration (CALIB), codes up to 64 bytes; 3: 8-bit search codes;
+                                  4: the distance estimator (META word 15, EST) */
 #endif
 #define LEANN_FILE_HEADER_BYTES 48
 #define LEANN_FILE_ENTRY_BYTES 32

@@ -4,7 +4,8 @@
  * with the other byte order):
  *   META     u64[16]: layout version, n, dim, metric, M, cap0, capU, entry,
  *            maxlevel, code_bytes, has_vectors, has_tombstones, hubs,
- *            has_calibration, code bits (layout 3)
+ *            has_calibration, code bits (layout 3), distance estimator
+ *            (layout 4: LEANN_EST_*)
  *   UMETA    the caller's metadata blob (JSON from the Python layer)
  *   CODEC    i32 dim, dp, msub, accumulate; f32 scale, bias, 0, 0;
  *            centroids (f32), mean (f32), components (f16: the Python layer
@@ -16,7 +17,9 @@
  *   VECTORS  n * dim f32 (indexes that store vectors)
  *   TOMB     (n + 63) / 64 u64 tombstone words
  *   HUBS     u64 count; ids (u32, ascending); rows (f16)
- *   CALIB    LEANN_CALIB_LEVELS f32: code error quantiles (layout 2, when
+ *   EST      f32 norm, u32 0: the normalised estimator's norm (layout 4,
+ *            when META word 15 is LEANN_EST_NORMALISED)
+ *   CALIB    LEANN_CALIB_LEVELS f32: estimate error quantiles (layout 2, when
  *            META word 13 is 1)
  * Loading checks every count, length, offset and id against the others
  * before anything uses it.
@@ -31,14 +34,17 @@
 /* layout 2 (format version 2): META word 13 flags a CALIB section; code
  * sizes up to 64 bytes.  Layout 3 (format version 3): META word 14 is the
  * search codes' bits (4 or 8; 8-bit codes up to 128 bytes).  Layouts 1 and
- * 2 still load (4-bit codes; layout 1 without calibration). */
-#define META_LAYOUT 3
+ * 2 still load (4-bit codes; layout 1 without calibration).  Layout 4
+ * (format version 4): META word 15 is the distance estimator, whose norm
+ * the EST section holds; older layouts load with LEANN_EST_CODE, their
+ * calibration being of code distances. */
+#define META_LAYOUT 4
 
 static size_t pad8(size_t x) { return (x + 7) & ~(size_t)7; }
 
 typedef struct {
-    leann_section_out s[9 + LEANN_MAX_LEVEL + 1];
-    void *owned[9 + LEANN_MAX_LEVEL + 1];
+    leann_section_out s[10 + LEANN_MAX_LEVEL + 1];
+    void *owned[10 + LEANN_MAX_LEVEL + 1];
     int n, nowned;
     uint64_t meta[META_WORDS];
 } sections;
@@ -87,6 +93,7 @@ static int collect(const leann_index *idx, sections *x, int with_data) {
     m[12] = idx->nhub;
     m[13] = idx->has_calib ? 1 : 0;
     m[14] = c && idx->codes ? (uint64_t)leann_codec_bits(c) : 0;
+    m[15] = (uint64_t)idx->est_kind;
     add(x, "META", m, sizeof x->meta);
     add(x, "UMETA", idx->umeta, idx->umeta_len);
     if (c && idx->codes) {
@@ -144,6 +151,12 @@ static int collect(const leann_index *idx, sections *x, int with_data) {
             memcpy(b + 8 + pad8(idx->nhub * 4), idx->hub_vecs, idx->nhub * (size_t)idx->dim * 2);
         }
         add(x, "HUBS", b, bytes);
+    }
+    if (idx->est_kind == LEANN_EST_NORMALISED) {
+        float *e = with_data ? own(x, 8) : NULL;
+        if (with_data && !e) return LEANN_ERR_NOMEM;
+        if (e) e[0] = idx->est_norm; /* e[1]: 0 (own zeroes) */
+        add(x, "EST", e, 8);
     }
     if (idx->has_calib) add(x, "CALIB", idx->calib, sizeof idx->calib);
     return LEANN_OK;
@@ -281,7 +294,9 @@ static int load_file(const leann_file *f, leann_index *idx) {
         return BAD("index file '%s': section 'META' has code size %llu", name, (unsigned long long)m[9]);
     if (m[10] > 1 || m[11] > 1 || m[12] > n || m[13] > (m[0] >= 2 ? 1u : 0u) || (m[13] && !m[9]))
         return BAD("index file '%s': section 'META' has bad flags", name);
-    for (int i = m[0] >= 3 ? 15 : 14; i < META_WORDS; i++)
+    if (m[0] >= 4 && m[15] != LEANN_EST_CODE && (m[15] != LEANN_EST_NORMALISED || !m[9]))
+        return BAD("index file '%s': section 'META' has distance estimator %llu", name, (unsigned long long)m[15]);
+    for (int i = m[0] >= 4 ? 16 : m[0] >= 3 ? 15 : 14; i < META_WORDS; i++)
         if (m[i]) return BAD("index file '%s': section 'META' has bad flags", name);
     if (!m[10] && !m[9]) return BAD("index file '%s': section 'META': the index has neither vectors nor codes", name);
     idx->dim = (int)m[2];
@@ -375,6 +390,15 @@ static int load_file(const leann_file *f, leann_index *idx) {
         for (size_t i = 0; i < cnt * dim; i++)
             if ((idx->hub_vecs[i] & 0x7C00u) == 0x7C00u)
                 return BAD("index file '%s': section 'HUBS' has a non-finite value", name);
+    }
+    if (m[0] >= 4 && m[15] == LEANN_EST_NORMALISED) {
+        if ((st = get(f, "EST", &d, &len, 8)) != LEANN_OK) return st;
+        float e[2];
+        memcpy(e, d, sizeof e);
+        if (e[1] != 0.0f || leann_index_set_estimator(idx, LEANN_EST_NORMALISED, e[0]) != LEANN_OK)
+            return BAD("index file '%s': section 'EST' is invalid: %s", name, leann_last_error());
+    } else if (leann_file_has(f, "EST")) {
+        return BAD("index file '%s': section 'EST' is not announced by 'META'", name);
     }
     if (m[13]) {
         if ((st = get(f, "CALIB", &d, &len, sizeof idx->calib)) != LEANN_OK) return st;

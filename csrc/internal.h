@@ -561,8 +561,14 @@ struct leann_index {
     size_t nhub;
     leann_lru *lru;      /* cross-query cache of recomputed rows, or NULL */
     _Atomic(leann_vpool *) vpool; /* visited sets of searches (search.c) */
-    float calib[LEANN_CALIB_LEVELS]; /* code error quantiles (leann_index_set_calibration) */
+    float calib[LEANN_CALIB_LEVELS]; /* estimate error quantiles (leann_index_set_calibration) */
     int has_calib;
+    /* the candidates' distance estimate (leann_index_set_estimator) */
+    int est_kind;        /* LEANN_EST_CODE or LEANN_EST_NORMALISED */
+    float est_norm;      /* NORMALISED: every search-space vector's norm */
+    float *est_pmean;    /* NORMALISED: components . mean (dp) */
+    float *est_ntab;     /* NORMALISED: per subspace and centroid, 2 <pmean_j, c> + |c|^2 (msub * ksub) */
+    float est_mm;        /* NORMALISED: |mean|^2 */
     char *umeta;         /* caller's metadata blob, saved with the index */
     size_t umeta_len;
 };

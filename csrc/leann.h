@@ -290,6 +290,25 @@ int leann_index_set_calibration(leann_index *idx, const float *quantiles, int co
 /* Copies the calibration (LEANN_CALIB_LEVELS floats); returns 1, or 0 when
  * the index has none. */
 int leann_index_calibration(const leann_index *idx, float *quantiles);
+/* How the two-level search estimates a candidate's exact distance from its
+ * code, to rank the beam and to stop (the calibration then holds the
+ * quantiles of exact - estimate, in that estimate's units):
+ *   LEANN_EST_CODE: the code distance (squared L2 of the query's projection
+ *     to the code's centroids, plus the query's PCA residual and the
+ *     codec's bias): every index saved before format version 4.
+ *   LEANN_EST_NORMALISED: for an IP index whose search-space vectors all
+ *     have the norm `norm` (cosine: 1; the IP metric's augmented rows: the
+ *     radius), -norm * <q, r> / |r| with r the code's reconstruction (mean
+ *     plus components times centroids): the reconstruction pointed where
+ *     the vector points, with the length every vector has.  In the search
+ *     distance's units (-<q, x>).
+ * Setting an estimator clears the calibration (it described the other).
+ * Needs search codes with a PCA; LEANN_EST_NORMALISED needs the IP metric
+ * and a finite norm > 0. */
+enum { LEANN_EST_CODE = 0, LEANN_EST_NORMALISED = 1 };
+int leann_index_set_estimator(leann_index *idx, int kind, float norm);
+/* The estimator kind; *norm (may be NULL) receives its norm (0 for CODE). */
+int leann_index_estimator(const leann_index *idx, float *norm);
 /* An opaque blob saved with the index (the Python layer keeps JSON there). */
 int leann_index_set_meta(leann_index *idx, const char *data, size_t len);
 size_t leann_index_meta(const leann_index *idx, const char **data);
@@ -307,6 +326,9 @@ typedef struct {
     uint64_t exact;       /* exact distances computed */
     uint64_t code_evals;  /* approximate (code) distances */
     uint64_t hops;        /* nodes expanded */
+    uint64_t engine_ns;   /* time spent in begin and next (the walk, the
+                             ranking, the exact scores), not the caller's */
+    uint64_t stopped;     /* 1: ended early by leann_search_stop */
 } leann_recompute_stats;
 
 typedef struct {
@@ -329,6 +351,11 @@ typedef struct leann_search leann_search;
 int leann_search_begin(const leann_index *idx, const float *query, const leann_search_params *params,
                        leann_search **out);
 int leann_search_next(leann_search *s, const float *rows, size_t nrows, int64_t *need, int *nneed);
+/* Ends a search now (a caller's time budget ran out): the ids last asked
+ * for are dropped and the result is the k best scored so far.  Returns 1
+ * when it ended, 0 when fewer than k candidates are scored yet (the search
+ * goes on: a result needs k) or it had already finished. */
+int leann_search_stop(leann_search *s);
 /* ids/dist: k entries, ascending, padded with -1 / +inf. */
 int leann_search_result(leann_search *s, int64_t *ids, float *dist, leann_recompute_stats *stats);
 void leann_search_free(leann_search *s);

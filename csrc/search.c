@@ -7,6 +7,13 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <time.h>
+
+static uint64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
 
 int leann_index_new(leann_graph *g, uint8_t *codes, int code_bytes, float *vectors, int dim, int metric,
                     leann_index **out) {
@@ -39,6 +46,8 @@ void leann_index_free(leann_index *idx) {
     leann_lru_free(idx->lru);
     leann_vpool_free(atomic_load(&idx->vpool));
     free(idx->umeta);
+    free(idx->est_pmean);
+    free(idx->est_ntab);
     free(idx);
 }
 
@@ -270,6 +279,22 @@ enum { SEARCH_RUNNING = 0, SEARCH_WAITING = 1, SEARCH_DONE = 2 };
  * five more passages per query; k >= 10 is unchanged). */
 #define ADAPTIVE_MIN_FIRST 20
 
+/* The adaptive stop of an index with the normalised estimate
+ * (LEANN_EST_NORMALISED) models each query's own error: the first k +
+ * NORMALISED_FIRST_EXTRA candidates are scored, then their exact - estimate
+ * errors (mean, deviation) say which candidates could still enter the top
+ * k; the second round trip asks for at most as many as the first, each
+ * later one for twice as many as the one before (within batch_size), and
+ * without max_recompute a query scores at most k * (1 + 1 / (1 -
+ * confidence)) candidates (the tail bound: 60 at k = 10 and confidence
+ * 0.8, 210 at 0.95, where the share rerank_ratio * ef binds first).  Devcorpus (summaries / short queries, 300 a set,
+ * confidence 0.8, 40-byte codes): first k + 2 gives recall@10 0.916 /
+ * 0.895 at 21.4 / 21.9 recomputes (p95 27 / 29, embed calls p95 3); first
+ * k 0.912 / 0.898 at 21.1 / 21.6 with more calls; the build's global
+ * error quantile instead of the query's own errors (and rounds of 32)
+ * 0.930 / 0.883 at 24.6 / 23.4 with p95 44.  The map: docs/internals.md. */
+#define NORMALISED_FIRST_EXTRA 2
+
 struct leann_search {
     const leann_index *idx;
     int k, ef, batch, state, walked;
@@ -293,6 +318,14 @@ struct leann_search {
      * distance below (k-th best exact squared L2) - delta */
     int adaptive;
     float delta;       /* the calibrated (1 - confidence) quantile of exact - code */
+    /* LEANN_EST_NORMALISED: the stop's error model, from this query's
+     * scored candidates (see score_end) */
+    float z;           /* deviations below the mean error a candidate may lie */
+    double esum, esq;  /* sum of (exact - estimate) and of its square */
+    size_t nerr;
+    float *asked_est;  /* the estimates of the ids asked (batch) */
+    size_t round;      /* ids asked at most per round trip after the first */
+    size_t tail;       /* without max_recompute: exact scores at most */
     size_t first;      /* scored before the first stop test */
     float *best;       /* the k best exact squared L2 so far, ascending */
     int nbest;
@@ -301,6 +334,10 @@ struct leann_search {
     size_t nasked;
     leann_dist_fn dist;
     leann_recompute_stats st;
+    /* LEANN_EST_NORMALISED: the query's table of <q's projection + pmean,
+     * centroid> (msub * ksub) and <q, mean>; NULL with the code estimate */
+    float *atab;
+    float qm;
 };
 
 /* The walk's returnable nodes, or NULL when every node is. */
@@ -328,6 +365,50 @@ static int scan_allowed(leann_search *s) {
     return LEANN_OK;
 }
 
+/* The standard normal quantile at p in (0, 1), by bisection on erfc. */
+static double probit(double p) {
+    double lo = -8.0, hi = 8.0;
+    for (int i = 0; i < 60; i++) {
+        double mid = 0.5 * (lo + hi);
+        if (0.5 * erfc(-mid / sqrt(2.0)) < p) lo = mid;
+        else hi = mid;
+    }
+    return 0.5 * (lo + hi);
+}
+
+/* LEANN_EST_NORMALISED: the estimate of one code's exact distance,
+ * -norm * <q, r> / |r| (see leann_index_set_estimator). */
+static inline float normalised_estimate(const leann_search *s, const uint8_t *code) {
+    const leann_index *idx = s->idx;
+    const leann_codec *c = idx->codec;
+    const float *a = s->atab, *nt = idx->est_ntab;
+    float ip = s->qm, n2 = idx->est_mm;
+    if (c->ksub == 256) {
+        for (int j = 0; j < c->msub; j++) {
+            ip += a[j * 256 + code[j]];
+            n2 += nt[j * 256 + code[j]];
+        }
+    } else {
+        for (int b = 0; b < c->code_bytes; b++) {
+            int lo = (2 * b) * 16 + (code[b] & 15), hi = (2 * b + 1) * 16 + (code[b] >> 4);
+            ip += a[lo] + a[hi];
+            n2 += nt[lo] + nt[hi];
+        }
+    }
+    return -idx->est_norm * ip / sqrtf(n2 > 1e-12f ? n2 : 1e-12f);
+}
+
+/* The order level two scores in: with the normalised estimator, the
+ * walk's candidates re-ranked by it (the walk itself runs on code
+ * distances, which steer it as well at a third of the lookups). */
+static void rank_candidates(leann_search *s) {
+    if (!s->atab) return;
+    const leann_index *idx = s->idx;
+    for (size_t i = 0; i < s->norder; i++)
+        s->order[i].d = normalised_estimate(s, idx->codes + (size_t)s->order[i].id * idx->code_bytes);
+    leann_cand_sort(s->order, s->norder);
+}
+
 /* Level one, then the order in which level two scores the beam. */
 static int run_walk(leann_search *s) {
     if (!s->scanned) {
@@ -341,18 +422,25 @@ static int run_walk(leann_search *s) {
         if (st != LEANN_OK) return st;
         s->norder = leann_walk_results(&s->w, s->order, (size_t)s->ef);
     }
+    rank_candidates(s);
     size_t t = (size_t)ceil(s->ratio * (double)s->ef);
     if (t < (size_t)s->k) t = (size_t)s->k;
     if (s->max_exact && t > s->max_exact) t = s->max_exact;
+    if (!s->max_exact && s->asked_est && t > s->tail) t = s->tail; /* the tail bound */
     s->target = t < s->norder ? t : s->norder;
     s->pos = 0;
     s->walked = 1;
     return LEANN_OK;
 }
 
-static int score_row(leann_search *s, uint32_t id, const float *row) {
+static int score_row(leann_search *s, uint32_t id, float est, const float *row) {
     float d = s->dist(s->q, row, s->idx->dim);
     s->ex[s->nex++] = (leann_cand){d, id};
+    if (s->asked_est) {
+        s->esum += (double)d - est;
+        s->esq += ((double)d - est) * ((double)d - est);
+        s->nerr++;
+    }
     if (s->adaptive) { /* keep the k best squared L2 distances, ascending */
         float l2 = s->l2 ? s->l2(s->q, row, s->idx->dim) : d;
         int i = s->nbest < s->k ? s->nbest++ : s->k;
@@ -374,6 +462,18 @@ static int score_row(leann_search *s, uint32_t id, const float *row) {
 static size_t score_end(const leann_search *s) {
     if (!s->adaptive) return s->target;
     if (s->pos < s->first || s->nbest < s->k) return s->first < s->target ? s->first : s->target;
+    if (s->idx->est_kind == LEANN_EST_NORMALISED) {
+        /* this query's own estimate error, from the candidates scored so
+         * far (exact - estimate: mean mu, deviation sd): a candidate may
+         * still beat the k-th best exact distance while its estimate + mu
+         * - z sd lies below it.  The beam is sorted by estimate, so those
+         * candidates are a prefix. */
+        double n = (double)s->nerr, mu = s->esum / n, var = n > 1 ? (s->esq - n * mu * mu) / (n - 1) : 0.0;
+        float bound = s->best[s->k - 1] - (float)mu + s->z * (float)sqrt(var > 0 ? var : 0.0);
+        size_t j = s->pos;
+        while (j < s->target && s->order[j].d < bound) j++;
+        return j;
+    }
     float bound = s->best[s->k - 1] - s->delta;
     size_t j = s->pos;
     while (j < s->target && s->order[j].d < bound) j++;
@@ -389,18 +489,21 @@ static int next_batch(leann_search *s, int64_t *need, int *nneed) {
     int st = LEANN_OK, m = 0;
     size_t end = score_end(s);
     if (s->adaptive && end > s->pos + (size_t)s->batch) end = s->pos + (size_t)s->batch;
+    if (s->asked_est && s->pos >= s->first && end > s->pos + s->round) end = s->pos + s->round;
     while (s->pos < end && m < s->batch && st == LEANN_OK) {
+        float est = s->order[s->pos].d;
         uint32_t id = s->order[s->pos++].id;
         if (idx->vectors) {
-            st = score_row(s, id, idx->vectors + (size_t)id * idx->dim);
+            st = score_row(s, id, est, idx->vectors + (size_t)id * idx->dim);
         } else if (idx->nhub && leann_hub_get(idx, id, s->row)) {
             s->st.cache_hits++;
-            st = score_row(s, id, s->row);
+            st = score_row(s, id, est, s->row);
         } else if (idx->lru && leann_lru_get(idx->lru, id, s->row)) {
             s->st.cache_hits++;
-            st = score_row(s, id, s->row);
+            st = score_row(s, id, est, s->row);
         } else {
             need[m] = id;
+            if (s->asked_est) s->asked_est[m] = est;
             s->asked[m++] = id;
         }
     }
@@ -422,6 +525,8 @@ void leann_search_free(leann_search *s) {
     free(s->ex);
     free(s->best);
     free(s->asked);
+    free(s->asked_est);
+    free(s->atab);
     free(s);
 }
 
@@ -506,8 +611,18 @@ static int search_new(const leann_index *idx, const float *query, const leann_se
         s->delta = calib_quantile(idx, 1.0 - p->confidence);
         s->first = 2 * (size_t)p->k > ADAPTIVE_MIN_FIRST ? 2 * (size_t)p->k : ADAPTIVE_MIN_FIRST;
         s->l2 = idx->metric == LEANN_METRIC_L2 ? NULL : leann_get_dist(LEANN_METRIC_L2, LEANN_KERNEL_AUTO);
+        if (idx->est_kind == LEANN_EST_NORMALISED) { /* estimates in the search distance's units */
+            s->l2 = NULL;
+            s->first = (size_t)p->k + NORMALISED_FIRST_EXTRA;
+            s->z = (float)probit(p->confidence);
+            s->round = s->first;
+            s->tail = (size_t)ceil((double)p->k * (1.0 + 1.0 / (1.0 - p->confidence)));
+            s->asked_est = leann_malloc((size_t)s->batch * sizeof(float), "search batch");
+        }
         s->best = leann_malloc((size_t)p->k * sizeof(float), "search bound");
     }
+    if (!exact_walk && idx->est_kind == LEANN_EST_NORMALISED)
+        s->atab = leann_malloc((size_t)idx->codec->msub * idx->codec->ksub * sizeof(float), "search table");
     const leann_codec *c = idx->codec;
     s->q = leann_malloc((size_t)idx->dim * sizeof(float), "search query");
     s->row = leann_malloc((size_t)idx->dim * sizeof(float), "search row");
@@ -519,8 +634,8 @@ static int search_new(const leann_index *idx, const float *query, const leann_se
     s->asked = leann_malloc((size_t)s->batch * sizeof(int64_t), "search batch");
     int cap = idx->g.cap0 > idx->g.capU ? idx->g.cap0 : idx->g.capU;
     leann_beam beam = {0};
-    if (!s->q || !s->row || (!exact_walk && !s->table) || !s->vb || !s->order || !s->ex || !s->asked ||
-        (s->adaptive && !s->best) || leann_beam_init(&beam, (size_t)s->ef + 1) != LEANN_OK ||
+    if (!s->q || !s->row || (!exact_walk && !s->table) || (!exact_walk && idx->est_kind && !s->atab) || !s->vb || !s->order || !s->ex || !s->asked ||
+        (s->adaptive && !s->best) || (s->adaptive && idx->est_kind && !s->asked_est) || leann_beam_init(&beam, (size_t)s->ef + 1) != LEANN_OK ||
         leann_qctx_alloc(&s->qc, cap + 16, 0) != LEANN_OK) {
         s->w.beam = beam;
         leann_search_free(s);
@@ -544,6 +659,18 @@ static int search_new(const leann_index *idx, const float *query, const leann_se
         s->qc.ftable = s->table;
         s->qc.fk = c->ksub;
         s->qc.foff = rq + c->bias; /* code distances on the exact distances' scale */
+        if (s->atab) { /* the normalised estimate's query table */
+            double qm = 0.0;
+            for (int k = 0; k < idx->dim; k++) qm += (double)query[k] * c->mean[k];
+            s->qm = (float)qm;
+            for (int j = 0; j < c->msub; j++)
+                for (int a = 0; a < c->ksub; a++) {
+                    const float *cent = c->centroids + ((size_t)j * c->ksub + a) * c->dsub;
+                    float v = 0.0f;
+                    for (int t = 0; t < c->dsub; t++) v += (proj[j * c->dsub + t] + idx->est_pmean[j * c->dsub + t]) * cent[t];
+                    s->atab[(size_t)j * c->ksub + a] = v;
+                }
+        }
     }
     const leann_graph *g = &idx->g;
     s->nallowed = returnable(s) ? popcount_allowed(idx, p->allowed) : n;
@@ -580,11 +707,31 @@ int leann_search_begin(const leann_index *idx, const float *query, const leann_s
     if (!idx->codes || !idx->codec || !idx->codec->dim)
         return leann_fail(LEANN_ERR_INVALID, "this index has no search codes");
     if (!idx->g.packed) return leann_fail(LEANN_ERR_INVALID, "the index is not finished (pack it first)");
-    return search_new(idx, query, p, 0, out);
+    uint64_t t0 = now_ns();
+    int st = search_new(idx, query, p, 0, out);
+    if (st == LEANN_OK) (*out)->st.engine_ns += now_ns() - t0;
+    return st;
 }
+
+static int search_next(leann_search *s, const float *rows, size_t nrows, int64_t *need, int *nneed);
 
 int leann_search_next(leann_search *s, const float *rows, size_t nrows, int64_t *need, int *nneed) {
     if (!s || !need || !nneed) return leann_fail(LEANN_ERR_INVALID, "leann_search_next: NULL argument");
+    uint64_t t0 = now_ns();
+    int st = search_next(s, rows, nrows, need, nneed);
+    s->st.engine_ns += now_ns() - t0;
+    return st;
+}
+
+int leann_search_stop(leann_search *s) {
+    if (!s || s->state == SEARCH_DONE || s->nex < (size_t)s->k) return 0;
+    s->nasked = 0;
+    s->state = SEARCH_DONE;
+    s->st.stopped = 1;
+    return 1;
+}
+
+static int search_next(leann_search *s, const float *rows, size_t nrows, int64_t *need, int *nneed) {
     *nneed = 0;
     if (s->state == SEARCH_DONE) return LEANN_OK;
     const leann_index *idx = s->idx;
@@ -600,12 +747,13 @@ int leann_search_next(leann_search *s, const float *rows, size_t nrows, int64_t 
                                   (long long)s->asked[i / (size_t)idx->dim]);
         for (size_t i = 0; i < s->nasked && st == LEANN_OK; i++) {
             const float *r = rows + i * (size_t)idx->dim;
-            st = score_row(s, (uint32_t)s->asked[i], r);
+            st = score_row(s, (uint32_t)s->asked[i], s->asked_est ? s->asked_est[i] : 0.0f, r);
             leann_lru_put(idx->lru, (uint32_t)s->asked[i], r);
         }
         if (st != LEANN_OK) return st;
         s->st.recomputed += s->nasked;
         s->st.embed_calls++;
+        if (s->asked_est && s->pos > s->first) s->round *= 2; /* a query still in doubt after a round */
         s->nasked = 0;
         s->state = SEARCH_RUNNING;
     } else if (rows && nrows) {
@@ -762,7 +910,61 @@ int leann_index_set_codes(leann_index *idx, const leann_codec *codec, const uint
     idx->code_bytes = codec->code_bytes;
     idx->codec = cc;
     idx->has_calib = 0; /* it described the old codes */
+    leann_index_set_estimator(idx, LEANN_EST_CODE, 0.0f); /* so did the estimator's tables */
     return LEANN_OK;
+}
+
+int leann_index_set_estimator(leann_index *idx, int kind, float norm) {
+    if (!idx) return leann_fail(LEANN_ERR_INVALID, "leann_index_set_estimator: NULL argument");
+    if (kind != LEANN_EST_CODE && kind != LEANN_EST_NORMALISED)
+        return leann_fail(LEANN_ERR_INVALID, "unknown distance estimator %d", kind);
+    float *pmean = NULL, *ntab = NULL;
+    double mm = 0.0;
+    if (kind == LEANN_EST_NORMALISED) {
+        const leann_codec *c = idx->codec;
+        if (!idx->codes || !c || !c->dim)
+            return leann_fail(LEANN_ERR_INVALID, "the normalised estimator needs search codes with a PCA");
+        if (idx->metric != LEANN_METRIC_IP)
+            return leann_fail(LEANN_ERR_INVALID, "the normalised estimator is for the IP metric");
+        if (!(isfinite(norm) && norm > 0.0f))
+            return leann_fail(LEANN_ERR_INVALID, "the normalised estimator needs a finite norm > 0, got %g",
+                              (double)norm);
+        pmean = leann_malloc((size_t)c->dp * sizeof(float), "estimator tables");
+        ntab = leann_malloc((size_t)c->msub * c->ksub * sizeof(float), "estimator tables");
+        if (!pmean || !ntab) {
+            free(pmean);
+            free(ntab);
+            return LEANN_ERR_NOMEM;
+        }
+        for (int k = 0; k < c->dim; k++) mm += (double)c->mean[k] * c->mean[k];
+        for (int i = 0; i < c->dp; i++) {
+            const float *row = c->components + (size_t)i * c->dim;
+            double s = 0.0;
+            for (int k = 0; k < c->dim; k++) s += (double)c->mean[k] * row[k];
+            pmean[i] = (float)s;
+        }
+        for (int j = 0; j < c->msub; j++)
+            for (int a = 0; a < c->ksub; a++) {
+                const float *cent = c->centroids + ((size_t)j * c->ksub + a) * c->dsub;
+                double s = 0.0;
+                for (int t = 0; t < c->dsub; t++) s += 2.0 * pmean[j * c->dsub + t] * cent[t] + (double)cent[t] * cent[t];
+                ntab[(size_t)j * c->ksub + a] = (float)s;
+            }
+    }
+    free(idx->est_pmean);
+    free(idx->est_ntab);
+    idx->est_kind = kind;
+    idx->est_norm = kind == LEANN_EST_NORMALISED ? norm : 0.0f;
+    idx->est_pmean = pmean;
+    idx->est_ntab = ntab;
+    idx->est_mm = (float)mm;
+    idx->has_calib = 0; /* it described the other estimator */
+    return LEANN_OK;
+}
+
+int leann_index_estimator(const leann_index *idx, float *norm) {
+    if (norm) *norm = idx ? idx->est_norm : 0.0f;
+    return idx ? idx->est_kind : LEANN_EST_CODE;
 }
 
 const leann_codec *leann_index_codec(const leann_index *idx) { return idx ? idx->codec : NULL; }

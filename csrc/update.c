@@ -116,9 +116,10 @@ static int finish(const leann_index *src, leann_graph *g, uint8_t *codes, float 
         free(vectors);
         return st;
     }
-    memcpy(idx->calib, src->calib, sizeof idx->calib);
-    idx->has_calib = src->has_calib;
     st = leann_codec_clone(src->codec, &idx->codec);
+    if (st == LEANN_OK) st = leann_index_set_estimator(idx, src->est_kind, src->est_norm);
+    memcpy(idx->calib, src->calib, sizeof idx->calib); /* (after the estimator, which clears it) */
+    idx->has_calib = src->has_calib;
     if (st == LEANN_OK && src->umeta_len) {
         idx->umeta = leann_malloc(src->umeta_len, "index metadata");
         if (!idx->umeta) st = LEANN_ERR_NOMEM;

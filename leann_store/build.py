@@ -33,11 +33,18 @@ from numpy.random import default_rng
 
 from . import errors, native
 from ._rows import _CHUNK, _in_parallel, _MetricMap, _threads, release_rows
-from .codec import Codec, code_distance_bias, code_error_quantiles, fit_pca, search_codec, train_codec
+from .codec import (Codec, code_distance_bias, code_error_quantiles, fit_pca, normalised_error_quantiles,
+                    search_codec, train_codec)
 from .config import IndexConfig
 
 _BUILD_CHUNK = 8192  # nodes per flash build step (their projections exist together)
 _BUILD_KMEANS_SAMPLE = 4096  # k-means rows of a build-only codec (faiss's cap: 256 per centroid)
+#: the search codec's least PCA variance when it ranks by the normalised
+#: estimate (IP search spaces, vector-free): the estimate corrects the
+#: reconstruction's length, so more kept dimensions pay (devcorpus, 300
+#: queries a set, confidence 0.8: recall@10 0.916 / 0.895 at 21.4 / 21.9
+#: recomputes with 0.8, 0.924 / 0.901 at 20.8 / 21.3 with 0.9; docs/internals.md)
+NORMALISED_PCA_VARIANCE = 0.9
 
 
 class _NewIndex(Protocol):
@@ -46,7 +53,8 @@ class _NewIndex(Protocol):
     build_stats: dict[str, int]
 
     def _finish_build(self, x: np.ndarray, scodec: Codec, ncodec: native.NativeCodec,
-                      codes: np.ndarray, calib: np.ndarray | None = None) -> None: ...
+                      codes: np.ndarray, calib: np.ndarray | None = None,
+                      estimator: tuple[int, float] | None = None) -> None: ...
 
 
 _Index = TypeVar("_Index", bound=_NewIndex)
@@ -98,16 +106,29 @@ def build_index(cls: Callable[[native.NativeIndex, IndexConfig, _MetricMap, Code
         codec = train_codec(sample, num_subspaces=msub, pca_dim=cfg.pca_dim,
                             pca_variance=cfg.pca_variance, sample=cfg.codec_sample, seed=cfg.seed,
                             accumulate=cfg.accumulate, pca=pca, **build_only)
-    if codec is not None and codec.num_subspaces == ssub and cfg.search_bits == 4:
+    # IP search spaces (every row one norm) rank by the normalised estimate
+    # (native.EST_NORMALISED), which gains from a wider projection
+    normalised = not cfg.store_vectors and mmap.search_metric == native.METRIC_IP
+    svar = max(cfg.pca_variance, NORMALISED_PCA_VARIANCE) if normalised and cfg.pca_dim is None else cfg.pca_variance
+    if codec is not None and codec.num_subspaces == ssub and cfg.search_bits == 4 and svar == cfg.pca_variance:
         scodec = codec
     else:
-        scodec = train_codec(sample, num_subspaces=ssub, pca_variance=cfg.pca_variance,
+        scodec = train_codec(sample, num_subspaces=ssub, pca_variance=svar,
                              sample=cfg.codec_sample, seed=cfg.seed, pca=pca, bits=cfg.search_bits)
     ncodec = search_codec(scodec, code_distance_bias(scodec, sample, seed=cfg.seed))
     # the adaptive stop's bound: the code error where searches meet it
     # (only vector-free searches recompute, so only they need it)
-    calib = None if cfg.store_vectors else code_error_quantiles(
-        scodec, ncodec.bias, sample, native.CALIB_LEVELS, n, seed=cfg.seed)
+    # (IP search spaces, where every row has one norm: the normalised
+    # estimate, see native.EST_NORMALISED; l2: the code distance)
+    estimator = None
+    if cfg.store_vectors:
+        calib = None
+    elif normalised:
+        estimator = (native.EST_NORMALISED, 1.0 if cfg.metric == "cosine" else mmap.radius)
+        calib = normalised_error_quantiles(scodec.as_stored(), estimator[1], sample, native.CALIB_LEVELS, n,
+                                           seed=cfg.seed)
+    else:
+        calib = code_error_quantiles(scodec, ncodec.bias, sample, native.CALIB_LEVELS, n, seed=cfg.seed)
     del sample
     codes = np.empty((n, ncodec.code_bytes), dtype=np.uint8)
     # the search codes come from the build's feed when the build codec's
@@ -154,7 +175,7 @@ def build_index(cls: Callable[[native.NativeIndex, IndexConfig, _MetricMap, Code
         builder.free()
     index = cls(handle, cfg, mmap, codec)
     index.build_stats = build_stats
-    index._finish_build(x, scodec, ncodec, codes, calib)
+    index._finish_build(x, scodec, ncodec, codes, calib, estimator)
     del codes  # the index holds its own copy
     if flash and cfg.store_vectors:
         # the float storage comes last: it never coexists with the
@@ -167,12 +188,14 @@ def build_index(cls: Callable[[native.NativeIndex, IndexConfig, _MetricMap, Code
 
 def finish_build(handle: native.NativeIndex, cfg: IndexConfig, mmap: _MetricMap, build_codec: Codec | None,
                  x: np.ndarray, ncodec: native.NativeCodec, codes: np.ndarray,
-                 calib: np.ndarray | None = None) -> None:
+                 calib: np.ndarray | None = None, estimator: tuple[int, float] | None = None) -> None:
     """LEANN pruning, search codes, compaction and the hub cache of a new
     graph (``handle``): pruning picks the kept links by the build codes when
     the index still holds them (``build_codec``), else by ``codes``; the
-    index copies ``codes`` (``ncodec``'s search codes of every row) and
-    ``calib`` (the adaptive stop's quantiles), then packs."""
+    index copies ``codes`` (``ncodec``'s search codes of every row),
+    ``estimator`` (kind and norm of the candidates' distance estimate;
+    None: the code distance) and ``calib`` (the adaptive stop's quantiles
+    of that estimate's error), then packs."""
     n = x.shape[0]
     if cfg.resolved_prune:
         hub_degree = cfg.resolved_hub_degree
@@ -182,6 +205,8 @@ def finish_build(handle: native.NativeIndex, cfg: IndexConfig, mmap: _MetricMap,
         else:
             handle.prune(ncodec, codes, cfg.hub_fraction, hub_degree, cfg.resolved_degree, _threads(cfg.threads))
     handle.set_codes(ncodec, codes)
+    if estimator is not None:
+        handle.set_estimator(*estimator)
     if calib is not None:
         handle.set_calibration(calib)
     handle.pack()

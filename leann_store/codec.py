@@ -572,6 +572,57 @@ def code_error_quantiles(codec: Codec, bias: float, vectors: Rows | np.ndarray, 
     return np.maximum.accumulate(out)
 
 
+def reconstruct(codec: Codec, codes: np.ndarray) -> np.ndarray:
+    """What codes keep of their rows, in the input space: ``mean +
+    centroids @ components`` (float32, (n, dim))."""
+    msub = codec.num_subspaces
+    recon = codec.centroids[np.arange(msub)[None, :], _unpack(codes, codec.bits)].reshape(len(codes), -1)
+    return (codec.mean[None, :] + recon @ codec.components).astype(np.float32)
+
+
+def normalised_error_quantiles(codec: Codec, norm: float, vectors: Rows | np.ndarray, levels: Sequence[float],
+                               n_index: int, seed: int = 0, queries: int = 128, points: int = 4096,
+                               near: int = 64) -> np.ndarray:
+    """Quantiles of ``exact - estimate`` at ``levels`` for the normalised
+    estimator (``native.EST_NORMALISED``: ``-norm * <q, r> / |r|``, r a
+    code's reconstruction; exact: ``-<q, x>``), over the pairs a search
+    scores, chosen as :func:`code_error_quantiles` chooses them (sample rows
+    as queries, their ``near`` best by estimate in an index of ``n_index``
+    rows).  ``codec`` as the index keeps it (``as_stored``).  Non-decreasing.
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(800, 32)).astype(np.float32)
+    >>> x /= np.linalg.norm(x, axis=1, keepdims=True)
+    >>> c = train_codec(x, num_subspaces=8, seed=0).as_stored()
+    >>> q = normalised_error_quantiles(c, 1.0, x, [0.1, 0.5], 800)
+    >>> q.shape, bool(q[0] <= q[1])
+    ((2,), True)
+    """
+    x = _rows(vectors)
+    rng = default_rng(seed)
+    n = len(x)
+    qi = rng.choice(n, size=min(queries, n), replace=False)
+    pi = rng.choice(n, size=min(points, n), replace=False)
+    q = np.asarray(x[np.sort(qi)], dtype=np.float32)
+    p = np.asarray(x[np.sort(pi)], dtype=np.float32)
+    r = reconstruct(codec, codec.encode(p))
+    rn = np.sqrt(np.maximum((r.astype(np.float64) ** 2).sum(1), 1e-12)).astype(np.float32)
+    est = -norm * (q @ r.T) / rn[None, :]
+    exact = -(q @ p.T)
+    same = ((q ** 2).sum(1)[:, None] + (p ** 2).sum(1)[None, :] + 2.0 * exact) <= 1e-6 * max(norm * norm, 1e-30)
+    est[same] = np.inf  # a query is not its own neighbour
+    t = int(min(len(p) - 1, max(4, round(len(p) * near / max(n_index, 1)))))
+    if t < 1:
+        return np.zeros(len(levels), dtype=np.float32)
+    top = np.argpartition(est, t - 1, axis=1)[:, :t]
+    err = np.take_along_axis(exact, top, 1) - np.take_along_axis(est, top, 1)
+    err = err[np.isfinite(err)]
+    if err.size == 0:
+        return np.zeros(len(levels), dtype=np.float32)
+    out = np.quantile(err.astype(np.float64), np.asarray(levels, dtype=np.float64)).astype(np.float32)
+    return np.maximum.accumulate(out)
+
+
 def search_codec(codec: Codec, bias: float) -> native.NativeCodec:
     """A native codec that also codes queries (PCA + bias), for an index's search.
 

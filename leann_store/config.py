@@ -27,20 +27,30 @@ from .options import check_confidence
 METRICS = ("l2", "cosine", "ip")
 BUILDERS = ("flash", "exact")
 #: the adaptive stop's confidence: scoring ends once no candidate left could
-#: enter the top k unless its code error lies below the index's calibrated
-#: (1 - confidence) quantile (see LeannIndex.search)
-DEFAULT_CONFIDENCE = 0.8
+#: enter the top k unless its estimate error lies beyond the (1 - confidence)
+#: quantile of what the query's own scores (cosine, ip) or the index's
+#: calibration (l2) say (see LeannIndex.search).  0.85 rather than 0.8 since
+#: the query-error stop: it keeps recall@10 at or above the earlier default's
+#: (0.945 / 0.925 against 0.942 / 0.919, 21.5 / 22.3 recomputes; at 0.8
+#: 0.935 / 0.916 and a 50% filter's recall fell 0.016 / 0.012 below it;
+#: docs/internals.md).  On an l2 index (the code-distance stop) 0.85 gives
+#: recall@10 0.958 / 0.941 at 39.8 / 46.5 recomputes against 0.946 / 0.928
+#: at 34.2 / 40.8 (devcorpus, 300 queries a set).
+DEFAULT_CONFIDENCE = 0.85
 #: search_subspaces=None without stored vectors, from this input dimension
-#: up: the "balanced" preset's 40-byte codes (below it, 16-byte codes: a
-#: small vector needs no more)
-DEFAULT_SEARCH_SUBSPACES = 80
+#: up: the "balanced" preset's 44-byte codes (below it, 16-byte codes: a
+#: small vector needs no more).  88 rather than 80 since the normalised
+#: estimate: 62.2 against 57.2 B/passage at 50k for recall@10 0.933 / 0.912
+#: against 0.924 / 0.901 at 20.3 / 20.5 against 20.8 / 21.3 recomputes
+#: (devcorpus, 300 queries a set; docs/internals.md)
+DEFAULT_SEARCH_SUBSPACES = 88
 BALANCED_MIN_DIM = 256
 _SEARCH_SUBSPACES = native.VALID_SUBSPACES
 _BUILD_SUBSPACES = tuple(m for m in native.VALID_SUBSPACES if m <= native.MAX_BUILD_SUBSPACES)
 #: named presets (IndexConfig.preset): the search codes' size (see preset)
 PRESETS: dict[str, dict[str, Any]] = {
-    "compact": {"search_subspaces": 32, "search_confidence": 0.95},  # 16-byte codes
-    "balanced": {"search_subspaces": None},  # 40-byte codes from 256 dimensions (the default)
+    "compact": {"search_subspaces": 32, "search_confidence": 0.995},  # 16-byte codes
+    "balanced": {"search_subspaces": None},  # 44-byte codes from 256 dimensions (the default)
     "fast": {"search_subspaces": 96},        # 48-byte codes
 }
 #: link caps after pruning (IndexConfig.hub_degree / degree).  Measured on
@@ -78,10 +88,10 @@ class IndexConfig:
         degree: link cap of every other node when pruning; None means
             ``min(DEFAULT_DEGREE, hub_degree)``.
         search_subspaces: PQ subspaces of the codes kept for search (8, 16,
-            32, 64, 80, 96, 112 or 128: half as many bytes per passage); they
+            32, 64, 80, 88, 96, 112 or 128: half as many bytes per passage); they
             rank candidates before exact recompute, so they set how many
             recomputes a recall costs.  None: ``DEFAULT_SEARCH_SUBSPACES``
-            (80, the "balanced" preset) when vectors are not stored and have
+            (88, the "balanced" preset) when vectors are not stored and have
             at least ``BALANCED_MIN_DIM`` (256) dimensions, else 32.  See
             :meth:`preset` for what each size costs and saves.
         search_bits: 4 (16 centroids a subspace, two codes a byte) or 8
@@ -209,15 +219,16 @@ class IndexConfig:
         ============  ===============  ==============  ==============
         preset        bytes / passage  summaries       short queries
         ============  ===============  ==============  ==============
-        ``compact``   31.9             0.909 @ 137     0.853 @ 139
-        ``balanced``  56.4             0.942 @ 38      0.919 @ 44
-        ``fast``      65.0             0.958 @ 32      0.936 @ 37
+        ``compact``   31.9             0.943 @ 130     0.908 @ 138
+        ``balanced``  62.2             0.945 @ 21      0.925 @ 22
+        ``fast``      65.0             0.949 @ 21      0.934 @ 21
         ============  ===============  ==============  ==============
 
-        ``compact`` searches at ``search_confidence=0.95``: 0.909 @ 137 on
-        the summaries, 0.853 @ 139 on the short queries (at 0.8: 0.842 @ 85
-        and 0.784 @ 94).  ``balanced`` is the
-        default ``IndexConfig()`` for vectors of 256 dimensions or more.
+        ``compact`` searches at ``search_confidence=0.995``: its 16-byte
+        codes leave much doubt, so its stop needs a high confidence (at
+        0.99: 0.936 @ 112 and 0.900 @ 121; at 0.8: 0.768 @ 32 and 0.710 @
+        34).  ``balanced`` is the default ``IndexConfig()`` for vectors of
+        256 dimensions or more (p95 28 / 31 passages).
 
         >>> IndexConfig.preset("compact").search_subspaces
         32

@@ -30,6 +30,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -41,7 +42,7 @@ from . import _checks as checks
 from ._checks import check_finite as _check_finite
 from ._rows import _in_parallel, _MetricMap, _threads
 from .build import build_index, finish_build
-from .codec import Codec, code_error_quantiles, codec_from_native
+from .codec import Codec, code_error_quantiles, codec_from_native, normalised_error_quantiles
 from .options import DEFAULT_CODE_EF, DEFAULT_EF, DEFAULT_RERANK_RATIO, FROM_CONFIG, SearchOptions
 from .config import (AUTO_SUBSPACES_MAX_DIM, BALANCED_MIN_DIM, BUILDERS, DEFAULT_CONFIDENCE, DEFAULT_DEGREE,
                      DEFAULT_HUB_DEGREE, DEFAULT_SEARCH_SUBSPACES, METRICS, PRESETS, IndexConfig)
@@ -220,13 +221,14 @@ class LeannIndex:
             return build_index(cls, x, cfg, progress)
 
     def _finish_build(self, x: np.ndarray, scodec: Codec, ncodec: native.NativeCodec,
-                      codes: np.ndarray, calib: np.ndarray | None = None) -> None:
+                      codes: np.ndarray, calib: np.ndarray | None = None,
+                      estimator: tuple[int, float] | None = None) -> None:
         """LEANN pruning, search codes, compaction and the hub cache (see
         :func:`leann_store.build.finish_build`); the search codec becomes
         this index's, as its file keeps it (so that a built index and its
         loaded copy project new rows alike).  The build pipeline calls it on
         the new index."""
-        finish_build(self._h, self._config, self._map, self._codec, x, ncodec, codes, calib)
+        finish_build(self._h, self._config, self._map, self._codec, x, ncodec, codes, calib, estimator)
         self._search_codec = scodec.as_stored()
 
     # ---- search ----------------------------------------------------------
@@ -234,7 +236,7 @@ class LeannIndex:
                threads: int | None = None, *, embed: IdFetchFn | None = None,
                rerank_ratio: Any = _UNSET, batch_size: Any = _UNSET, max_recompute: Any = _UNSET,
                allowed: "np.ndarray | Iterable[int] | AllowedBits | None" = None, confidence: Any = _UNSET,
-               options: SearchOptions | None = None) -> SearchResult:
+               time_budget_ms: Any = _UNSET, options: SearchOptions | None = None) -> SearchResult:
         """The k nearest neighbours of one query (shape (dim,)) or a batch (nq, dim).
 
         Distances are exact (see the module docs for what each metric
@@ -259,13 +261,28 @@ class LeannIndex:
                 the ids (also in ``exc.leann_ids``); the index stays usable.
             options: a :class:`~leann_store.options.SearchOptions` (``ef``,
                 ``rerank_ratio``, ``batch_size``, ``max_recompute``,
-                ``confidence``: see its docs); the keyword arguments of the
-                same names override its fields.  The adaptive stop: after
-                the first 2k scores, scoring stops once every candidate left
-                has a code distance above the k-th best exact distance minus
-                the code error that the index measured at build time at
-                quantile ``1 - confidence``.  Indexes saved before the
-                calibration existed always score the whole share.
+                ``confidence``, ``time_budget_ms``: see its docs); the
+                keyword arguments of the same names override its fields.
+                The adaptive stop of cosine and ip indexes (the normalised
+                estimate, see ``docs/internals.md``): the first k + 2
+                candidates are scored, then the query's own estimate error
+                (exact - estimate over them: mean mu, deviation sd) keeps
+                scoring, at most k + 2 ids a round trip and twice as many
+                each time after, while a candidate left has an estimate
+                below the k-th best exact distance - mu + z sd (z: the
+                normal quantile at ``confidence``); the tail is bounded by
+                design, k * (1 + 1 / (1 - confidence)) scores at most unless
+                ``max_recompute`` is given.  l2 indexes and indexes saved
+                before format version 4: after the first 2k scores, scoring
+                stops once every candidate left has a code distance above
+                the k-th best exact distance minus the code error that the
+                index measured at build time at quantile ``1 -
+                confidence``.  Indexes saved before the calibration existed
+                always score the whole share.  ``stats`` also carry
+                ``engine_us`` (the C engine's time: walk, ranking, exact
+                scores), ``fetch_us`` (time in ``embed`` and the checks of
+                what it returned) and ``stopped`` (1: ``time_budget_ms`` ran
+                out).
             threads: the two-level search runs a batch's queries on this
                 many threads only when it is given (None: one), since
                 ``embed`` is then called from several threads at once (some
@@ -275,7 +292,8 @@ class LeannIndex:
                 come back whenever k allowed, undeleted ids exist.
         """
         given = {name: v for name, v in (("ef", ef), ("rerank_ratio", rerank_ratio), ("batch_size", batch_size),
-                                         ("max_recompute", max_recompute), ("confidence", confidence))
+                                         ("max_recompute", max_recompute), ("confidence", confidence),
+                                         ("time_budget_ms", time_budget_ms))
                  if v is not _UNSET}
         opts = SearchOptions.of(options, **given)
         if opts.mode != "dense":
@@ -324,13 +342,16 @@ class LeannIndex:
         nq = qs.shape[0]
         ids = np.empty((nq, k), dtype=np.int64)
         dist = np.empty((nq, k), dtype=np.float32)
-        keys = ("recomputed", "embed_calls", "cache_hits", "exact", "code_evals", "hops")
+        keys = ("recomputed", "embed_calls", "cache_hits", "exact", "code_evals", "hops", "engine_us", "fetch_us",
+                "stopped")
         st = {key: np.zeros(nq, dtype=np.int64) for key in keys}
         def part(_: int, a: int, b: int) -> None:  # queries [a, b), each writing its own rows
             for i in range(a, b):
+                deadline = (None if opts.time_budget_ms is None
+                            else time.perf_counter() + opts.time_budget_ms / 1000.0)
                 ids[i], dist[i], one = self._h.search_recompute(
                     np.ascontiguousarray(qs[i]), k, ef, opts.rerank_ratio, opts.batch_size,
-                    int(opts.max_recompute or 0), bits, fetch, confidence)
+                    int(opts.max_recompute or 0), bits, fetch, confidence, deadline)
                 for key in keys:
                     st[key][i] = one[key]
 
@@ -497,10 +518,15 @@ class LeannIndex:
             # early at 50k (recall@10 0.89 against 0.94).  The new rows are
             # the sample at hand.
             if len(x) >= _RECALIBRATE_MIN_ROWS and self._h.calibration() is not None:
-                nc = self._h.search_codec()
-                assert nc is not None
-                new._h.set_calibration(code_error_quantiles(
-                    codec, nc.bias, mapped, native.CALIB_LEVELS, len(new), seed=self._config.seed))
+                kind, norm = self._h.estimator()
+                if kind == native.EST_NORMALISED:
+                    new._h.set_calibration(normalised_error_quantiles(
+                        codec, norm, mapped, native.CALIB_LEVELS, len(new), seed=self._config.seed))
+                else:
+                    nc = self._h.search_codec()
+                    assert nc is not None
+                    new._h.set_calibration(code_error_quantiles(
+                        codec, nc.bias, mapped, native.CALIB_LEVELS, len(new), seed=self._config.seed))
         return new
 
     def add(self, vectors: np.ndarray | Sequence[Sequence[float]], *, threads: int | None = None) -> np.ndarray:

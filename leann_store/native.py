@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -50,6 +51,9 @@ MAX_BUILD_SUBSPACES = int(lib.LEANN_MAX_BUILD_SUBSPACES)
 VALID_SUBSPACES = tuple(m for m in range(1, 129) if lib.leann_codec_valid_subspaces(m))
 #: probabilities at which an index's code error calibration is kept, ascending
 CALIB_LEVELS = tuple(float(lib.leann_calib_level(i)) for i in range(lib.LEANN_CALIB_LEVELS))
+#: the two-level search's distance estimates (NativeIndex.set_estimator)
+EST_CODE = int(lib.LEANN_EST_CODE)
+EST_NORMALISED = int(lib.LEANN_EST_NORMALISED)
 
 
 class BuildCancelled(errors.LeannError):
@@ -581,6 +585,18 @@ class NativeIndex:
         out = np.empty(len(CALIB_LEVELS), dtype=np.float32)
         return out if lib.leann_index_calibration(self._ptr, _ptr("float[]", out)) else None
 
+    def set_estimator(self, kind: int, norm: float = 0.0) -> None:
+        """The candidates' distance estimate (``EST_CODE`` or
+        ``EST_NORMALISED`` with the search-space vectors' norm); clears the
+        calibration, which described the other one."""
+        with self._lock.write('replace the estimator'):
+            check(lib.leann_index_set_estimator(self._ptr, int(kind), float(norm)))
+
+    def estimator(self) -> tuple[int, float]:
+        """(kind, norm) of the candidates' distance estimate."""
+        norm = ffi.new("float *")
+        return int(lib.leann_index_estimator(self._ptr, norm)), float(norm[0])
+
     def search_codec(self) -> NativeCodec | None:
         ptr = lib.leann_index_codec(self._ptr)
         return None if ptr == ffi.NULL else NativeCodec.from_borrowed(ptr, owner=self)
@@ -680,10 +696,14 @@ class NativeIndex:
     # ---- two-level search -------------------------------------------------------
     def search_recompute(self, query: np.ndarray, k: int, ef: int, rerank_ratio: float, batch_size: int,
                          max_recompute: int, allowed: np.ndarray | None,
-                         fetch: Any, confidence: float = 0.0) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+                         fetch: Any, confidence: float = 0.0,
+                         deadline: float | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
         """One query.  ``fetch(ids) -> float32 (len(ids), dim)`` supplies rows
         the index cannot find itself; an exception from it propagates and the
-        half-done search is freed (the index is untouched)."""
+        half-done search is freed (the index is untouched).  ``deadline``
+        (``time.perf_counter()`` seconds): once past it, the search ends at
+        the next round trip with the best k scored so far (stats
+        ``stopped``), as soon as k are scored."""
         with self._lock.read():
             p = ffi.new("leann_search_params *")
             p.k, p.ef, p.rerank_ratio, p.batch_size = k, ef, float(rerank_ratio), batch_size
@@ -700,12 +720,17 @@ class NativeIndex:
             nneed = ffi.new("int *")
             rows_ptr, nrows = ffi.NULL, 0
             keep: np.ndarray | None = None
+            fetch_ns = 0
             try:
                 while True:
                     check(lib.leann_search_next(s, rows_ptr, nrows, need_ptr, nneed))
                     if nneed[0] == 0:
                         break
+                    if deadline is not None and time.perf_counter() > deadline and lib.leann_search_stop(s):
+                        break
+                    t0 = time.perf_counter_ns()
                     keep = fetch(need[:nneed[0]].copy())
+                    fetch_ns += time.perf_counter_ns() - t0
                     rows_ptr, nrows = _ptr("float[]", keep), keep.shape[0]
                 ids = np.empty(k, dtype=np.int64)
                 dist = np.empty(k, dtype=np.float32)
@@ -714,7 +739,8 @@ class NativeIndex:
             finally:
                 ffi.release(s)
             stats = {"recomputed": st.recomputed, "embed_calls": st.embed_calls, "cache_hits": st.cache_hits,
-                     "exact": st.exact, "code_evals": st.code_evals, "hops": st.hops}
+                     "exact": st.exact, "code_evals": st.code_evals, "hops": st.hops,
+                     "engine_us": st.engine_ns // 1000, "fetch_us": fetch_ns // 1000, "stopped": st.stopped}
             return ids, dist, {key: int(v) for key, v in stats.items()}
 
     # ---- file --------------------------------------------------------------

@@ -14,7 +14,7 @@ misspelt option is an error naming the known ones wherever it is passed.
 32
 >>> SearchOptions.of(None, eff=32)
 Traceback (most recent call last):
-leann_store.errors.InvalidInputError: unknown search option 'eff'; the options are: ef, rerank_ratio, batch_size, max_recompute, confidence, mode, alpha, rrf_k, dense_depth, keyword_depth
+leann_store.errors.InvalidInputError: unknown search option 'eff'; the options are: ef, rerank_ratio, batch_size, max_recompute, confidence, time_budget_ms, mode, alpha, rrf_k, dense_depth, keyword_depth
 """
 
 from __future__ import annotations
@@ -60,6 +60,12 @@ class SearchOptions:
         confidence: the adaptive stop, in (0, 1): higher re-embeds more
             before it stops.  None re-embeds the whole ``rerank_ratio`` share;
             the default reads the index's ``IndexConfig.search_confidence``.
+        time_budget_ms: wall-clock budget of one query's search in
+            milliseconds (None: none).  Once spent, the search asks
+            ``embed`` for no more passages and returns the best k scored so
+            far, with ``stats["stopped"]`` 1; it never stops before k are
+            scored, so a budget shorter than the first round trip still
+            waits for it.
         mode: what :meth:`LeannStore.search` ranks by: ``"dense"`` (the
             embedding), ``"keyword"`` (BM25 over the keyword index, no
             embedding needed) or ``"hybrid"`` (both lists fused).  The index
@@ -79,6 +85,7 @@ class SearchOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     max_recompute: int | None = None
     confidence: float | None = FROM_CONFIG
+    time_budget_ms: float | None = None
     mode: str = "dense"
     alpha: float | None = None
     rrf_k: int = DEFAULT_RRF_K
@@ -95,6 +102,9 @@ class SearchOptions:
             object.__setattr__(self, "max_recompute", checks.integer(self.max_recompute, "max_recompute", 1, 2**62))
         if self.confidence is not FROM_CONFIG and self.confidence is not None:
             object.__setattr__(self, "confidence", check_confidence(self.confidence, "confidence"))
+        if self.time_budget_ms is not None:
+            object.__setattr__(self, "time_budget_ms", checks.number(self.time_budget_ms, "time_budget_ms", 0, None,
+                                                                     lo_open=True))
         if self.mode not in MODES:
             raise errors.InvalidInputError(f"mode must be one of {', '.join(map(repr, MODES))}, got {self.mode!r}")
         if self.alpha is not None:

@@ -346,7 +346,7 @@ def test_limits_come_from_c():
     from leann_store import native
 
     assert (native.MAX_EF, native.MAX_BATCH, native.MAX_M, native.MAX_DEGREE) == (1_000_000, 65536, 256, 255)
-    assert native.VALID_SUBSPACES == (8, 16, 32, 64, 80, 96, 112, 128)
+    assert native.VALID_SUBSPACES == (8, 16, 32, 64, 80, 88, 96, 112, 128)
     with pytest.raises(InvalidInputError, match=str(native.MAX_M)):
         IndexConfig(M=native.MAX_M + 1)
     with pytest.raises(InvalidInputError, match=str(native.MAX_DEGREE)):

@@ -157,7 +157,7 @@ def test_two_level_batch_on_threads_matches_serial(data):
     par = index.search(q, k=10, embed=embed, threads=3)
     np.testing.assert_array_equal(par.ids, serial.ids)
     np.testing.assert_array_equal(par.distances, serial.distances)
-    for key in serial.stats:
+    for key in (k for k in serial.stats if not k.endswith("_us")):  # timings differ run to run
         np.testing.assert_array_equal(par.stats[key], serial.stats[key])
     assert len(callers) >= 2  # the pool may hand a later share to a thread that is done
 
