@@ -41,6 +41,7 @@ from langchain_core.runnables import RunnablePassthrough
 from langchain_huggingface import HuggingFaceEmbeddings
 
 from langchain_leann import LeannVectorStore
+from leann_store import StoreConfig
 from leann_store.command.sources import chunk_document, read_document
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -72,12 +73,14 @@ print(f"{len(docs)} passages from {len(list(DATA.glob('*.md')))} files")
 # %% [markdown]
 # ## Embed and index
 #
-# `LeannVectorStore` keeps no embeddings: it stores a pruned graph and 16-byte codes, and
-# re-embeds the few passages a search visits with the same `embedding` object.
-# `graph_rows=16` builds the graph as soon as the store holds 16 passages, so even this
-# tiny corpus is searched the way a large one is (by default, stores under 2048 passages
-# are searched exactly). At this size the index file is mostly the codec's fixed tables;
-# the per-passage part (graph and codes) is a few dozen bytes, which is what counts at scale.
+# `LeannVectorStore` keeps no embeddings: it stores a pruned graph and short codes (their
+# size is printed below, read from the store), and re-embeds the few passages a search
+# visits with the same `embedding` object. `graph_rows=16` builds the graph as soon as the
+# store holds 16 passages, so even this tiny corpus is searched the way a large one is (by
+# default a store searches exactly, keeping every vector, until it holds
+# `StoreConfig.graph_rows` passages, also printed below). At this size the index file is
+# mostly the codec's fixed tables; the per-passage part (graph and codes) is a few dozen
+# bytes, which is what counts at scale.
 
 # %%
 embeddings = HuggingFaceEmbeddings(
@@ -91,6 +94,8 @@ vector_store.add_documents(docs)
 stats = vector_store.store.stats()
 print(f"indexed {stats['documents']} passages into {store_path}: {stats['graph_rows']} in the graph, "
       f"index file {stats['index_bytes']:,} bytes, docstore {stats['docstore_bytes']:,} bytes")
+print(f"search codes: {stats['codec']['code_bytes']} bytes a passage; a store is exact below "
+      f"{StoreConfig.graph_rows:,} passages by default")
 
 retriever = vector_store.as_retriever(search_kwargs={"k": 3})
 

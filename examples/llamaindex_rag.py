@@ -45,6 +45,7 @@ from llama_index.core.node_parser import SentenceSplitter
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
 from llama_index.vector_stores.leann import LeannVectorStore
+from leann_store import StoreConfig
 
 DATA = Path(__file__).resolve().parent / "data"
 WORKDIR = Path(tempfile.mkdtemp(prefix="leann-llamaindex-", dir=os.environ.get("LEANN_EXAMPLES_DIR")))
@@ -138,9 +139,10 @@ Settings.llm = ExtractiveLLM(embed_model=Settings.embed_model)
 # ## Load, index, ask
 #
 # `graph_rows=16` builds the store's graph as soon as it holds 16 passages, so even this
-# tiny corpus is searched the way a large one is (by default, stores under 2048 passages
-# are searched exactly). All nodes go to the store in one add (`insert_batch_size`), which
-# builds the graph straight from their embeddings.
+# tiny corpus is searched the way a large one is (by default a store searches exactly,
+# keeping every vector, until it holds `StoreConfig.graph_rows` passages, printed below).
+# All nodes go to the store in one add (`insert_batch_size`), which builds the graph
+# straight from their embeddings.
 
 # %%
 documents = SimpleDirectoryReader(str(DATA), required_exts=[".md"]).load_data()
@@ -152,7 +154,8 @@ vector_store = LeannVectorStore(path=store_path, embed_model=Settings.embed_mode
 storage_context = StorageContext.from_defaults(vector_store=vector_store)
 index = VectorStoreIndex(nodes, storage_context=storage_context, insert_batch_size=len(nodes))
 stats = vector_store.client.stats()
-print(f"indexed {stats['documents']} passages into {store_path}: {stats['graph_rows']} in the graph")
+print(f"indexed {stats['documents']} passages into {store_path}: {stats['graph_rows']} in the graph; "
+      f"a store is exact below {StoreConfig.graph_rows:,} passages by default")
 
 
 def ask(index: VectorStoreIndex, question: str) -> None:

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import numpy as np
 import pytest
 
 from leann_store import native
+
+# The command's cache (its ONNX export of the model) lives in one folder per
+# test session, never the user's: the first test that loads the model exports
+# and verifies it, the rest of the session (subprocesses too) reuse it.
+if "LEANN_STORE_CACHE" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="leann-store-test-cache-")
+    os.environ["LEANN_STORE_CACHE"] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 
 def clustered(n: int, dim: int, seed: int = 0, n_clusters: int = 20, rank: int = 8,

@@ -166,6 +166,25 @@ def test_notebook_runs(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert repo_files() == before
 
 
+def test_prose_numbers_come_from_the_code() -> None:
+    """The notebooks once said stores under 2,048 passages are exact and codes
+    take 16 bytes while the code said 16,384 and 40: a default named in prose,
+    ``graph_rows (16384 ...`` or ``merge_rows`` (2048...``, is the code's."""
+    from leann_store import StoreConfig
+    defaults = {"graph_rows": StoreConfig.graph_rows, "merge_rows": StoreConfig.merge_rows}
+    root = EXAMPLES.parent
+    prose = [root / "README.md", *EXAMPLES.glob("*.py"), *(EXAMPLES / "data").glob("*.md"),
+             *(root / "docs").glob("*.md")]
+    found = 0
+    for path in prose:
+        for m in re.finditer(r"\b(graph_rows|merge_rows)\b[`\w ]{0,20}\((\d[\d,]*)", path.read_text(encoding="utf-8")):
+            found += 1
+            assert int(m.group(2).replace(",", "")) == defaults[m.group(1)], (path.name, m.group(0))
+    assert found >= 3
+    for path in [*EXAMPLES.glob("*.py"), *(EXAMPLES / "data").glob("*.md")]:
+        assert not re.search(r"\b16-byte code", path.read_text(encoding="utf-8")), path.name
+
+
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
         sys.exit("usage: python tests/test_examples.py --write   (regenerates examples/*.ipynb)")

@@ -95,7 +95,7 @@ def test_missing_models_are_clear_errors(tmp_path: Path, monkeypatch: pytest.Mon
         models.default_model_path()
 
 
-def test_loading_and_embedding_never_touch_the_network() -> None:
+def test_loading_and_embedding_never_touch_the_network(model: models.Embedder) -> None:
     """In a fresh process with every socket refused: importing the command
     line loads no model framework; loading and embedding need no network."""
     code = textwrap.dedent("""
@@ -112,9 +112,12 @@ def test_loading_and_embedding_never_touch_the_network() -> None:
         socket.getaddrinfo = refuse
         import leann_store.command.cli, leann_store.command.models, leann_store.command.sources
         assert "torch" not in sys.modules and "sentence_transformers" not in sys.modules
-        m = leann_store.command.models.load_model()
+        m = leann_store.command.models.load_model()          # ONNX: the session's cached export
         x = m.embed(["offline, always"])
         assert x.shape == (1, 384), x.shape
+        assert m.runtime == "onnx" and "torch" not in sys.modules, (m.runtime, m.note)
+        t = leann_store.command.models.load_model(runtime="torch")
+        assert t.runtime == "torch" and t.embed(["offline, always"]).shape == (1, 384)
         assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
         assert not attempts, attempts
         print("OFFLINE-OK")
@@ -122,3 +125,74 @@ def test_loading_and_embedding_never_touch_the_network() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "OFFLINE-OK" in res.stdout
+
+
+# ---------------------------------------------------------------- the ONNX runtime
+
+def real_passages() -> list[str]:
+    """Standard-library docstrings: short and long (past the 256-word-piece cut), code, prose."""
+    from leann_store.command import sources
+    texts = [p.text for p in sources.stdlib_docstrings(400, size=400)][::4]
+    return texts + ["", "  padded  ", "ü" * 700, "word " * 600]
+
+
+def test_onnx_matches_sentence_transformers_on_real_passages(model: models.Embedder) -> None:
+    assert model.runtime == "onnx", model.note          # the session's export verified
+    torch_model = load_model(runtime="torch")
+    texts = real_passages()
+    assert max(len(torch_model.model.tokenize([t])["input_ids"][0]) for t in texts) == 256  # truncated
+    a, b = model.embed(texts), torch_model.embed(texts)
+    cos = np.sum(a * b, axis=1)
+    assert cos.min() >= models.MIN_COSINE, (cos.min(), texts[int(cos.argmin())][:80])
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    assert model.identity == torch_model.identity and model.max_tokens == torch_model.max_tokens == 256
+
+
+def test_an_export_that_differs_is_not_trusted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "cache"))
+    torch_model = load_model(runtime="torch")
+    monkeypatch.setattr(models, "MIN_COSINE", 1.0001)    # no export can pass this
+    path, why = models.export_onnx(torch_model)
+    assert path is None and "differs from PyTorch" in why
+    assert models.cached_export(torch_model.path) is None  # nothing left to be trusted later
+    monkeypatch.setattr(models, "MIN_COSINE", 0.9999)
+    path, why = models.export_onnx(torch_model)
+    assert path is not None and models.cached_export(torch_model.path) == path and "verified" in why
+    manifest = (path.parent / "manifest.json").read_text()
+    assert '"verified": true' in manifest and '"min_cosine"' in manifest
+
+
+def _load_in_process(code: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    import os
+    env = {**os.environ, models.CACHE_ENV: str(cache)}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def test_without_onnxruntime_it_falls_back_to_pytorch_with_a_note(tmp_path: Path) -> None:
+    res = _load_in_process("""
+        import sys
+        sys.modules["onnxruntime"] = None                   # not installed
+        from leann_store.command.models import load_model
+        m = load_model()
+        print(m.runtime, "|", m.note, "|", m.embed(["a text"]).shape)
+    """, tmp_path / "cache")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.startswith("torch | PyTorch: onnxruntime is not installed") and "(1, 384)" in res.stdout
+
+
+def test_a_damaged_cached_export_is_redone(model: models.Embedder, tmp_path: Path) -> None:
+    import shutil
+    src = models.cached_export(model.path)
+    assert src is not None
+    cache = tmp_path / "cache"
+    shutil.copytree(models.cache_dir(), cache)
+    damaged = cache / src.relative_to(models.cache_dir())
+    damaged.write_bytes(b"\0" * damaged.stat().st_size)  # same size, garbage
+    res = _load_in_process("""
+        from leann_store.command.models import load_model
+        m = load_model()
+        print(m.runtime, "|", m.note)
+    """, cache)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.startswith("onnx | ONNX Runtime (exported") and damaged.read_bytes()[:1] != b"\0"

@@ -123,7 +123,10 @@ def test_markdown_chunks_start_at_headings_and_skip_fenced_hashes() -> None:
 
 def test_rst_and_python_headings() -> None:
     rst = "Top\n===\n\nIntro.\n\n=====\nOver\n=====\n\nSub\n---\n\nBody text.\n"
-    assert [c.heading for c in chunk_text(rst, "rst", size=6, overlap=0)] == ["Top", "Top", "Over", "Sub", "Sub"]
+    got = chunk_text(rst, "rst", size=12, overlap=0)
+    # a heading with nothing under it joins what follows: no passage is a heading alone
+    assert [(c.heading, c.start_line) for c in got] == [("Top", 1), ("Sub", 6)]
+    assert got[1].text.endswith("Body text.") and "Over" in got[1].text
     py = ('"""Module doc."""\n\nimport os\n\n\nclass Box:\n    """A box."""\n\n    def open(self):\n'
           '        return 1\n\n    @property\n    def size(self):\n        """Its size.\n\nno dedent here\n'
           '        """\n        return 2\n\n\n@decorator\ndef helper(\n    a,\n):\n    return a\n')
@@ -133,6 +136,27 @@ def test_rst_and_python_headings() -> None:
     assert "pkg.mod.Box" in heads and "pkg.mod.Box.open" in heads
     assert "pkg.mod.Box.size" in heads and heads[-1] == "pkg.mod.helper"
     assert next(c for c in chunks if c.heading == "pkg.mod.helper").text.startswith("@decorator")
+
+
+def test_headings_and_tiny_sections_join_a_neighbour() -> None:
+    """What the CMake documentation showed: a heading alone, and a one-line
+    "See Also" section, each took a top-5 slot as its own passage."""
+    body = " ".join(f"The frobnicate command rotates log number {i} of the server." for i in range(12))
+    text = (f"# frobnicate\n\n## Synopsis\n\n{body}\n\n## Options\n\n{body}\n\n"
+            "## See Also\n\n* rotate(1)\n")
+    chunks = chunk_text(text, "markdown", size=200, overlap=0)
+    assert not any(sources.heading_only(c.text, c.heading, "markdown") for c in chunks)
+    assert min(count_tokens([c.text for c in chunks])) >= sources.min_passage_tokens(200)
+    assert chunks[0].text.startswith("# frobnicate\n\n## Synopsis")      # headings lead their text
+    assert chunks[-1].text.endswith("* rotate(1)") and chunks[-1].heading == "Options"
+    assert "".join("".join(c.text.split()) for c in chunks) == "".join(text.split())
+    # a heading before a paragraph longer than a passage leads its first window
+    long = "# Big\n\n" + " ".join(f"word{i}" for i in range(400))
+    first = chunk_text(long, "markdown", size=100, overlap=0)[0]
+    assert first.text.startswith("# Big\n\nword0") and first.heading == "Big"
+    assert sources.heading_only("See Also\n--------", "See Also", "rst")
+    assert not sources.heading_only("* rotate(1)", "See Also", "markdown")
+    assert sources.chunking_tag(200, 20) != "200/20"      # indexes cut by the old chunker re-chunk
 
 
 def test_chunks_fit_the_size_and_cover_the_text_in_order() -> None:

@@ -60,12 +60,14 @@ BUILD_FILE = "leann-cli.json"
 DEFAULT_SEARCH_MODE = "hybrid"
 #: sample questions of ``demo``
 DEMO_QUESTIONS = (
-    "How do I parse a JSON string into Python objects?",
-    "Run a shell command and capture its output",
-    "Create a temporary directory that is removed automatically",
-    "Find every match of a regular expression in a string",
-    "Copy a file together with its permission bits",
-    "Compress bytes with gzip",
+    # (question, what a Python user expects in first place)
+    ("How do I parse a JSON string into Python objects?", ("json.loads", "json.decoder.JSONDecoder")),
+    ("Run a shell command and capture its output",
+     ("subprocess.run", "subprocess.check_output", "subprocess.getoutput", "subprocess.getstatusoutput")),
+    ("Create a temporary directory that is removed automatically", ("tempfile.TemporaryDirectory",)),
+    ("Find every match of a regular expression in a string", ("re.finditer", "re.findall")),
+    ("Copy a file together with its permission bits", ("shutil.copy",)),
+    ("Compress bytes with gzip", ("gzip.compress",)),
 )
 DEMO_LIMIT = 3000
 
@@ -116,7 +118,7 @@ def _load_model(model: str | None, out: _Out) -> Any:
     t0 = time.perf_counter()
     embedder = load_model(model)
     out.note(f"model {embedder.name} ({embedder.dim}-d, {embedder.threads} threads) "
-             f"loaded in {time.perf_counter() - t0:.1f} s")
+             f"loaded in {time.perf_counter() - t0:.1f} s; {embedder.note or embedder.runtime}")
     return embedder
 
 
@@ -160,7 +162,8 @@ def _write_build_record(index: Path, record: dict[str, Any]) -> None:
 
 
 def _open_for_reading(index: Path) -> Any:
-    """The store without its model: for info and check."""
+    """The store without its model: for info, check, and what a command
+    decides before it needs the model (no framework is imported)."""
     from ..store import LeannStore
     return LeannStore.open(index, embed=_no_embed, check_model=False, read_only=True, progress=False)
 
@@ -171,6 +174,43 @@ def _model_for(index: Path, model: str | None) -> str | None:
         return model
     path = _read_build_record(index).get("model_path")
     return str(path) if path else None
+
+
+def _mismatch(index: Path, recorded: str | None, wanted: str) -> CommandError:
+    """What the command user can do about an index made with another model."""
+    return CommandError(
+        f"the index {index} was built with the model {recorded!r}, not {wanted!r}: pass "
+        "`--model DIR` naming the model folder it was built with, or build a new index "
+        f"(`leann-store build SOURCE --index NEW_DIR`)", EXIT_MODEL_MISMATCH)
+
+
+def _check_model_name(index: Path, recorded: str | None, model: str | None) -> str:
+    """The identity of the model ``model`` names, refused before anything
+    loads when the index records another model of this command's kind (the
+    store's probe check, after loading, catches the rest)."""
+    from .models import model_identity, resolve_model_path
+    wanted = model_identity(resolve_model_path(model))
+    if recorded and recorded.startswith("sentence-transformers:") and recorded != wanted:
+        raise _mismatch(index, recorded, wanted)
+    return wanted
+
+
+def _open_with_model(index: Path, embedder: Any, recorded: str | None, **kw: Any) -> Any:
+    from ..store import LeannStore
+    try:
+        return LeannStore.open(index, embed=embedder, model=embedder.identity, **kw)
+    except ModelMismatchError:
+        raise _mismatch(index, recorded, embedder.identity) from None
+
+
+def _exact_line(stats: dict[str, Any], threshold: int) -> str | None:
+    """Why a store searches exactly (None: it has a graph)."""
+    if stats["search"] != "exact":
+        return None
+    return (f"exact: {stats['documents']} passages, fewer than graph_rows={threshold}, so every vector "
+            f"is kept ({stats['bytes_per_passage']:.0f} B/passage) and searched without recomputing; a "
+            f"graph (tens of B/passage) is built at {threshold} passages, or sooner with "
+            "`build --graph-rows N` on a new index")
 
 
 # ---------------------------------------------------------------- build
@@ -188,6 +228,7 @@ class _Plan:
     new: list[sources.Document] = field(default_factory=list)
     changed: list[sources.Document] = field(default_factory=list)
     unchanged: int = 0
+    blank: int = 0                                     # files without text
     removed: list[str] = field(default_factory=list)   # sources whose passages go
     unreadable: list[str] = field(default_factory=list)
 
@@ -233,6 +274,9 @@ def _plan(scan: sources.ScanResult, held: dict[str, _Indexed], chunking: str, ou
                 plan.unreadable.append(f"{src} ({exc})")
                 doc = None
             bar.update(1)
+            if doc is not None and not doc.text.strip():  # no passage to hold: nothing to embed
+                plan.blank += 1
+                doc = None
             if doc is None:
                 if src in held:
                     plan.removed.append(src)
@@ -296,14 +340,9 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
     if size <= 0 or not 0 <= overlap < size:
         raise CommandError(f"need --chunk-size > 0 and 0 <= --overlap < --chunk-size "
                            f"(got {size} and {overlap})", EXIT_USAGE)
-    chunking = f"{size}/{overlap}"
-    try:
-        with out.bar(None, "scanning") as bar:
-            scan = sources.scan(args.sources, progress=bar.update, follow_symlinks=args.follow_symlinks)
-    except FileNotFoundError as exc:
-        raise CommandError(str(exc), EXIT_USAGE) from None
-    for reason, n in sorted(scan.skipped.items()):
-        out.note(f"skipped {n}: {reason}")
+    if args.graph_rows is not None and args.graph_rows < 2:
+        raise CommandError(f"--graph-rows must be at least 2 (got {args.graph_rows})", EXIT_USAGE)
+    chunking = sources.chunking_tag(size, overlap)
     index = Path(args.index)
     exists = (index / "docstore.sqlite").is_file()
     if index.exists() and not index.is_dir():
@@ -311,29 +350,60 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
     if index.is_dir() and not exists and any(index.iterdir()):
         raise CommandError(f"--index {args.index} is a folder that holds something else than an index",
                            EXIT_USAGE)
+    try:
+        with out.bar(None, "scanning") as bar:
+            scan = sources.scan(args.sources, progress=bar.update,
+                                follow_symlinks=getattr(args, "follow_symlinks", False))
+    except FileNotFoundError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    for reason, n in sorted(scan.skipped.items()):
+        out.note(f"skipped {n}: {reason}")
     if not scan.files and not exists:
         raise CommandError("nothing to index: no .txt .md .rst .py .html .json files under "
                            + " ".join(args.sources), EXIT_EMPTY)
 
+    # what changes, decided without the model: a build with nothing to do never loads it
+    held: dict[str, _Indexed] = {}
+    recorded = None
+    if exists:
+        store = _open_for_reading(index)
+        try:
+            held = _indexed_files(store)
+            recorded = store.model
+            graph_rows = store.config.graph_rows
+        finally:
+            store.close()
+        if args.graph_rows is not None and args.graph_rows != graph_rows:
+            raise CommandError(f"--index {args.index} was created with --graph-rows {graph_rows}; the "
+                               "setting is fixed when an index is created: build into a new --index",
+                               EXIT_USAGE)
+    plan = _plan(scan, held, chunking, out)
     if args.dry_run:
-        held: dict[str, _Indexed] = {}
-        if exists:
-            store = _open_for_reading(index)
-            try:
-                held = _indexed_files(store)
-            finally:
-                store.close()
-        plan = _plan(scan, held, chunking, out)
         _print_plan(plan, dry_run=True)
         return EXIT_OK
+    model = _model_for(index, args.model) if exists else args.model
+    identity = _check_model_name(index, recorded, model) if exists else None
+    if exists and plan.empty():
+        for bad in plan.unreadable[:10]:
+            out.note(f"skipped {bad}")
+        return _summary(index, plan, [], 0.0, 0, 0, 0, t_start, args=args)
 
-    embedder = _load_model(args.model, out)
+    from ..config import StoreConfig
     from ..store import LeannStore
-    embedded0 = embedder.passages  # from here: the store's model check, then ours
-    store = LeannStore.open(index, embed=embedder, model=embedder.identity, progress=not out.quiet)
+    config = None if exists or args.graph_rows is None else StoreConfig.from_options(graph_rows=args.graph_rows)
+    embedder: Any = None
+    if exists and not (plan.new or plan.changed):  # removals only: no text to embed
+        store = LeannStore.open(index, embed=_no_embed, check_model=False, progress=not out.quiet)
+    else:
+        embedder = _load_model(model, out)
+        identity = embedder.identity
+        store = _open_with_model(index, embedder, recorded, config=config, progress=not out.quiet)
+    embedded0 = embedder.passages if embedder else 0  # from here: the store's model check, then ours
     try:
-        held = _indexed_files(store)
-        plan = _plan(scan, held, chunking, out)
+        now = _indexed_files(store)
+        if now.keys() != held.keys() or any(now[s].hashes != held[s].hashes for s in now):
+            plan = _plan(scan, now, chunking, out)  # another build ran in between
+        held = now
         for bad in plan.unreadable[:10]:
             out.note(f"skipped {bad}")
         out.note(f"{len(plan.new)} new, {len(plan.changed)} changed, {len(plan.removed)} removed, "
@@ -359,122 +429,354 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
             kept = set(per_file.get(str(d.path), ()))
             stale += [i for i in held[str(d.path)].ids if i not in kept]
         deleted = store.delete(stale) if stale else 0
-        stats = store.stats()
-        model_texts = embedder.passages - embedded0
+        passages = store.count()
+        model_texts = embedder.passages - embedded0 if embedder else 0
         record = {
-            "model": embedder.identity, "model_path": str(embedder.path) if args.model else None,
+            "model": identity, "model_path": str(Path(model).resolve()) if model else None,
             "chunk_size": size, "overlap": overlap, "sources": [str(r) for r in scan.roots],
-            "last_build": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "files": plan.unchanged + len(docs), "passages": stats["documents"],
-            "embedded": len(texts), "model_texts": model_texts, "deleted": deleted, "embed_seconds": round(embed_s, 3),
-            "build_seconds": round(time.perf_counter() - t_start, 3),
+            "base": os.getcwd(), "last_build": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "files": plan.unchanged + len(docs), "passages": passages,
+            "embedded": len(texts), "model_texts": model_texts, "deleted": deleted,
+            "embed_seconds": round(embed_s, 3), "build_seconds": round(time.perf_counter() - t_start, 3),
         }
         _write_build_record(index, record)
     finally:
         store.close()
-    rate = len(texts) / embed_s if embed_s > 0 else 0.0
-    total_s = time.perf_counter() - t_start
-    print(f"indexed {record['files']} files: {len(plan.new)} new, {len(plan.changed)} changed, "
-          f"{len(plan.removed)} removed, {plan.unchanged} unchanged")
-    extra = model_texts - len(texts)
-    by_store = ("" if extra <= 0 else " (+1 text: the store's model check)" if extra == 1 else
-                f" (+{extra} texts the store embedded itself)")
-    print(f"embedded {len(texts)} passages in {embed_s:.1f} s ({rate:.1f} passages/s){by_store}"
-          + f", deleted {deleted}; {stats['documents']} passages in {index}; "
+    return _summary(index, plan, texts, embed_s, model_texts, deleted, len(docs), t_start,
+                    loaded=embedder is not None, args=args)
+
+
+def _summary(index: Path, plan: _Plan, texts: list[str], embed_s: float, model_texts: int,
+             deleted: int, read: int, t_start: float, loaded: bool = False,
+             args: argparse.Namespace | None = None) -> int:
+    """``build``'s closing lines, read back from the closed index (the sizes ``info`` shows);
+    the same as a dict in ``args.result`` (for the MCP server's ``build`` tool)."""
+    store = _open_for_reading(index)
+    try:
+        stats = store.stats()
+        threshold = store.config.graph_rows
+    finally:
+        store.close()
+    if args is not None:
+        args.result = {
+            "files": {"new": [str(d.path) for d in plan.new], "changed": [str(d.path) for d in plan.changed],
+                      "removed": list(plan.removed), "unchanged": plan.unchanged, "without_text": plan.blank},
+            "passages": {"embedded": len(texts), "deleted": deleted, "total": stats["documents"]},
+            "seconds": round(time.perf_counter() - t_start, 3)}
+    print(f"indexed {plan.unchanged + read} files: {len(plan.new)} new, {len(plan.changed)} changed, "
+          f"{len(plan.removed)} removed, {plan.unchanged} unchanged"
+          + (f" ({plan.blank} without text)" if plan.blank else ""))
+    if texts:
+        extra = model_texts - len(texts)
+        by_store = ("" if extra <= 0 else " (+1 text: the store's model check)" if extra == 1 else
+                    f" (+{extra} texts the store embedded itself)")
+        rate = len(texts) / embed_s if embed_s > 0 else 0.0
+        did = f"embedded {len(texts)} passages in {embed_s:.1f} s ({rate:.1f} passages/s){by_store}, "
+    else:
+        did = "embedded nothing, " if loaded else "nothing to embed (the model was not loaded), "
+    print(did + f"deleted {deleted}; {stats['documents']} passages in {index}; "
           f"index {_size(stats['index_bytes'] + stats['delta_bytes'])}, "
-          f"docstore {_size(stats['docstore_bytes'])}; took {total_s:.1f} s")
+          f"docstore {_size(stats['docstore_bytes'])}; took {time.perf_counter() - t_start:.1f} s")
+    exact = _exact_line(stats, threshold)
+    if exact:
+        print(exact)
     return EXIT_OK
 
 
 # ---------------------------------------------------------------- search
 
-def cmd_search(args: argparse.Namespace, out: _Out) -> int:
-    index = _require_index(args.index)
-    mode = args.mode or DEFAULT_SEARCH_MODE
-    flt = None
-    if args.filter is not None:
-        try:
-            flt = json.loads(args.filter)
-        except ValueError as exc:
-            raise CommandError(f"--filter is not JSON: {exc}", EXIT_USAGE) from None
-    if args.k <= 0:
-        raise CommandError("-k must be at least 1", EXIT_USAGE)
-    from ..store import LeannStore
-    if mode == "keyword":  # BM25 alone: no model to load, nothing embedded
-        embedder = None
-        store = _open_for_reading(index)
-    else:
-        embedder = _load_model(_model_for(index, args.model), out)
-        store = LeannStore.open(index, embed=embedder, model=embedder.identity, read_only=True,
-                                progress=False)
+#: what ends an interactive session besides end of input
+_QUIT = frozenset({"exit", "quit", ":q", "\\q"})
+
+
+@dataclass
+class _Paths:
+    """Sources as the user names them: relative to the folder the build ran
+    in or to an indexed folder, in filters and results; the index keeps them
+    absolute (so a build from anywhere recognises its files)."""
+    base: Path | None
+    roots: list[Path]
+
+    @classmethod
+    def of(cls, index: Path) -> "_Paths":
+        rec = _read_build_record(index)
+        base = Path(rec["base"]) if rec.get("base") else None
+        return cls(base, [Path(r) for r in rec.get("sources", []) if not Path(r).suffix])
+
+    def show(self, source: Any) -> Any:
+        """A stored source as shown: relative to the build's folder when under it."""
+        if not isinstance(source, str) or self.base is None:
+            return source
+        with contextlib.suppress(ValueError):
+            return Path(source).relative_to(self.base).as_posix()
+        return source
+
+    def candidates(self, value: Any) -> list[Any]:
+        """The stored sources a user's path may mean."""
+        if not isinstance(value, str) or not value or os.path.isabs(value):
+            return [value]
+        bases = [b for b in (self.base, Path.cwd(), *self.roots) if b is not None]
+        out = [os.path.normpath(b / value) for b in bases]
+        return list(dict.fromkeys(out + [value]))
+
+    def rewrite(self, spec: Any) -> Any:
+        """``spec`` with every path under the ``source`` key widened to its candidates."""
+        if not isinstance(spec, dict):
+            return spec
+        out: dict[str, Any] = {}
+        for key, value in spec.items():
+            if key in ("$and", "$or", "$nor") and isinstance(value, list):
+                out[key] = [self.rewrite(v) for v in value]
+            elif key == "$not":
+                out[key] = self.rewrite(value)
+            elif key != "source":
+                out[key] = value
+            elif not isinstance(value, dict):
+                out[key] = {"$in": self.candidates(value)} if isinstance(value, str) else value
+            else:
+                ops = dict(value)
+                for op, many in (("$eq", "$in"), ("$ne", "$nin")):
+                    if isinstance(ops.get(op), str) and many not in ops:
+                        ops[many] = self.candidates(ops.pop(op))
+                for op in ("$in", "$nin"):
+                    if isinstance(ops.get(op), list):
+                        ops[op] = [c for v in ops[op] for c in self.candidates(v)]
+                out[key] = ops
+        return out
+
+
+def _parse_filter(text: str | None, paths: _Paths) -> Any:
+    """The --filter JSON, checked before any model loads (exit 2 when bad)."""
+    if text is None:
+        return None
     try:
-        if mode != "dense" and not store.has_keywords:
-            if args.mode is not None:
-                raise CommandError(f"--mode {mode}: {index} was built by an earlier version and has no keyword "
-                                   f"index yet; `leann-store build ... --index {index}` adds it", EXIT_USAGE)
+        spec = json.loads(text)
+    except ValueError as exc:
+        raise CommandError(f"--filter is not JSON: {exc}", EXIT_USAGE) from None
+    from ..filters import compile_filter
+    try:
+        compile_filter(spec)
+        spec = paths.rewrite(spec)
+        compile_filter(spec)
+    except FilterError as exc:
+        raise CommandError(f"--filter: {exc}", EXIT_USAGE) from None
+    return spec
+
+
+def _check_query(query: str) -> str:
+    if not query.strip():
+        raise CommandError("the question is empty: ask something, e.g. "
+                           "`leann-store search kb \"how do I rotate the logs?\"`", EXIT_USAGE)
+    return query
+
+
+class _Searcher:
+    """One open store and its loaded model, answering question after question."""
+
+    def __init__(self, index: Path, args: argparse.Namespace, out: _Out) -> None:
+        self.args = args
+        self.paths = _Paths.of(index)
+        self.flt = _parse_filter(args.filter, self.paths)
+        from ..errors import InvalidInputError
+        from ..options import SearchOptions
+        given = {k: v for k, v in (("max_recompute", args.max_recompute), ("confidence", args.confidence))
+                 if v is not None}
+        try:  # checked before any model loads
+            self.options = SearchOptions.of(None, **given)
+            if self.options.max_recompute is not None and self.options.max_recompute < args.k:
+                raise InvalidInputError(f"--max-recompute must be at least -k ({args.k})")
+        except InvalidInputError as exc:
+            raise CommandError(str(exc).replace("max_recompute", "--max-recompute")
+                               .replace("confidence must", "--confidence must"), EXIT_USAGE) from None
+        self.mode = getattr(args, "mode", None) or DEFAULT_SEARCH_MODE
+        store = _open_for_reading(index)  # its recorded model and keywords, before any model loads
+        try:
+            recorded = store.model
+            self.keywords = keywords = store.has_keywords
+        finally:
+            store.close()
+        if self.mode != "dense" and not keywords:
+            if getattr(args, "mode", None) is not None:
+                raise CommandError(f"--mode {self.mode}: {index} was built by an earlier version and has no "
+                                   f"keyword index yet; `leann-store build ... --index {index}` adds it",
+                                   EXIT_USAGE)
             out.note(f"{index} has no keyword index yet (built by an earlier version; a `leann-store build` "
                      "adds it): searching densely")
-            mode = "dense"
+            self.mode = "dense"
+        self.embedder: Any = None
+        if self.mode == "keyword":  # BM25 alone: no model to load, nothing embedded
+            self.store = _open_for_reading(index)
+        else:
+            model = _model_for(index, args.model)
+            _check_model_name(index, recorded, model)
+            self.embedder = _load_model(model, out)
+            self.store = _open_with_model(index, self.embedder, recorded, read_only=True, progress=False)
+        self.metric = self.store.metric
+
+    def close(self) -> None:
+        self.store.close()
+
+    def answer(self, query: str, *, k: int | None = None, flt: Any = ...,
+               mode: str | None = None) -> tuple[list[Any], dict[str, Any]]:
+        """(hits shown, timings) for ``query``; ``k``, ``flt`` (a parsed
+        filter) and ``mode`` default to the command line's."""
+        mode = mode or self.mode
+        if mode not in MODES:
+            raise CommandError(f"unknown mode {mode!r}: the modes are {list(MODES)}", EXIT_USAGE)
+        if mode != "dense" and not self.keywords:
+            raise CommandError(f"mode {mode}: this index has no keyword index yet (a build adds it)", EXIT_USAGE)
+        if mode != "keyword" and self.embedder is None:
+            raise CommandError(f"mode {mode} needs the model, and this search was opened keyword-only",
+                               EXIT_USAGE)
         t0 = time.perf_counter()
-        q = embedder.embed_query(args.query) if embedder is not None else None
+        q = self.embedder.embed_query(query) if self.embedder is not None else None
         t1 = time.perf_counter()
-        try:
-            hits = store.search(q, k=args.k, filter=flt, text=args.query, mode=mode)
-        except FilterError as exc:
-            raise CommandError(f"--filter: {exc}", EXIT_USAGE) from None
+        embed_s = self.embedder.seconds if self.embedder is not None else 0.0
+        hits = self.store.search(q, k=k or self.args.k, filter=self.flt if flt is ... else flt,
+                                 options=self.options, text=query, mode=mode)
         t2 = time.perf_counter()
+        shown = [h for h in hits
+                 if not sources.heading_only(h.text, h.metadata.get("heading"), h.metadata.get("kind"))]
+        recomputed = int(hits.stats.get("recomputed", 0))
+        return shown, {"total_ms": round((t2 - t0) * 1e3, 1), "query_embed_ms": round((t1 - t0) * 1e3, 1),
+                       "search_ms": round((t2 - t1) * 1e3, 1),
+                       "recompute_ms": round(((self.embedder.seconds if self.embedder is not None else 0.0)
+                                              - embed_s) * 1e3, 1),
+                       "recomputed": recomputed}
+
+    def show(self, query: str, hits: list[Any], timing: dict[str, Any], *, one_line: bool) -> None:
+        if self.args.json:
+            results = [{"id": h.id, "score": round(h.score, 6), "found_by": list(h.found_by),
+                        "distance": None if math.isnan(h.distance) else h.distance,
+                        "source": self.paths.show(h.metadata.get("source")),
+                        "path": h.metadata.get("source"), "title": h.metadata.get("title"),
+                        "heading": h.metadata.get("heading"), "line": h.metadata.get("line"),
+                        "text": h.text, "metadata": h.metadata}
+                       for h in hits]
+            json.dump({"query": query, "mode": self.mode, "results": results, **timing}, sys.stdout,
+                      indent=None if one_line else 1)
+            print(flush=True)
+            return
+        if not hits:
+            print("no results" + (" match the filter" if self.flt is not None else ""))
+        for rank, h in enumerate(hits, 1):
+            src = self.paths.show(h.metadata.get("source", h.id))
+            line = h.metadata.get("line")
+            where = f"{src}:{line}" if line else str(src)
+            heading = h.metadata.get("heading") or h.metadata.get("title") or ""
+            print(f"{rank:2}. {h.score:.3f}  {where}"
+                  + (f"  [{heading}]" if heading else ""))
+            print(f"    {_snippet(h.text)}")
+        print(f"{len(hits)} results ({self.mode}) in {timing['total_ms']:.0f} ms (query "
+              f"{timing['query_embed_ms']:.0f} ms, "
+              f"search {timing['search_ms']:.0f} ms; {timing['recomputed']} passages recomputed in "
+              f"{timing['recompute_ms']:.0f} ms)", flush=True)
+
+
+def cmd_search(args: argparse.Namespace, out: _Out) -> int:
+    index = _require_index(args.index)
+    if args.k <= 0:
+        raise CommandError("-k must be at least 1", EXIT_USAGE)
+    if args.query is not None:
+        _check_query(args.query)
+    searcher = _Searcher(index, args, out)
+    try:
+        if args.query is not None:
+            searcher.show(args.query, *searcher.answer(args.query), one_line=False)
+            return EXIT_OK
+        return _session(searcher, args, out)
     finally:
-        store.close()
-    recomputed = int(hits.stats.get("recomputed", 0))
-    timing = {"total_ms": round((t2 - t0) * 1e3, 1), "query_embed_ms": round((t1 - t0) * 1e3, 1),
-              "search_ms": round((t2 - t1) * 1e3, 1), "recomputed": recomputed}
-    if args.json:
-        results = [{"id": h.id, "score": round(h.score, 6), "found_by": list(h.found_by),
-                    "distance": None if math.isnan(h.distance) else h.distance,
-                    "source": h.metadata.get("source"),
-                    "title": h.metadata.get("title"), "heading": h.metadata.get("heading"),
-                    "line": h.metadata.get("line"), "text": h.text, "metadata": h.metadata}
-                   for h in hits]
-        json.dump({"query": args.query, "mode": mode, "results": results, **timing}, sys.stdout, indent=1)
-        print()
-        return EXIT_OK
-    if not hits:
-        print("no results" + (" match the filter" if flt is not None else ""))
-    for rank, h in enumerate(hits, 1):
-        src = h.metadata.get("source", h.id)
-        line = h.metadata.get("line")
-        where = f"{src}:{line}" if line else str(src)
-        heading = h.metadata.get("heading") or h.metadata.get("title") or ""
-        print(f"{rank:2}. {h.score:.3f}  {where}" + (f"  [{heading}]" if heading else ""))
-        print(f"    {_snippet(h.text)}")
-    print(f"{len(hits)} results ({mode}) in {timing['total_ms']:.0f} ms (query {timing['query_embed_ms']:.0f} ms, "
-          f"search {timing['search_ms']:.0f} ms; {recomputed} passages recomputed)")
-    return EXIT_OK
+        searcher.close()
+
+
+def _session(searcher: _Searcher, args: argparse.Namespace, out: _Out) -> int:
+    """Questions from the terminal or stdin, one a line, the model kept loaded;
+    an empty line asks again, ``exit`` or end of input ends."""
+    tty = sys.stdin.isatty()
+    if tty:
+        out.note("ask a question (empty line: nothing, `exit` or Ctrl-D: quit)")
+    while True:
+        if tty:
+            print("? ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            if tty:
+                print(file=sys.stderr)
+            return EXIT_OK
+        query = line.strip()
+        if not query:
+            continue
+        if query.lower() in _QUIT:
+            return EXIT_OK
+        searcher.show(query, *searcher.answer(query), one_line=True)
+        if not args.json and tty:
+            print()
 
 
 # ---------------------------------------------------------------- info, check
 
 def cmd_info(args: argparse.Namespace, out: _Out) -> int:
     index = _require_index(args.index)
+    info, exact = index_info(index)
+    if args.json:
+        json.dump(info, sys.stdout, indent=1)
+        print()
+        return EXIT_OK
+    passages, threshold, index_bytes = info["passages"], info["graph_threshold"], info["index_bytes"]
+    codec = info["codec"] or {}
+    graph = info["graph"] or {}
+    lines = [
+        ("index", info["index"]),
+        ("documents", f"{info['documents']} files"),
+        ("passages", f"{passages} ({info['graph_rows']} in the graph, {info['delta_rows']} in the exact "
+                     f"delta segment, {info['deleted']} deleted nodes)"),
+        ("index", f"{_size(index_bytes)} ({info['index_bytes_per_passage']} B/passage; graph "
+                  f"{_size(info['graph_bytes'])}, delta vectors {_size(info['delta_vector_bytes'])})"),
+        ("docstore", f"{_size(info['docstore_bytes'])} (text and metadata; keyword index "
+                     f"{_size(info['keyword_index_bytes'])})"),
+        ("search", exact or f"graph walk on codes, recomputing the passages it visits (graph built "
+                            f"at {threshold} passages)"),
+        ("model", f"{info['model']} ({info['dim']}-d, {info['metric']})"),
+        ("codec", _codec_line(codec, info["graph_rows"])),
+        ("graph degree", f"M={graph.get('M')}, hubs {graph.get('hub_degree')}, others {graph.get('degree')}"),
+        ("chunking", f"{info['chunking']} tokens (size/overlap)" if info["chunking"] else "unknown"),
+        ("last build", info["last_build"] or "unknown (not built by this command)"),
+    ]
+    for key, value in lines:
+        print(f"{key:15} {value}")
+    return EXIT_OK
+
+
+def index_info(index: Path) -> tuple[dict[str, Any], str | None]:
+    """What ``info`` shows of an index, as a dict, and the line saying why it
+    is exact (None: it has a graph).  Loads no model."""
+    record = _read_build_record(index)
     store = _open_for_reading(index)
     try:
         stats = store.stats()
-        sources_held = {r.metadata.get("source") for r in store.find(None)}
+        threshold = store.config.graph_rows
+        if record.get("passages") == stats["documents"] and isinstance(record.get("files"), int):
+            files = record["files"]  # as the last build left it (reading every record costs ~1 s at 50k)
+        else:
+            files = len({r.metadata.get("source") for r in store.find(None)} - {None})
     finally:
         store.close()
-    record = _read_build_record(index)
+    exact = _exact_line(stats, threshold)
     passages = stats["documents"]
     index_bytes = stats["index_bytes"] + stats["delta_bytes"]
     info = {
         "index": str(index.resolve()),
-        "documents": len(sources_held - {None}),
+        "documents": files,
         "passages": passages,
         "index_bytes": index_bytes,
         "graph_bytes": stats["index_bytes"],
         "delta_vector_bytes": stats["delta_bytes"],
         "docstore_bytes": stats["docstore_bytes"],
         "keyword_index_bytes": stats["keyword_bytes"],
-        "index_bytes_per_passage": round(index_bytes / passages, 1) if passages else 0,
+        "search": stats["search"],
+        "exact": exact is not None,
+        "graph_threshold": threshold,
+        "index_bytes_per_passage": round(stats["bytes_per_passage"], 1),
         "model": stats.get("model"),
         "dim": stats.get("dim"),
         "metric": stats.get("metric"),
@@ -488,30 +790,7 @@ def cmd_info(args: argparse.Namespace, out: _Out) -> int:
         "last_build": record.get("last_build"),
         "chunking": f"{record['chunk_size']}/{record['overlap']}" if "chunk_size" in record else None,
     }
-    if args.json:
-        json.dump(info, sys.stdout, indent=1)
-        print()
-        return EXIT_OK
-    codec = info["codec"] or {}
-    graph = info["graph"] or {}
-    lines = [
-        ("index", info["index"]),
-        ("documents", f"{info['documents']} files"),
-        ("passages", f"{passages} ({info['graph_rows']} in the graph, {info['delta_rows']} in the exact "
-                     f"delta segment, {info['deleted']} deleted nodes)"),
-        ("index bytes", f"{_size(index_bytes)} ({info['index_bytes_per_passage']} B/passage; graph "
-                        f"{_size(info['graph_bytes'])}, delta vectors {_size(info['delta_vector_bytes'])})"),
-        ("docstore bytes", f"{_size(info['docstore_bytes'])} (text and metadata; keyword index "
-                           f"{_size(info['keyword_index_bytes'])})"),
-        ("model", f"{info['model']} ({info['dim']}-d, {info['metric']})"),
-        ("codec", _codec_line(codec, info["graph_rows"])),
-        ("graph degree", f"M={graph.get('M')}, hubs {graph.get('hub_degree')}, others {graph.get('degree')}"),
-        ("chunking", f"{info['chunking']} tokens (size/overlap)" if info["chunking"] else "unknown"),
-        ("last build", info["last_build"] or "unknown (not built by this command)"),
-    ]
-    for key, value in lines:
-        print(f"{key:15} {value}")
-    return EXIT_OK
+    return info, exact
 
 
 def _codec_line(codec: dict[str, Any], graph_rows: int | None) -> str:
@@ -575,9 +854,10 @@ def cmd_demo(args: argparse.Namespace, out: _Out) -> int:
              f"({time.perf_counter() - t0:.1f} s)")
     embedder = _load_model(args.model, out)
     texts = [p.text for p in passages]
+    summaries = [p.summary for p in passages]  # embedded; the whole docstring is shown
     te = time.perf_counter()
     with out.bar(len(texts), "embedding", unit="passage") as bar:
-        vecs = embedder.embed(texts, progress=bar.update)
+        vecs = embedder.embed(summaries, progress=bar.update)
     embed_s = time.perf_counter() - te
     from ..config import StoreConfig
     from ..store import LeannStore
@@ -592,7 +872,8 @@ def cmd_demo(args: argparse.Namespace, out: _Out) -> int:
         tb = time.perf_counter()
         store.add(texts, metadatas=[{"source": p.path, "title": p.qualname, "module": p.module}
                                     for p in passages],
-                  ids=[f"{p.qualname}#{i}" for i, p in enumerate(passages)], embeddings=vecs, check_model=False)
+                  ids=[f"{p.qualname}#{i}" for i, p in enumerate(passages)], embeddings=vecs,
+                  embed_texts=summaries, check_model=False)
         build_s = time.perf_counter() - tb
         stats = store.stats()
         ours = stats["index_bytes"] + stats["delta_bytes"]
@@ -605,7 +886,7 @@ def cmd_demo(args: argparse.Namespace, out: _Out) -> int:
         if ours:
             print(f"  -> {theirs / ours:.0f}x smaller; both keep the passages' text beside the index "
                   f"(here a {_size(stats['docstore_bytes'])} SQLite docstore)")
-        for question in DEMO_QUESTIONS:
+        for question, _expected in DEMO_QUESTIONS:
             tq = time.perf_counter()
             hits = store.search(embedder.embed_query(question), k=args.k)
             ms = (time.perf_counter() - tq) * 1e3
@@ -621,9 +902,15 @@ def cmd_demo(args: argparse.Namespace, out: _Out) -> int:
     return EXIT_OK
 
 
+def cmd_mcp(args: argparse.Namespace, out: _Out) -> int:
+    from .mcp import cmd_mcp as serve  # the SDK only for this command
+    return serve(args, out)
+
+
 # ---------------------------------------------------------------- arguments
 
 def _parser() -> argparse.ArgumentParser:
+    from ..config import StoreConfig
     p = argparse.ArgumentParser(
         prog="leann-store", description="Index documents into a tiny-index vector store and search them, offline.",
         epilog="exit status: 0 ok, 1 failed, 2 usage or missing path, 3 nothing to index, "
@@ -652,18 +939,29 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--dry-run", action="store_true", help="say what would change; change nothing")
     b.add_argument("--follow-symlinks", action="store_true",
                    help="follow symbolic links out of the folders named (default: skip them)")
+    b.add_argument("--graph-rows", type=int, default=None, metavar="N",
+                   help="a new index stays exact (every vector kept, no recomputes) until it holds N "
+                        "passages, then builds its graph (default: the store's "
+                        f"{StoreConfig.graph_rows})")
     common(b)
     b.set_defaults(func=cmd_build)
 
     s = sub.add_parser("search", help="ask an index a question")
     s.add_argument("index", metavar="DIR")
-    s.add_argument("query")
+    s.add_argument("query", nargs="?", help="the question; none: a session that reads questions "
+                                            "from the terminal or stdin, one a line, the model kept loaded")
     s.add_argument("-k", type=int, default=5, help="results (default %(default)s)")
     s.add_argument("--filter", metavar="JSON", help='metadata filter, e.g. \'{"kind": "markdown"}\'')
     s.add_argument("--mode", choices=MODES, default=None,
                    help="hybrid (default: the embedding and BM25 keywords fused), dense, or keyword "
                         "(BM25 only, no model loaded)")
-    s.add_argument("--json", action="store_true", help="results as JSON")
+    s.add_argument("--max-recompute", type=int, metavar="N",
+                   help="re-embed at most N passages a question (faster, less exact; at least -k)")
+    s.add_argument("--confidence", type=float, metavar="X",
+                   help="the adaptive stop, in (0, 1): higher re-embeds more before it stops "
+                        "(default: the index's own)")
+    s.add_argument("--json", action="store_true",
+                   help="results as JSON (in a session: one line per answer)")
     common(s)
     s.set_defaults(func=cmd_search)
 
@@ -677,6 +975,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("index", metavar="DIR")
     common(c, model=False)
     c.set_defaults(func=cmd_check)
+
+    m = sub.add_parser("mcp", help="serve indexes to coding agents over the Model Context Protocol (stdio)",
+                       description="A stdio MCP server (the mcp extra): tools search, list_indexes, "
+                                   "index_info and build over the given indexes, each model loaded once.")
+    m.add_argument("--index", action="append", required=True, metavar="DIR", help="an index to serve (repeat)")
+    m.add_argument("--root", action="append", metavar="DIR",
+                   help="a folder the build tool may index (repeat; default: the current folder and the "
+                        "folders the indexes were built from)")
+    m.add_argument("--allow-build-anywhere", action="store_true", help="let the build tool index any path")
+    common(m, model=False)
+    m.set_defaults(func=cmd_mcp)
 
     d = sub.add_parser("demo", help="index the standard library's docstrings and answer sample questions")
     d.add_argument("--limit", type=int, default=DEMO_LIMIT, metavar="N",
@@ -701,9 +1010,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nleann-store: interrupted; the index keeps its last committed state "
               "(re-run the command to finish)", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except ModelMismatchError as exc:
-        print(f"leann-store: error: {exc}\n  pass --model with the model the index was built with, "
-              "or build a new index", file=sys.stderr)
+    except ModelMismatchError:
+        print("leann-store: error: the index was built with another model: pass `--model DIR` naming "
+              "the model folder it was built with, or build a new index", file=sys.stderr)
         return EXIT_MODEL_MISMATCH
     except LeannError as exc:
         from .models import ModelUnavailableError

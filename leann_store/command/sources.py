@@ -46,6 +46,12 @@ SKIP_DIRS = frozenset({"__pycache__", "node_modules", "site-packages", "dist-pac
 #: model's 256-word-piece window
 DEFAULT_CHUNK_SIZE = 200
 DEFAULT_OVERLAP = 20
+#: a passage smaller than this (tokens) joins a neighbour: a section this
+#: small ("See also" and a link) answers nothing on its own
+MIN_PASSAGE_TOKENS = 32
+#: recorded with every passage (``chunking_tag``): bumped when the chunker
+#: cuts differently, so the next build re-chunks what an older one cut
+CHUNKER_VERSION = "c2"
 #: bytes looked at to call a file binary (a NUL byte among them)
 _SNIFF = 8192
 #: files larger than this are skipped by default (logs, dumps, data files)
@@ -517,6 +523,9 @@ def chunk_text(text: str, kind: str = "text", *, title: str = "",
     for (s, e), n in zip(blocks, counts):
         heading, boundary = heading_at(s)
         if n > size:
+            if cur and heading_only(text[cur[0]:cur[1]], cur[3], kind):
+                s = cur[0]  # a heading leads the windows of its long paragraph
+                cur.clear()
             flush()
             cursor = s
             for window in _tokens.token_windows(text[s:e], size, overlap):
@@ -543,6 +552,7 @@ def chunk_text(text: str, kind: str = "text", *, title: str = "",
     # (stripping a window can split its first word into one more token: the
     # second cut leaves room for that)
     pieces = [(p.strip(), h, st) for p, h, st in pieces if p.strip()]
+    pieces = _merge_small(pieces, kind, size, min_passage_tokens(size))
     exact = _tokens.count_tokens([p[0] for p in pieces])
     inner = max(1, size - 2)
     out: list[Chunk] = []
@@ -553,6 +563,78 @@ def chunk_text(text: str, kind: str = "text", *, title: str = "",
             if part:
                 out.append(Chunk(part, heading, len(out), line_of(start) + 1))
     return out
+
+
+def min_passage_tokens(size: int) -> int:
+    """Passages smaller than this join a neighbour: ``MIN_PASSAGE_TOKENS``, at most size / 4."""
+    return min(MIN_PASSAGE_TOKENS, max(1, size // 4))
+
+
+def chunking_tag(size: int, overlap: int) -> str:
+    """What a passage records of how it was cut: a file cut another way (other
+    sizes, another chunker version) is re-chunked and re-embedded."""
+    return f"{size}/{overlap}/{CHUNKER_VERSION}"
+
+
+def heading_only(text: str, heading: str | None = None, kind: str | None = None) -> bool:
+    """Whether ``text`` is nothing but a heading (its markup, or the ``heading``
+    it falls under): a passage no question is answered by.
+
+    >>> heading_only("## See also"), heading_only("Usage\\n=====", kind="rst")
+    (True, True)
+    >>> heading_only("# Install\\n\\npip install it")
+    False
+    """
+    def adorns(line: str) -> bool:
+        return bool(kind in (None, "markdown") and _SETEXT.match(line)
+                    or kind in (None, "rst") and _RST_ADORN.match(line))
+
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    rest = []
+    for i, line in enumerate(lines):
+        if adorns(line) or (i + 1 < len(lines) and adorns(lines[i + 1]))\
+                or kind in (None, "markdown") and _ATX.match(line):
+            continue  # an underline or overline, the title it adorns, or a # heading
+        rest.append(line)
+    return not rest or (bool(heading) and " ".join(rest) == str(heading).strip())
+
+
+def _merge_small(pieces: list[tuple[str, str, int]], kind: str, size: int,
+                 least: int) -> list[tuple[str, str, int]]:
+    """A heading alone joins the passage after it (or before it, where only
+    that fits); a passage under
+    ``least`` tokens joins its neighbour when the two fit in ``size``."""
+    counts = _tokens.count_tokens([p[0] for p in pieces])
+    items: list[list[Any]] = [[t, h, st, n] for (t, h, st), n in zip(pieces, counts)]
+    merged: list[list[Any]] = []
+    carry: list[Any] | None = None
+    for it in items:
+        if carry is not None:
+            if carry[3] + 2 + it[3] <= size:
+                it = [carry[0] + "\n\n" + it[0], it[1], carry[2], carry[3] + 2 + it[3]]
+            elif merged and merged[-1][3] + 2 + carry[3] <= size:
+                merged[-1] = [merged[-1][0] + "\n\n" + carry[0], merged[-1][1], merged[-1][2],
+                              merged[-1][3] + 2 + carry[3]]
+            else:  # fits nowhere (rare): kept, and searches never show it
+                merged.append(carry)
+            carry = None
+        if heading_only(it[0], it[1], kind):
+            carry = it
+        else:
+            merged.append(it)
+    if carry is not None and merged and merged[-1][3] + 2 + carry[3] <= size:
+        merged[-1] = [merged[-1][0] + "\n\n" + carry[0], merged[-1][1], merged[-1][2],
+                      merged[-1][3] + 2 + carry[3]]
+    elif carry is not None:
+        merged.append(carry)
+    out: list[list[Any]] = []
+    for it in merged:
+        if out and (it[3] < least or out[-1][3] < least) and out[-1][3] + 2 + it[3] <= size:
+            prev = out[-1]
+            out[-1] = [prev[0] + "\n\n" + it[0], prev[1], prev[2], prev[3] + 2 + it[3]]
+        else:
+            out.append(it)
+    return [(t, h, st) for t, h, st, _ in out]
 
 
 def default_overlap(size: int) -> int:
@@ -583,6 +665,20 @@ class Passage:
     rank: int
     order: int
     path: str
+
+    @property
+    def summary(self) -> str:
+        """What the demo embeds: the name with its signature and the docstring's
+        first paragraph (the rest, parameter lists and tables, blurs what the
+        name does: all-MiniLM-L6-v2 ranked an expected answer first for 3 of the
+        demo's 6 questions on whole docstrings, for all 6 on these).
+
+        >>> Passage("json.loads(s)\\nDeserialize s.\\n\\nMore detail.", "json.loads", "json", 1, 0, "").summary
+        'json.loads(s)\\nDeserialize s.'
+        """
+        head, _, doc = self.text.partition("\n")
+        first = re.split(r"\n[ \t]*\n", doc.strip(), maxsplit=1)[0]
+        return f"{head}\n{first}" if first else head
 
 
 def _signature(node: ast.AST) -> str:
