@@ -14,7 +14,7 @@ misspelt option is an error naming the known ones wherever it is passed.
 32
 >>> SearchOptions.of(None, eff=32)
 Traceback (most recent call last):
-leann_store.errors.InvalidInputError: unknown search option 'eff'; the options are: ef, rerank_ratio, batch_size, max_recompute, confidence, time_budget_ms, mode, alpha, rrf_k, dense_depth, keyword_depth
+leann_store.errors.InvalidInputError: unknown search option 'eff'; the options are: ef, rerank_ratio, batch_size, max_recompute, confidence, time_budget_ms, quality, mode, alpha, rrf_k, dense_depth, keyword_depth
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ DEFAULT_RERANK_RATIO = 0.15
 DEFAULT_BATCH_SIZE = 32
 #: what a store search ranks by: the embedding, keywords (BM25), or both fused
 MODES = ("dense", "keyword", "hybrid")
+#: ``quality=`` -> the adaptive stop's confidence, measured on the devcorpus
+#: (docs/internals.md, "quality"): fast re-embeds ~18 passages a query at
+#: recall@10 ~0.92 / 0.89 (summaries / short), balanced ~22 at ~0.945 / 0.925,
+#: exact ~44 at ~0.97 on the short queries
+QUALITY = {"fast": 0.7, "balanced": 0.85, "exact": 0.99}
 #: reciprocal-rank fusion's constant (Cormack et al.)
 DEFAULT_RRF_K = 60
 #: least keyword candidates a hybrid search fuses (more when k is larger)
@@ -66,6 +71,9 @@ class SearchOptions:
             far, with ``stats["stopped"]`` 1; it never stops before k are
             scored, so a budget shorter than the first round trip still
             waits for it.
+        quality: ``"fast"``, ``"balanced"`` or ``"exact"``: a recall
+            preference, read as a measured confidence (:data:`QUALITY`;
+            instead of ``confidence``).
         mode: what :meth:`LeannStore.search` ranks by: ``"dense"`` (the
             embedding), ``"keyword"`` (BM25 over the keyword index, no
             embedding needed) or ``"hybrid"`` (both lists fused).  The index
@@ -86,6 +94,7 @@ class SearchOptions:
     max_recompute: int | None = None
     confidence: float | None = FROM_CONFIG
     time_budget_ms: float | None = None
+    quality: str | None = None
     mode: str = "dense"
     alpha: float | None = None
     rrf_k: int = DEFAULT_RRF_K
@@ -102,6 +111,12 @@ class SearchOptions:
             object.__setattr__(self, "max_recompute", checks.integer(self.max_recompute, "max_recompute", 1, 2**62))
         if self.confidence is not FROM_CONFIG and self.confidence is not None:
             object.__setattr__(self, "confidence", check_confidence(self.confidence, "confidence"))
+        if self.quality is not None:
+            if self.quality not in QUALITY:
+                raise errors.InvalidInputError(
+                    f"quality must be one of {', '.join(map(repr, QUALITY))}, got {self.quality!r}")
+            if self.confidence is not FROM_CONFIG:
+                raise errors.InvalidInputError("give quality or confidence, not both (quality names a confidence)")
         if self.time_budget_ms is not None:
             object.__setattr__(self, "time_budget_ms", checks.number(self.time_budget_ms, "time_budget_ms", 0, None,
                                                                      lo_open=True))
@@ -148,7 +163,9 @@ class SearchOptions:
         return (max(k, self.dense_depth or k), self.keyword_depth or max(k, MIN_KEYWORD_DEPTH))
 
     def resolved_confidence(self, from_config: float | None) -> float | None:
-        """``confidence`` with the index's default filled in."""
+        """``confidence`` with ``quality`` and the index's default filled in."""
+        if self.quality is not None:
+            return QUALITY[self.quality]
         return from_config if self.confidence is FROM_CONFIG else self.confidence
 
 

@@ -760,8 +760,11 @@ class LeannStore:
             near: list[tuple[float, int]] = []
             if q is not None:
                 if st.index is not None:
-                    near += self._search_graph(st, q, dense_k, allowed, fn, stats, opts.replace(mode="dense")
-                                               if opts.mode != "dense" else opts)
+                    gopts = opts.replace(mode="dense") if opts.mode != "dense" else opts
+                    if opts.time_budget_ms is not None:  # what the store spent so far counts too
+                        spent = (time.perf_counter() - t0) * 1e3
+                        gopts = gopts.replace(time_budget_ms=max(opts.time_budget_ms - spent, 1e-3))
+                    near += self._search_graph(st, q, dense_k, allowed, fn, stats, gopts)
                 delta = self._search_delta(st, q, dense_k, allowed)
                 stats["delta"] = len(delta)
                 near += delta
@@ -838,8 +841,9 @@ class LeannStore:
             return []
         res = st.index.search(q, k=min(k, n_ok), embed=self._node_fetcher(st, fn),
                               allowed=allowed.bits if allowed is not None else None, options=opts)
-        for key in ("recomputed", "embed_calls", "cache_hits"):
-            stats[key] += int(res.stats[key])
+        for key in ("recomputed", "embed_calls", "cache_hits", "stopped", "engine_us", "fetch_us"):
+            if key in res.stats:
+                stats[key] = stats.get(key, 0) + int(res.stats[key])
         out = [(float(d), int(st.node_row[i])) for i, d in zip(res.ids.tolist(), res.distances.tolist())
                if i >= 0 and st.node_row[i] >= 0]
         stats["graph"] = len(out)

@@ -331,12 +331,16 @@ def test_cold_paths_never_load_a_model(model, corpus: Path, tmp_path: Path, caps
     res = _guarded([["info", i], ["check", i], ["build", c, "--index", i, "-q"], ["search", i, " "],
                     ["search", i, "q", "--filter", '{"kind": {"$near": 1}}'], ["search", i, "q", "-k", "0"],
                     ["search", i, "q", "--filter", "{oops"], ["build", c, "--index", i, "--dry-run"],
-                    ["search", i, "q", "--confidence", "2"], ["search", i, "q", "--max-recompute", "2"]])
+                    ["search", i, "q", "--confidence", "2"], ["search", i, "q", "--max-recompute", "2"],
+                    ["search", i, "q", "--time-budget-ms", "-5"],
+                    ["search", i, "q", "--quality", "fast", "--confidence", "0.9"]])
     assert res.returncode == 0, res.stderr[-3000:]
     codes = [json.loads(line)["code"] for line in res.stderr.splitlines() if line.startswith("{")]
-    assert codes == [0, 0, 0, 2, 2, 2, 2, 0, 2, 2], res.stderr[-3000:]
+    assert codes == [0, 0, 0, 2, 2, 2, 2, 0, 2, 2, 2, 2], res.stderr[-3000:]
+    assert "--time-budget-ms must" in res.stderr
     assert "$near" in res.stderr and "LOADED []" in res.stdout     # the unknown operator before any model
-    res = _guarded([["search", i, "when are the logs rotated?", "--json", "-q", "--max-recompute", "5"]])
+    res = _guarded([["search", i, "when are the logs rotated?", "--json", "-q", "--max-recompute", "5",
+                     "--quality", "fast", "--time-budget-ms", "60000"]])
     assert res.returncode == 0, res.stderr[-3000:]
     assert 'LOADED ["onnxruntime"]' in res.stdout                  # a search: ONNX Runtime, no torch
 

@@ -85,3 +85,56 @@ def test_relevance_is_in_unit_interval_and_monotone(metric, d):
 def test_unknown_metric():
     with pytest.raises(InvalidInputError, match="metric"):
         similarity("hamming", 1.0)
+
+
+def test_quality_names_a_measured_confidence():
+    from leann_store.options import QUALITY
+    assert SearchOptions(quality="fast").resolved_confidence(0.85) == QUALITY["fast"] < QUALITY["exact"]
+    assert SearchOptions().resolved_confidence(0.85) == 0.85
+    with pytest.raises(InvalidInputError, match="quality must be one of"):
+        SearchOptions(quality="best")
+    with pytest.raises(InvalidInputError, match="not both"):
+        SearchOptions(quality="fast", confidence=0.9)
+
+
+def _graph_store(n=3000, d=32):
+    x = np.random.default_rng(11).normal(size=(n, d)).astype(np.float32)
+    calls = {"n": 0}
+
+    def embed(texts):
+        calls["n"] += 1
+        return np.stack([x[int(t)] if t.isdigit() else np.ones(d, np.float32) for t in texts])
+
+    from leann_store import StoreConfig
+    store = LeannStore.temporary(embed=embed, config=StoreConfig.from_options(graph_rows=1000))
+    store.add([str(i) for i in range(n)], embeddings=x)
+    assert store.stats()["search"] == "graph"
+    return store, x, embed
+
+
+def test_quality_trades_recomputes_through_the_store():
+    store, x, _ = _graph_store()
+    with store:
+        q = x[:40] + 0.3 * np.random.default_rng(2).normal(size=(40, x.shape[1])).astype(np.float32)
+        def scored(quality):  # re-embedded or taken from the caches: exact scores either way
+            return sum(h.stats["recomputed"] + h.stats["cache_hits"]
+                       for h in (store.search(v, k=10, quality=quality) for v in q))
+
+        assert scored("fast") < scored("exact")
+
+
+def test_time_budget_returns_the_best_so_far_and_says_so():
+    import time as _time
+    store, x, slow = _graph_store()
+
+    def sleepy(texts):
+        _time.sleep(0.02)
+        return slow(texts)
+
+    with store:
+        q = x[5] + 0.5
+        hits = store.search(q, k=10, embed=sleepy, time_budget_ms=1, confidence=None)
+        assert len(hits) == 10 and hits.stats["stopped"] == 1
+        assert hits.stats["embed_calls"] <= 2  # the first round trip (k scored), then it stops
+        full = store.search(q, k=10, embed=sleepy, confidence=None)
+        assert full.stats.get("stopped", 0) == 0 and full.stats["recomputed"] > hits.stats["recomputed"]

@@ -579,7 +579,9 @@ class _Searcher:
         self.flt = _parse_filter(args.filter, self.paths)
         from ..errors import InvalidInputError
         from ..options import SearchOptions
-        given = {k: v for k, v in (("max_recompute", args.max_recompute), ("confidence", args.confidence))
+        given = {k: v for k, v in (("max_recompute", args.max_recompute), ("confidence", args.confidence),
+                                   ("quality", getattr(args, "quality", None)),
+                                   ("time_budget_ms", getattr(args, "time_budget_ms", None)))
                  if v is not None}
         try:  # checked before any model loads
             self.options = SearchOptions.of(None, **given)
@@ -587,7 +589,9 @@ class _Searcher:
                 raise InvalidInputError(f"--max-recompute must be at least -k ({args.k})")
         except InvalidInputError as exc:
             raise CommandError(str(exc).replace("max_recompute", "--max-recompute")
-                               .replace("confidence must", "--confidence must"), EXIT_USAGE) from None
+                               .replace("confidence must", "--confidence must")
+                               .replace("time_budget_ms", "--time-budget-ms")
+                               .replace("quality must", "--quality must"), EXIT_USAGE) from None
         self.mode = getattr(args, "mode", None) or DEFAULT_SEARCH_MODE
         store = _open_for_reading(index)  # its recorded model and keywords, before any model loads
         try:
@@ -960,6 +964,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--confidence", type=float, metavar="X",
                    help="the adaptive stop, in (0, 1): higher re-embeds more before it stops "
                         "(default: the index's own)")
+    s.add_argument("--quality", choices=("fast", "balanced", "exact"), default=None,
+                   help="recall against wait: fast re-embeds fewer passages, exact more "
+                        "(default: the index's own confidence)")
+    s.add_argument("--time-budget-ms", type=float, metavar="MS",
+                   help="answer with the best passages found once MS milliseconds are spent")
     s.add_argument("--json", action="store_true",
                    help="results as JSON (in a session: one line per answer)")
     common(s)
