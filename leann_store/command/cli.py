@@ -365,12 +365,14 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
     # what changes, decided without the model: a build with nothing to do never loads it
     held: dict[str, _Indexed] = {}
     recorded = None
+    upgrade = False
     if exists:
         store = _open_for_reading(index)
         try:
             held = _indexed_files(store)
             recorded = store.model
             graph_rows = store.config.graph_rows
+            upgrade = not store.has_keywords  # written by an earlier version: a writable open adds it
         finally:
             store.close()
         if args.graph_rows is not None and args.graph_rows != graph_rows:
@@ -386,6 +388,10 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
     if exists and plan.empty():
         for bad in plan.unreadable[:10]:
             out.note(f"skipped {bad}")
+        if upgrade:  # no text to embed, so no model: the open itself builds the keyword index
+            from ..store import LeannStore
+            LeannStore.open(index, embed=_no_embed, check_model=False, progress=not out.quiet).close()
+            out.note("added the keyword index (this index was built by an earlier version)")
         return _summary(index, plan, [], 0.0, 0, 0, 0, t_start, args=args)
 
     from ..config import StoreConfig
