@@ -371,6 +371,7 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
             held = _indexed_files(store)
             recorded = store.model
             graph_rows = store.config.graph_rows
+            keywords = store.has_keywords
         finally:
             store.close()
         if args.graph_rows is not None and args.graph_rows != graph_rows:
@@ -386,6 +387,9 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
     if exists and plan.empty():
         for bad in plan.unreadable[:10]:
             out.note(f"skipped {bad}")
+        if not keywords:  # an index of the previous version: a writable open adds its keyword index
+            from ..store import LeannStore
+            LeannStore.open(index, embed=_no_embed, check_model=False, progress=not out.quiet).close()
         return _summary(index, plan, [], 0.0, 0, 0, 0, t_start, args=args)
 
     from ..config import StoreConfig
