@@ -88,18 +88,33 @@ def test_server_ends_cleanly_when_the_client_goes_mid_call(served: tuple[Path, P
     _, index = served
     proc = subprocess.Popen([sys.executable, "-m", "leann_store.command.cli", "mcp", "--index", str(index), "-q"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    messages = [
-        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-         "params": {"protocolVersion": LATEST_PROTOCOL_VERSION, "capabilities": {},
-                    "clientInfo": {"name": "test", "version": "0"}}},
-        {"jsonrpc": "2.0", "method": "notifications/initialized"},
-        {"jsonrpc": "2.0", "id": 2, "method": "ping"},
-        {"jsonrpc": "2.0", "id": 3, "method": "no/such/method"},
-        {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "search", "arguments": {"query": "logs"}}},
-    ]
-    # everything at once, then stdin closes: the client is gone with a call in flight
-    out, err = proc.communicate("".join(json.dumps(m) + "\n" for m in messages).encode(), timeout=120)
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def send(*messages: dict) -> None:
+        proc.stdin.write("".join(json.dumps(m) + "\n" for m in messages).encode())
+        proc.stdin.flush()
+
+    def answer(want: int) -> dict:
+        while True:
+            line = proc.stdout.readline()
+            assert line, "the server closed its output"
+            msg = json.loads(line)
+            if msg.get("id") == want:
+                return msg
+
+    send({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+          "params": {"protocolVersion": LATEST_PROTOCOL_VERSION, "capabilities": {},
+                     "clientInfo": {"name": "test", "version": "0"}}})
+    assert "result" in answer(1)
+    send({"jsonrpc": "2.0", "method": "notifications/initialized"}, {"jsonrpc": "2.0", "id": 2, "method": "ping"})
+    assert answer(2)["result"] == {}
+    send({"jsonrpc": "2.0", "id": 3, "method": "no/such/method"})
+    assert "error" in answer(3)                                          # unknown methods are answered
+    send({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+          "params": {"name": "search", "arguments": {"query": "logs"}}})
+    proc.stdin.close()                                                   # the client goes, a call in flight
+    proc.wait(timeout=120)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
     assert proc.returncode == 0, err.decode()[-3000:]
-    answers = {m.get("id"): m for m in map(json.loads, out.decode().splitlines())}
-    assert answers[2]["result"] == {} and "error" in answers[3]          # ping, and an unknown method
     assert "Traceback" not in err.decode()
