@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from leann_store import LeannStore  # noqa: E402
 from store_util import WORDS, HashEmbed, text_vector  # noqa: E402
 
-KEEP = 60  # ids k0..k59 are never deleted: every search has its k hits
+KEEP = 60  # ids k0..k59: upserted, never delete()d (delete_where may take them)
 
 
 def text_of(i: str, step: int, rng: np.random.Generator) -> str:
