@@ -43,6 +43,9 @@ T = TypeVar("T")
 #: ``commit(graph=KEEP)``: the write leaves the graph as it is
 KEEP: Any = object()
 _EMPTY_ROWS = np.zeros(0, np.int64)
+#: times a load retries when a writer removed the generation it read (each
+#: retry reads a newer commit, so a few suffice unless writers commit nonstop)
+_LOAD_TRIES = 50
 
 
 @dataclass(frozen=True)
@@ -128,12 +131,25 @@ class Generations:
         return self._state
 
     def load(self) -> State:
-        """The committed state, read inside one read transaction."""
-        with self.docs.snapshot():
-            version = self.docs.version()
-            gen = self.docs.generation()
-            nodes, rowids = self.docs.graph_rows()
-            delta_rows, delta_vecs = self.docs.delta_rows(self.dim)
+        """The committed state, read inside one read transaction.  A writer
+        in another process may commit a newer generation and remove this
+        one's file between the transaction and the file's load: then the
+        newer state is read (a read-only open races writers this way)."""
+        for attempt in range(_LOAD_TRIES):
+            with self.docs.snapshot():
+                version = self.docs.version()
+                gen = self.docs.generation()
+                nodes, rowids = self.docs.graph_rows()
+                delta_rows, delta_vecs = self.docs.delta_rows(self.dim)
+            try:
+                return self._state_of(gen, version, nodes, rowids, delta_rows, delta_vecs)
+            except FileNotFoundError:
+                if attempt + 1 == _LOAD_TRIES or self.docs.generation() == gen:
+                    raise  # the file of the current generation is missing: a real loss
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _state_of(self, gen: int, version: int, nodes: np.ndarray, rowids: np.ndarray,
+                  delta_rows: np.ndarray, delta_vecs: np.ndarray) -> State:
         index = None
         node_row = np.full(0, -1, dtype=np.int64)
         if gen > 0:

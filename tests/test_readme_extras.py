@@ -70,6 +70,17 @@ def _requirements(strings: list[str], extras: set[str]) -> list[Any]:
     return out
 
 
+def _dist(name: str) -> metadata.Distribution:
+    """The installed distribution, from site-packages only: run from the
+    checkout, ``sys.path`` also holds the build's own ``*.egg-info``, which
+    lists source files rather than what the install put in place."""
+    paths = list(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))
+    for dist in metadata.distributions(path=paths):
+        if canonicalize_name(dist.metadata["Name"] or "") == canonicalize_name(name):
+            return dist
+    raise metadata.PackageNotFoundError(name)
+
+
 def closure(extras: list[str]) -> dict[str, set[str]]:
     """Distribution name -> extras asked of it, for ``leann-store[extras]``."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
@@ -95,7 +106,7 @@ def closure(extras: list[str]) -> dict[str, set[str]]:
         if name in want and asked <= want[name]:
             continue
         want.setdefault(name, set()).update(asked)
-        dist = metadata.distribution(name)  # installed by the test extra
+        dist = _dist(name)  # installed by the test extra
         todo.extend(_requirements(dist.requires or [], want[name]))
     return want
 
@@ -107,7 +118,7 @@ def make_venv(where: Path, dists: dict[str, set[str]]) -> Path:
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                check=True, capture_output=True, text=True).stdout.strip())
     for name in dists:
-        dist = metadata.distribution(name)
+        dist = _dist(name)
         for f in dist.files or []:
             rel = Path(str(f))
             if rel.parts[0] == ".." or "__pycache__" in rel.parts:
