@@ -33,6 +33,8 @@ array([[1., 1.],
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -94,6 +96,36 @@ class TextEmbedder:
         """The id fetcher a search hands the index: ``inputs(ids)`` gives
         the texts to embed (and their token counts), embedded here."""
         return CheckedFetch(lambda ids: self.embed(fn, *inputs(ids)))
+
+
+def with_timeout(fn: TextEmbedFn, seconds: float | None) -> TextEmbedFn:
+    """``fn``, or (with ``seconds``) ``fn`` run in a worker thread whose
+    answer is awaited ``seconds`` at most: past that a :class:`CallbackError`
+    (the thread cannot be stopped; it finishes or hangs on its own, its
+    answer unused).
+
+    >>> import time
+    >>> slow = with_timeout(lambda texts: time.sleep(1) or [[0.0]], 0.05)
+    >>> slow(["x"])
+    Traceback (most recent call last):
+    leann_store.errors.CallbackError: embed did not answer 1 texts within 0.05 s (embed_timeout)
+    """
+    if seconds is None:
+        return fn
+
+    def call(texts: list[str]) -> Any:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leann-embed")
+        try:
+            future = pool.submit(fn, texts)
+            try:
+                return future.result(timeout=seconds)
+            except FutureTimeout:
+                raise errors.CallbackError(f"embed did not answer {len(texts)} texts within {seconds:g} s "
+                                           "(embed_timeout)") from None
+        finally:
+            pool.shutdown(wait=False)
+
+    return call
 
 
 def probe(fn: TextEmbedFn) -> np.ndarray:

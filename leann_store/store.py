@@ -85,7 +85,7 @@ from .filters import Filter, FilterLike, check_metadata, compile_filter
 from .index import AllowedBits, CheckedFetch, LeannIndex
 from .options import SearchOptions
 from .recompute import PROBE_TEXT  # noqa: F401  (the store's fingerprint text, importable from here)
-from .recompute import GIVEN_MIN_COSINE, TextEmbedder, TextEmbedFn, cosine, probe, probe_mismatch
+from .recompute import GIVEN_MIN_COSINE, TextEmbedder, TextEmbedFn, cosine, probe, probe_mismatch, with_timeout
 from .scores import similarity
 from .tokens import count_tokens
 
@@ -158,7 +158,8 @@ class LeannStore:
     """
 
     def __init__(self, path: str, embed: TextEmbedFn, config: StoreConfig | None, *, model: str | None,
-                 check_model: bool, read_only: bool, progress: bool | None) -> None:
+                 check_model: bool, read_only: bool, progress: bool | None,
+                 embed_timeout: float | None = None) -> None:
         self._closed = True
         if not callable(embed):
             raise errors.InvalidInputError("embed must be callable: embed(texts) -> (len(texts), dim) floats")
@@ -167,7 +168,10 @@ class LeannStore:
         self.path = os.path.abspath(os.fspath(path))
         self.read_only = read_only
         self.progress = progress
-        self._embed = embed
+        self._raw_embed = embed  # (its name is what a store records as the model)
+        self._embed_timeout = None if embed_timeout is None else checks.number(
+            embed_timeout, "embed_timeout", 0, None, lo_open=True)
+        self._embed = with_timeout(embed, self._embed_timeout)
         self._write_lock = threading.RLock()
         self._cache_lock = threading.Lock()
         self._filter_cache: dict[str, _Allowed] = {}
@@ -206,7 +210,7 @@ class LeannStore:
     @classmethod
     def open(cls, path: str | os.PathLike[str], embed: TextEmbedFn, config: StoreConfig | None = None, *,
              model: str | None = None, check_model: bool = True, read_only: bool = False,
-             progress: bool | None = None) -> "LeannStore":
+             progress: bool | None = None, embed_timeout: float | None = None) -> "LeannStore":
         """Open (or create) the store in directory ``path``.
 
         Args:
@@ -221,18 +225,24 @@ class LeannStore:
             read_only: open without the write lock (many processes may).
             progress: progress bars on long work (None: when stderr is a
                 terminal and the work is large).
+            embed_timeout: seconds one ``embed`` call may take (None: no
+                limit).  A call that takes longer fails the write or search
+                that made it with a :class:`CallbackError`, and nothing
+                changes; the call itself cannot be interrupted and finishes
+                (or hangs) in a worker thread, its answer unused.
         """
         return cls(os.fspath(path), embed, config, model=model, check_model=check_model,
-                   read_only=read_only, progress=progress)
+                   read_only=read_only, progress=progress, embed_timeout=embed_timeout)
 
     @classmethod
     def temporary(cls, embed: TextEmbedFn, config: StoreConfig | None = None, *, model: str | None = None,
-                  progress: bool | None = None) -> "LeannStore":
+                  progress: bool | None = None, embed_timeout: float | None = None) -> "LeannStore":
         """A store in a new temporary directory, removed on :meth:`close`,
-        garbage collection or interpreter exit."""
+        garbage collection or interpreter exit (arguments as :meth:`open`)."""
         tmp = tempfile.mkdtemp(prefix="leann-store-")
         try:
-            store = cls(tmp, embed, config, model=model, check_model=True, read_only=False, progress=progress)
+            store = cls(tmp, embed, config, model=model, check_model=True, read_only=False, progress=progress,
+                        embed_timeout=embed_timeout)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -272,7 +282,7 @@ class LeannStore:
 
     def _init_meta(self, config: StoreConfig | None, model: str | None, check_model: bool) -> None:
         meta = self._docs.all_meta()
-        name = model if model is not None else _qualified_name(self._embed)
+        name = model if model is not None else _qualified_name(self._raw_embed)
         if "config" not in meta:  # a new store
             if self.read_only:
                 raise FileNotFoundError(f"no store at {self.path!r} (the directory holds no store yet)")
@@ -748,7 +758,7 @@ class LeannStore:
         if opts.mode != "dense" and (not isinstance(text, str) or not text.strip()):
             raise errors.InvalidInputError(f"mode {opts.mode!r} needs the query's text (text='...'), got {text!r}")
         q = checks.query_vector(query_embedding, self.dim) if dense else None
-        fn = embed if embed is not None else self._embed
+        fn = with_timeout(embed, self._embed_timeout) if embed is not None else self._embed
         stats: dict[str, Any] = {"mode": opts.mode, "recomputed": 0, "embed_calls": 0, "cache_hits": 0,
                                  "graph": 0, "delta": 0, "keyword": 0}
         flt = compile_filter(filter)

@@ -207,3 +207,38 @@ def test_a_read_only_directory(tmp_path):
         r.close()
     finally:
         os.chmod(path, 0o700)
+
+
+def test_an_embed_that_never_answers_times_out_and_changes_nothing(tmp_path):
+    """embed_timeout: a hung model fails the call with a CallbackError, the
+    store stays as it was, and the next call (the model back) works."""
+    import threading
+    import time
+
+    from leann_store.errors import CallbackError
+
+    gate = threading.Event()
+    inner = HashEmbed()
+
+    def model(texts):
+        if texts and texts[0].startswith("hang"):
+            gate.wait(30)  # a model that never answers (released at the end of the test)
+        return inner(texts)
+
+    cfg = StoreConfig.from_options(graph_rows=64, merge_rows=32)
+    store = LeannStore.open(tmp_path / "s", model, config=cfg, embed_timeout=0.5)
+    try:
+        store.add([f"doc {i} alpha beta" for i in range(100)])
+        before = store.stats()["documents"]
+        t = time.perf_counter()
+        with pytest.raises(CallbackError, match="within 0.5 s"):
+            store.add(["hang on this one"])
+        assert time.perf_counter() - t < 5
+        assert store.stats()["documents"] == before and store.get(["hang on this one"]) == []
+        with pytest.raises(CallbackError, match="embed_timeout"):  # a search's recompute, too
+            store.search(inner(["doc 3 alpha beta"])[0], k=3, embed=lambda texts: model(["hang"] + texts[1:]))
+        store.check()
+        assert store.search(inner(["doc 3 alpha beta"])[0], k=3)[0].text == "doc 3 alpha beta"
+    finally:
+        gate.set()
+        store.close()
