@@ -358,3 +358,32 @@ def test_a_session_answers_question_after_question(model, corpus: Path, tmp_path
     assert res.stderr.count("loaded in") == 1                      # the model loads once for the session
     res = _guarded([["search", str(index)]], stdin="rain on the coast\n")
     assert res.returncode == 0 and "page.html:" in res.stdout and "1 results" not in res.stdout
+
+
+def test_a_build_that_fills_the_disk_fails_cleanly_and_the_next_one_works(model, corpus: Path, tmp_path: Path,
+                                                                          capsys) -> None:
+    """The command's build under a file-size limit (a full disk): a clear
+    error and a non-zero exit, no traceback; the index still passes
+    ``check`` and answers; the next build, with room again, indexes it all."""
+    import resource
+    import signal
+
+    index = tmp_path / "kb"
+    assert run(capsys, "build", corpus, "--index", index, "-q")[0] == 0
+    for i in range(10):  # more text (and vectors: a small store keeps them) than the limit leaves room for
+        (corpus / f"more{i}.md").write_text(f"# Extra {i}\n\n" + " ".join(f"word{i}x{j}" for j in range(600)))
+    limit = sum(f.stat().st_size for f in index.rglob("*") if f.is_file()) + 16 * 1024
+
+    def full_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    cmd = [sys.executable, "-m", "leann_store.command.cli", "build", str(corpus), "--index", str(index), "-q"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, preexec_fn=full_disk)
+    assert res.returncode != 0, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and "leann-store: error" in res.stderr, res.stderr[-2000:]
+    assert run(capsys, "check", index)[0] == 0
+    assert run(capsys, "search", index, "when are the logs rotated?", "-k", "1", "-q")[0] == 0
+    assert run(capsys, "build", corpus, "--index", index, "-q")[0] == 0
+    code, out, _ = run(capsys, "search", index, "word7x123", "--mode", "keyword", "-k", "1")
+    assert code == 0 and "more7.md" in out
