@@ -88,9 +88,11 @@ class _Cursor(sqlite3.Cursor):
     def _fail(self, exc: sqlite3.Error) -> errors.LeannError:
         return _leann_error(exc, self._path())
 
-    def execute(self, *args: Any) -> "_Cursor":  # type: ignore[override]
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """The one mapping of what SQLite raises to the package's errors."""
         try:
-            return super().execute(*args)
+            yield
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, errors.LeannError):
                 raise
@@ -99,48 +101,26 @@ class _Cursor(sqlite3.Cursor):
             raise errors.CorruptDocstoreError(f"docstore {self._path()!r}: {exc}") from exc
         except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
             raise _not_unicode(exc) from exc
+
+    def execute(self, *args: Any) -> "_Cursor":  # type: ignore[override]
+        with self._translated():
+            return super().execute(*args)
 
     def executemany(self, *args: Any) -> "_Cursor":  # type: ignore[override]
-        try:
+        with self._translated():
             return super().executemany(*args)
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, errors.LeannError):
-                raise
-            raise self._fail(exc) from exc
-        except UnicodeDecodeError as exc:  # text that is not UTF-8
-            raise errors.CorruptDocstoreError(f"docstore {self._path()!r}: {exc}") from exc
-        except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
-            raise _not_unicode(exc) from exc
 
     def fetchone(self) -> Any:
-        try:
+        with self._translated():
             return super().fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise self._fail(exc) from exc
-        except UnicodeDecodeError as exc:  # text that is not UTF-8
-            raise errors.CorruptDocstoreError(f"docstore {self._path()!r}: {exc}") from exc
-        except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
-            raise _not_unicode(exc) from exc
 
     def fetchall(self) -> list[Any]:
-        try:
+        with self._translated():
             return super().fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise self._fail(exc) from exc
-        except UnicodeDecodeError as exc:  # text that is not UTF-8
-            raise errors.CorruptDocstoreError(f"docstore {self._path()!r}: {exc}") from exc
-        except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
-            raise _not_unicode(exc) from exc
 
     def __next__(self) -> Any:
-        try:
+        with self._translated():
             return super().__next__()
-        except sqlite3.DatabaseError as exc:
-            raise self._fail(exc) from exc
-        except UnicodeDecodeError as exc:  # text that is not UTF-8
-            raise errors.CorruptDocstoreError(f"docstore {self._path()!r}: {exc}") from exc
-        except UnicodeEncodeError as exc:  # a caller's string SQLite cannot hold; a write rolls back
-            raise _not_unicode(exc) from exc
 
 
 class _Connection(sqlite3.Connection):
