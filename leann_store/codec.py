@@ -533,13 +533,7 @@ def code_error_quantiles(codec: Codec, bias: float, vectors: Rows | np.ndarray, 
     in an index of ``n_index`` rows (so the error is measured where the
     adaptive stop meets it: close candidates, whose code distances are
     biased low by their selection).  Non-decreasing, as C requires."""
-    x = _rows(vectors)
-    rng = default_rng(seed)
-    n = len(x)
-    qi = rng.choice(n, size=min(queries, n), replace=False)
-    pi = rng.choice(n, size=min(points, n), replace=False)
-    q = np.asarray(x[np.sort(qi)], dtype=np.float32)
-    p = np.asarray(x[np.sort(pi)], dtype=np.float32)
+    q, p = _queries_and_points(vectors, queries, points, seed)
     pq = codec.project(q)
     codes = _unpack(codec.encode(p), codec.bits)  # (P, msub)
     msub = codec.num_subspaces
@@ -598,13 +592,7 @@ def normalised_error_quantiles(codec: Codec, norm: float, vectors: Rows | np.nda
     >>> q.shape, bool(q[0] <= q[1])
     ((2,), True)
     """
-    x = _rows(vectors)
-    rng = default_rng(seed)
-    n = len(x)
-    qi = rng.choice(n, size=min(queries, n), replace=False)
-    pi = rng.choice(n, size=min(points, n), replace=False)
-    q = np.asarray(x[np.sort(qi)], dtype=np.float32)
-    p = np.asarray(x[np.sort(pi)], dtype=np.float32)
+    q, p = _queries_and_points(vectors, queries, points, seed)
     r = reconstruct(codec, codec.encode(p))
     rn = np.sqrt(np.maximum((r.astype(np.float64) ** 2).sum(1), 1e-12)).astype(np.float32)
     est = -norm * (q @ r.T) / rn[None, :]
@@ -639,3 +627,14 @@ def codec_from_native(nc: native.NativeCodec) -> Codec:
     d = nc.export()
     return Codec(mean=d["mean"], components=d["components"], centroids=d["centroids"], scale=d["scale"],
                  accumulate=d["accumulate"])
+
+
+def _queries_and_points(vectors: "Rows | np.ndarray", queries: int, points: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample rows as queries and as points (float32, in row order): the
+    pairs the calibrations of the adaptive stop measure errors on."""
+    x = _rows(vectors)
+    rng = default_rng(seed)
+    n = len(x)
+    qi = rng.choice(n, size=min(queries, n), replace=False)
+    pi = rng.choice(n, size=min(points, n), replace=False)
+    return np.asarray(x[np.sort(qi)], dtype=np.float32), np.asarray(x[np.sort(pi)], dtype=np.float32)
