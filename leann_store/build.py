@@ -37,6 +37,15 @@ from .codec import (Codec, code_distance_bias, code_error_quantiles, fit_pca, no
                     search_codec, train_codec)
 from .config import IndexConfig
 
+#: rows a calibration of the adaptive stop is measured on, at least (a
+#: build's rows, or an insertion's).  A codec trained on a handful of rows
+#: codes them almost exactly and the rows that come next far worse: a stop
+#: that trusts the first few candidates' errors then misses a row scored
+#: last (a 4-row graph of three equal rows and one other answered the
+#: other's own query with an equal row).  A smaller graph scores its whole
+#: share (``rerank_ratio``), every row of a graph this small.
+CALIBRATION_MIN_ROWS = 256
+
 _BUILD_CHUNK = 8192  # nodes per flash build step (their projections exist together)
 _BUILD_KMEANS_SAMPLE = 4096  # k-means rows of a build-only codec (faiss's cap: 256 per centroid)
 #: the search codec's least PCA variance when it ranks by the normalised
@@ -121,7 +130,7 @@ def build_index(cls: Callable[[native.NativeIndex, IndexConfig, _MetricMap, Code
     # (IP search spaces, where every row has one norm: the normalised
     # estimate, see native.EST_NORMALISED; l2: the code distance)
     estimator = None
-    if cfg.store_vectors:
+    if cfg.store_vectors or n < CALIBRATION_MIN_ROWS:
         calib = None
     elif normalised:
         estimator = (native.EST_NORMALISED, 1.0 if cfg.metric == "cosine" else mmap.radius)

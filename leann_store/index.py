@@ -41,7 +41,7 @@ from . import errors, native
 from . import _checks as checks
 from ._checks import check_finite as _check_finite
 from ._rows import _in_parallel, _MetricMap, _threads
-from .build import build_index, finish_build
+from .build import CALIBRATION_MIN_ROWS, build_index, finish_build
 from .codec import Codec, code_error_quantiles, codec_from_native, normalised_error_quantiles
 from .options import DEFAULT_CODE_EF, DEFAULT_EF, DEFAULT_RERANK_RATIO, FROM_CONFIG, SearchOptions
 from .config import (AUTO_SUBSPACES_MAX_DIM, BALANCED_MIN_DIM, BUILDERS, DEFAULT_CONFIDENCE, DEFAULT_DEGREE,
@@ -61,8 +61,6 @@ _FILE_KIND = "leann-store/index"
 _FILE_VERSION = 1
 #: default byte budget of the cross-query LRU of recomputed embeddings
 DEFAULT_CACHE_BYTES = 16 << 20
-#: rows an insertion needs to re-measure the adaptive stop's calibration
-_RECALIBRATE_MIN_ROWS = 256
 
 #: ``fetch(ids: int64 array) -> (len(ids), dim)`` floats: the embeddings of
 #: those passages, which the two-level search asks for (``search(embed=...)``)
@@ -277,8 +275,10 @@ class LeannIndex:
                 stops once every candidate left has a code distance above
                 the k-th best exact distance minus the code error that the
                 index measured at build time at quantile ``1 -
-                confidence``.  Indexes saved before the calibration existed
-                always score the whole share.  ``stats`` also carry
+                confidence``.  Graphs with no calibration (built from
+                fewer than ``CALIBRATION_MIN_ROWS`` rows, or saved before the
+                calibration existed) score the whole share until an
+                insertion of that many rows calibrates them.  ``stats`` also carry
                 ``engine_us`` (the C engine's time: walk, ranking, exact
                 scores), ``fetch_us`` (time in ``embed`` and the checks of
                 what it returned) and ``stopped`` (1: ``time_budget_ms`` ran
@@ -516,8 +516,9 @@ class LeannIndex:
             # the more their code distances are biased low): as the index
             # grows they move, and a stop calibrated at 2k rows stops too
             # early at 50k (recall@10 0.89 against 0.94).  The new rows are
-            # the sample at hand.
-            if len(x) >= _RECALIBRATE_MIN_ROWS and self._h.calibration() is not None:
+            # the sample at hand.  (A graph built too small to calibrate
+            # gets its calibration from the first insertion large enough.)
+            if len(x) >= CALIBRATION_MIN_ROWS and not self._h.has_vectors:
                 kind, norm = self._h.estimator()
                 if kind == native.EST_NORMALISED:
                     new._h.set_calibration(normalised_error_quantiles(

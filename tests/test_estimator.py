@@ -144,3 +144,27 @@ def test_engine_and_fetch_timings(data, cosine):
     res = cosine.search(q[:3], k=10, embed=slow)
     assert (res.stats["engine_us"] > 0).all()
     assert (res.stats["fetch_us"] >= 5000 * res.stats["embed_calls"]).all()
+
+
+def test_a_graph_too_small_to_calibrate_scores_its_whole_share():
+    """A codec trained on a few rows codes them almost exactly and a new row
+    far worse, so the stop must not judge by the first candidates' errors:
+    a graph built from fewer than CALIBRATION_MIN_ROWS rows has no
+    calibration and scores every candidate of its share (here: all), and
+    the first insertion of that many rows calibrates it.  (Hypothesis found
+    it: three equal rows and one other, where the other's own query was
+    answered with an equal row at k = 1.)"""
+    from leann_store.build import CALIBRATION_MIN_ROWS
+
+    rng = np.random.default_rng(3)
+    same, other = rng.normal(size=(2, 16)).astype(np.float32)
+    index = LeannIndex.build(np.stack([same, same, same]), IndexConfig(metric="cosine", M=8, seed=0, threads=1))
+    assert index._h.calibration() is None
+    index = index.with_added(other[None])
+    index.cache_bytes = 0
+    res = index.search(other, k=1, embed=lookup(np.stack([same, same, same, other])))
+    assert int(res.ids[0]) == 3 and res.stats["recomputed"] == 4
+    grown = index.with_added(clustered(CALIBRATION_MIN_ROWS, 16, seed=5))
+    assert grown._h.calibration() is not None
+    small = index.with_added(clustered(CALIBRATION_MIN_ROWS - 1, 16, seed=5))
+    assert small._h.calibration() is None
