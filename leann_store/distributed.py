@@ -52,7 +52,7 @@ from . import errors
 from .config import StoreConfig
 from .store import LeannStore
 
-__all__ = ["BuildSummary", "RemoteEmbed", "build_store"]
+__all__ = ["BuildSummary", "RemoteEmbed", "build_store", "connect", "embed_texts"]
 
 #: rows the driver hands the store per ``add`` (its docstore transaction)
 _ADD_ROWS = 4096
@@ -140,28 +140,12 @@ def build_store(path: str | os.PathLike[str], dataset: Any, embedder: Callable[.
     batches retried by Ray Data; an exception the embedder raises fails the
     build, and nothing is left at ``path``.
     """
-    ray = _ray()
     target = os.path.abspath(os.fspath(path))
     if os.path.exists(target) and (not os.path.isdir(target) or os.listdir(target)):
         raise errors.StoreExistsError(f"{target!r} exists and is not empty; build_store writes a new store")
-    if not hasattr(dataset, "map_batches"):
-        raise errors.InvalidInputError(f"dataset must be a ray.data.Dataset, got {type(dataset).__name__}")
-    if not callable(embedder):
-        raise errors.InvalidInputError("embedder must be a class (or factory) whose instances embed texts")
-    bs = 64 if batch_size is None else batch_size
-    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
-        raise errors.InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
-                                    or concurrency < 1):
-        raise errors.InvalidInputError(f"concurrency must be None or a positive integer, got {concurrency!r}")
-    kwargs = dict(embedder_kwargs or {})
-    local = embed if embed is not None else embedder(*embedder_args, **kwargs)
+    embedded = _embedded(dataset, embedder, concurrency, num_gpus, batch_size, embedder_args, embedder_kwargs)
+    local = embed if embed is not None else embedder(*embedder_args, **dict(embedder_kwargs or {}))
     name = model if model is not None else f"{getattr(embedder, '__module__', '?')}.{getattr(embedder, '__qualname__', repr(embedder))}"
-    compute = (ray.data.ActorPoolStrategy(size=concurrency) if concurrency is not None
-               else ray.data.ActorPoolStrategy(min_size=1, max_size=None))
-    embedded = dataset.map_batches(
-        _EmbedBatch, fn_constructor_args=(embedder, tuple(embedder_args), kwargs), batch_size=bs,
-        compute=compute, num_gpus=num_gpus or None, batch_format="numpy")  # Ray Data restarts lost actors
 
     t0 = time.perf_counter()
     staging = os.path.join(os.path.dirname(target) or ".", f".{os.path.basename(target)}.building-{uuid.uuid4().hex}")
@@ -183,11 +167,99 @@ def build_store(path: str | os.PathLike[str], dataset: Any, embedder: Callable[.
     return BuildSummary(target, documents, time.perf_counter() - t0, t_embed)
 
 
+def _embedded(dataset: Any, embedder: Callable[..., Any], concurrency: int | None, num_gpus: float,
+              batch_size: int | None, embedder_args: Sequence[Any],
+              embedder_kwargs: Mapping[str, Any] | None) -> Any:
+    """``dataset`` with a ``vector`` column, computed lazily on an actor pool
+    of ``embedder`` instances (the arguments checked as :func:`build_store`
+    documents them)."""
+    ray = _ray()
+    if not hasattr(dataset, "map_batches"):
+        raise errors.InvalidInputError(f"dataset must be a ray.data.Dataset, got {type(dataset).__name__}")
+    if not callable(embedder):
+        raise errors.InvalidInputError("embedder must be a class (or factory) whose instances embed texts")
+    bs = 64 if batch_size is None else batch_size
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        raise errors.InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
+                                    or concurrency < 1):
+        raise errors.InvalidInputError(f"concurrency must be None or a positive integer, got {concurrency!r}")
+    compute = (ray.data.ActorPoolStrategy(size=concurrency) if concurrency is not None
+               else ray.data.ActorPoolStrategy(min_size=1, max_size=None))
+    return dataset.map_batches(
+        _EmbedBatch, fn_constructor_args=(embedder, tuple(embedder_args), dict(embedder_kwargs or {})),
+        batch_size=bs, compute=compute, num_gpus=num_gpus or None,
+        batch_format="numpy")  # Ray Data restarts lost actors
+
+
+def connect(address: str | None = None) -> None:
+    """Join Ray unless this process already has: ``address`` None starts a
+    local Ray (or joins ``$RAY_ADDRESS``'s cluster), ``"auto"`` joins the
+    cluster running on this machine, anything else is a cluster's address
+    (``ray://head:10001``).  Workers' output stays on the workers."""
+    ray = _ray()
+    if ray.is_initialized():
+        return
+    import logging
+
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+
+
+def embed_texts(texts: Sequence[str], embedder: Callable[..., Any], *, concurrency: int | None = None,
+                num_gpus: float = 0, batch_size: int | None = None, embedder_args: Sequence[Any] = (),
+                embedder_kwargs: Mapping[str, Any] | None = None,
+                progress: Callable[[int], Any] | None = None) -> np.ndarray:
+    """``texts`` embedded on a Ray actor pool, as :func:`build_store` embeds
+    a dataset (same arguments): float32 rows in input order.
+    ``progress(n)`` is called as each batch of ``n`` comes back.  Joins a
+    local Ray first if this process has none (:func:`connect`).
+
+    >>> import numpy as np
+    >>> class Lengths:                      # a stand-in model
+    ...     def __call__(self, texts):
+    ...         return np.array([[len(t), 1.0] for t in texts])
+    >>> connect()
+    >>> embed_texts(["a", "bcd"], Lengths, concurrency=1).tolist()
+    [[1.0, 1.0], [3.0, 1.0]]
+    """
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32)
+    ray = _ray()
+    connect()
+    out: np.ndarray | None = None
+    seen = np.zeros(len(texts), dtype=bool)
+    ds = ray.data.from_items([{"id": i, "text": str(t)} for i, t in enumerate(texts)])
+    embedded = _embedded(ds, embedder, concurrency, num_gpus, batch_size, embedder_args, embedder_kwargs)
+    for batch in embedded.iter_batches(batch_size=_ADD_ROWS, batch_format="numpy"):
+        vecs = _vectors(batch)
+        if out is None:
+            if vecs.ndim != 2:
+                raise errors.CallbackError(f"the embedder returned shape {vecs.shape}")
+            out = np.empty((len(texts), vecs.shape[1]), dtype=np.float32)
+        elif vecs.shape[1:] != out.shape[1:]:
+            raise errors.DimensionMismatchError(f"the embedder returned {vecs.shape[-1]}-d vectors after "
+                                                f"{out.shape[1]}-d ones")
+        pos = np.asarray(batch["id"], dtype=np.int64)
+        out[pos] = vecs
+        seen[pos] = True
+        if progress is not None:
+            progress(len(pos))
+    if out is None or not seen.all():
+        raise errors.LeannError(f"Ray Data returned {int(seen.sum())} of {len(texts)} rows")
+    return out
+
+
+def _vectors(batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    """A batch's ``vector`` column as one float32 matrix (Ray Data hands a
+    column of arrays over as an object array)."""
+    v = batch["vector"]
+    return np.ascontiguousarray(np.stack(list(v)) if v.dtype == object else v, dtype=np.float32)
+
+
 def _rows(embedded: Any, dim: int) -> Iterator[tuple[list[str], list[dict[str, Any]], list[str], np.ndarray]]:
     """The embedded dataset as the store's ``add`` arguments, a bounded batch at a time."""
     for batch in embedded.iter_batches(batch_size=_ADD_ROWS, batch_format="numpy"):
-        vecs = np.ascontiguousarray(np.stack(list(batch["vector"])) if batch["vector"].dtype == object
-                                    else batch["vector"], dtype=np.float32)
+        vecs = _vectors(batch)
         if vecs.ndim != 2 or vecs.shape[1] != dim:
             raise errors.DimensionMismatchError(f"the embedder gives {vecs.shape[-1]}-d vectors, the store "
                                                 f"was fingerprinted at {dim}-d")

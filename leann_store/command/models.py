@@ -526,6 +526,20 @@ def load_model(model: str | os.PathLike[str] | None = None, *,
     return _load(resolve_model_path(model), threads, _runtime_choice(runtime))
 
 
+class ActorModel:
+    """The command's model as a Ray actor runs it (``leann-store build --ray``):
+    Ray Data makes one per actor, which loads the model at ``path`` there
+    (``threads`` threads: an actor holds one CPU by default) and embeds each
+    batch of texts it is handed into normalised float32 rows."""
+
+    def __init__(self, path: str, threads: int = 1) -> None:
+        set_offline()
+        self.embedder = load_model(path, threads=threads)
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embedder.embed(list(texts))
+
+
 def embed(texts: Sequence[str], model: str | os.PathLike[str] | None = None) -> np.ndarray:
     """Embed ``texts`` with ``model`` (None: the default): float32 (n, d), normalised."""
     return load_model(model).embed(texts)
