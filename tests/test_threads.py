@@ -154,12 +154,25 @@ def test_two_level_batch_on_threads_matches_serial(data):
     serial = index.search(q, k=10, embed=embed)
     assert len(callers) == 1  # the default stays on the calling thread
     callers.clear()
-    par = index.search(q, k=10, embed=embed, threads=3)
+    both = threading.Event()
+
+    def side_by_side(ids):
+        """The first caller waits for a second thread (a thread pool hands a
+        later share to an idle thread when one is done already: on a busy
+        machine the first share could otherwise end before the next starts)."""
+        callers.add(threading.get_ident())
+        if len(callers) >= 2:
+            both.set()
+        if not both.wait(timeout=60):
+            both.set()  # no second thread came: the assertion below says so
+        return x[ids]
+
+    par = index.search(q, k=10, embed=side_by_side, threads=3)
     np.testing.assert_array_equal(par.ids, serial.ids)
     np.testing.assert_array_equal(par.distances, serial.distances)
     for key in (k for k in serial.stats if not k.endswith("_us")):  # timings differ run to run
         np.testing.assert_array_equal(par.stats[key], serial.stats[key])
-    assert len(callers) >= 2  # the pool may hand a later share to a thread that is done
+    assert len(callers) >= 2
 
     def failing(ids):
         if 7 in ids:
