@@ -13,6 +13,7 @@ and the store ends at exactly the writer's last state and passes check().
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -30,10 +31,16 @@ READERS, THREADS = 2, 3
 WORKER = str(Path(__file__).resolve().parent / "soak_worker.py")
 
 
-def cos_dist(q: np.ndarray, text: str) -> float:
+@functools.lru_cache(maxsize=1 << 16)
+def unit_vector(text: str) -> np.ndarray:
+    """``text``'s vector, normalised (texts recur across millions of hits)."""
     x = text_vector(text).astype(np.float64)
+    return x / np.linalg.norm(x)
+
+
+def cos_dist(q: np.ndarray, text: str) -> float:
     q64 = q.astype(np.float64)
-    return float(1.0 - x @ q64 / (np.linalg.norm(x) * np.linalg.norm(q64)))
+    return float(1.0 - unit_vector(text) @ q64 / np.linalg.norm(q64))
 
 
 def test_soak(tmp_path):
