@@ -89,7 +89,7 @@ def build_index(cls: Callable[[native.NativeIndex, IndexConfig, _MetricMap, Code
     n = x.shape[0]
     mmap = _MetricMap.fit(cfg.metric, x)
     flash = cfg.builder == "flash"
-    msub = cfg.build_subspaces(x.shape[1]) if flash else 0
+    msub = cfg.build_subspaces(x.shape[1], n) if flash else 0
     ssub = cfg.resolved_search_subspaces(x.shape[1])
     # Both codecs and the search codes come first, while nothing else is
     # allocated: the training sample never coexists with the graph under

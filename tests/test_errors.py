@@ -324,6 +324,8 @@ def test_build_subspaces_default_follows_dimension_and_pruning():
     assert cfg.build_subspaces(513) == 64 and cfg.build_subspaces(768) == 64
     assert IndexConfig(num_subspaces=16).build_subspaces(768) == 16
     assert IndexConfig(pca_dim=128, store_vectors=True).build_subspaces(384) == 32
+    # many rows crowd the 16-byte codes' neighbourhoods: the finer ones
+    assert cfg.build_subspaces(384, 99_999) == 32 and cfg.build_subspaces(384, 100_000) == 64
     # a pruned build picks its edges by the build codes: the finer ones
     assert IndexConfig().build_subspaces(384) == 64
     assert IndexConfig(store_vectors=True, prune=True).build_subspaces(384) == 64
