@@ -39,6 +39,7 @@ Example (a local Ray; ``address="auto"`` joins a running cluster)::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -192,17 +193,22 @@ def _embedded(dataset: Any, embedder: Callable[..., Any], concurrency: int | Non
         batch_format="numpy")  # Ray Data restarts lost actors
 
 
-def connect(address: str | None = None) -> None:
+def connect(address: str | None = None, *, log_level: int = logging.WARNING) -> None:
     """Join Ray unless this process already has: ``address`` None starts a
     local Ray (or joins ``$RAY_ADDRESS``'s cluster), ``"auto"`` joins the
     cluster running on this machine, anything else is a cluster's address
-    (``ray://head:10001``).  Workers' output stays on the workers."""
+    (``ray://head:10001``).  Workers' output stays on the workers; Ray's
+    and Ray Data's loggers here report from ``log_level`` up."""
     ray = _ray()
+    import ray.data  # (configures its loggers: adjust them after)
+
+    logging.getLogger("ray").setLevel(log_level)
+    # Ray Data's execution notes come from its internal modules (its own
+    # log file, under the session's logs, keeps what they would have said)
+    logging.getLogger("ray.data._internal").setLevel(log_level)
     if ray.is_initialized():
         return
-    import logging
-
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=log_level)
 
 
 def embed_texts(texts: Sequence[str], embedder: Callable[..., Any], *, concurrency: int | None = None,
@@ -228,6 +234,8 @@ def embed_texts(texts: Sequence[str], embedder: Callable[..., Any], *, concurren
     connect()
     out: np.ndarray | None = None
     seen = np.zeros(len(texts), dtype=bool)
+    if progress is not None:  # the caller shows its own
+        ray.data.DataContext.get_current().enable_progress_bars = False
     ds = ray.data.from_items([{"id": i, "text": str(t)} for i, t in enumerate(texts)])
     embedded = _embedded(ds, embedder, concurrency, num_gpus, batch_size, embedder_args, embedder_kwargs)
     for batch in embedded.iter_batches(batch_size=_ADD_ROWS, batch_format="numpy"):

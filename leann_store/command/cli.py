@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import sys
@@ -466,7 +467,9 @@ def _embed_on_ray(texts: list[str], embedder: Any, address: str, actors: int | N
     try:
         from .. import distributed
         from .models import ActorModel
-        distributed.connect(None if address == _LOCAL_RAY else address)
+        # Ray's start-up notes and its own progress log would bury the bar
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        distributed.connect(None if address == _LOCAL_RAY else address, log_level=logging.ERROR)
     except ImportError as exc:
         raise CommandError(f"--ray needs Ray: pip install 'leann-store[ray]' ({exc})", EXIT_USAGE) from None
     except ConnectionError as exc:
