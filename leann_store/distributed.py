@@ -232,18 +232,29 @@ def embed_texts(texts: Sequence[str], embedder: Callable[..., Any], *, concurren
         return np.zeros((0, 0), dtype=np.float32)
     ray = _ray()
     connect()
-    out: np.ndarray | None = None
-    seen = np.zeros(len(texts), dtype=bool)
-    if progress is not None:  # the caller shows its own
-        ray.data.DataContext.get_current().enable_progress_bars = False
     ds = ray.data.from_items([{"id": i, "text": str(t)} for i, t in enumerate(texts)])
     embedded = _embedded(ds, embedder, concurrency, num_gpus, batch_size, embedder_args, embedder_kwargs)
+    ctx = ray.data.DataContext.get_current()
+    bars = ctx.enable_progress_bars
+    if progress is not None:  # the caller shows its own (for this call only)
+        ctx.enable_progress_bars = False
+    try:
+        return _gather(embedded, len(texts), progress)
+    finally:
+        ctx.enable_progress_bars = bars
+
+
+def _gather(embedded: Any, n: int, progress: Callable[[int], Any] | None) -> np.ndarray:
+    """The ``n`` vectors of an embedded ``{id: position, text}`` dataset, in
+    position order."""
+    out: np.ndarray | None = None
+    seen = np.zeros(n, dtype=bool)
     for batch in embedded.iter_batches(batch_size=_ADD_ROWS, batch_format="numpy"):
         vecs = _vectors(batch)
         if out is None:
             if vecs.ndim != 2:
                 raise errors.CallbackError(f"the embedder returned shape {vecs.shape}")
-            out = np.empty((len(texts), vecs.shape[1]), dtype=np.float32)
+            out = np.empty((n, vecs.shape[1]), dtype=np.float32)
         elif vecs.shape[1:] != out.shape[1:]:
             raise errors.DimensionMismatchError(f"the embedder returned {vecs.shape[-1]}-d vectors after "
                                                 f"{out.shape[1]}-d ones")
@@ -253,7 +264,7 @@ def embed_texts(texts: Sequence[str], embedder: Callable[..., Any], *, concurren
         if progress is not None:
             progress(len(pos))
     if out is None or not seen.all():
-        raise errors.LeannError(f"Ray Data returned {int(seen.sum())} of {len(texts)} rows")
+        raise errors.LeannError(f"Ray Data returned {int(seen.sum())} of {n} rows")
     return out
 
 

@@ -128,7 +128,9 @@ def test_embed_texts_keeps_the_input_order(local_ray):
 
     texts = [r["text"] for r in corpus(300)]
     seen: list[int] = []
+    bars = ray.data.DataContext.get_current().enable_progress_bars
     got = embed_texts(texts, WordHash, concurrency=2, batch_size=32, progress=seen.append)
+    assert ray.data.DataContext.get_current().enable_progress_bars == bars  # Ray's own bars: off for the call only
     np.testing.assert_allclose(got, WordHash()(texts), atol=1e-6)
     assert sum(seen) == len(texts) and embed_texts([], WordHash).shape == (0, 0)
     with pytest.raises(errors.InvalidInputError, match="concurrency"):
